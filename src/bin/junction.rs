@@ -1,0 +1,222 @@
+//! `junction`: the command-line client of junctiond.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use junction::client::{Client, ClientError, Endpoint};
+use junction::config::Span;
+use junction::net::listener::default_unix_path;
+
+/// Talk to junctiond: call a method, send a notification, watch its stats.
+///
+/// Connects to the default Unix socket unless --unix or --tcp says otherwise.
+#[derive(Parser)]
+#[command(name = "junction", version)]
+struct Args {
+    /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock]
+    #[arg(
+        long,
+        env = "JUNCTION_UNIX",
+        value_name = "PATH",
+        conflicts_with = "tcp"
+    )]
+    unix: Option<PathBuf>,
+    /// TCP address of the daemon, e.g. 127.0.0.1:7710
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
+    /// How long to wait for an answer
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    timeout: Span,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call METHOD and print its result as pretty JSON
+    Call {
+        /// The method, e.g. rpc.ping
+        method: String,
+        /// Params as JSON (an array or object; rpc.echo takes any JSON), e.g. '[1,2]'
+        params: Option<String>,
+    },
+    /// Send METHOD as a notification (no answer is expected)
+    Notify {
+        /// The method
+        method: String,
+        /// Params as JSON
+        params: Option<String>,
+    },
+    /// Print the daemon's counters; with --watch, a line of rates every interval
+    Stats {
+        /// Refresh interval, e.g. 1s (runs until interrupted)
+        #[arg(long, value_name = "DURATION")]
+        watch: Option<Span>,
+    },
+    /// List the daemon's methods
+    Methods,
+    /// Check the daemon answers and show the round-trip time
+    Ping,
+}
+
+/// Exit codes: 0 ok, 1 the daemon answered an error, 2 bad usage, 3 no daemon / connection failure.
+enum Failure {
+    Rpc(String),
+    Usage(String),
+    Connection(String),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Rpc(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(message)) => {
+            eprintln!("junction: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Connection(message)) => {
+            eprintln!("junction: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn endpoint(args: &Args) -> Endpoint {
+    match (&args.tcp, &args.unix) {
+        (Some(addr), _) => Endpoint::Tcp(addr.clone()),
+        (None, Some(path)) => Endpoint::Unix(path.clone()),
+        (None, None) => Endpoint::Unix(default_unix_path()),
+    }
+}
+
+fn failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::Rpc(e) => Failure::Rpc(format!("error {}: {}", e.code, e.message)),
+        e if e.is_not_running() => Failure::Connection(format!(
+            "{e}\nhint: is junctiond running? Start it with `junctiond`, or point --unix/--tcp at it"
+        )),
+        e => Failure::Connection(e.to_string()),
+    }
+}
+
+fn parse_params(text: Option<&str>) -> Result<Option<Value>, Failure> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        Failure::Usage(format!(
+            "PARAMS must be JSON ({e}); quote strings twice, e.g. '\"hi\"' or '[1,2]'"
+        ))
+    })
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let endpoint = endpoint(&args);
+    let connect = || -> Result<Client, Failure> {
+        let mut client = Client::connect(&endpoint).map_err(failure)?;
+        client.set_timeout(Some(args.timeout.0)).map_err(failure)?;
+        Ok(client)
+    };
+    match &args.command {
+        Command::Call { method, params } => {
+            let params = parse_params(params.as_deref())?;
+            let result = connect()?.call(method, params).map_err(failure)?;
+            println!("{}", pretty(&result));
+        }
+        Command::Notify { method, params } => {
+            let params = parse_params(params.as_deref())?;
+            connect()?.notify(method, params).map_err(failure)?;
+        }
+        Command::Stats { watch: None } => {
+            let stats = connect()?.call("rpc.stats", None).map_err(failure)?;
+            println!("{}", pretty(&stats));
+        }
+        Command::Stats { watch: Some(every) } => watch_stats(&mut connect()?, every.0)?,
+        Command::Methods => {
+            let methods = connect()?.call("rpc.methods", None).map_err(failure)?;
+            for m in methods.as_array().into_iter().flatten() {
+                let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                println!(
+                    "{:<24} {:<7} {}",
+                    field("name"),
+                    field("mode"),
+                    field("description")
+                );
+            }
+        }
+        Command::Ping => {
+            let mut client = connect()?;
+            let started = Instant::now();
+            let answer = client.call("rpc.ping", None).map_err(failure)?;
+            println!(
+                "{} from {endpoint} in {:.1?}",
+                answer.as_str().unwrap_or("?"),
+                started.elapsed()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Numbers read out of one `rpc.stats` answer.
+struct Sample {
+    at: Instant,
+    unix: u64,
+    tcp: u64,
+    frames: u64,
+    errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Sample {
+    fn read(stats: &Value) -> Sample {
+        let n = |path: &str| stats.pointer(path).and_then(Value::as_u64).unwrap_or(0);
+        Sample {
+            at: Instant::now(),
+            unix: n("/connections/unix/current"),
+            tcp: n("/connections/tcp/current"),
+            frames: n("/protocols/jsonrpc/frames") + n("/protocols/mcp1/frames"),
+            errors: n("/protocols/jsonrpc/errors") + n("/protocols/mcp1/errors"),
+            bytes_in: n("/bytes_in"),
+            bytes_out: n("/bytes_out"),
+        }
+    }
+}
+
+fn watch_stats(client: &mut Client, every: Duration) -> Result<(), Failure> {
+    let every = every.max(Duration::from_millis(100));
+    println!(
+        "{:>8} {:>8} {:>12} {:>10} {:>12} {:>12}",
+        "unix", "tcp", "frames/s", "errors/s", "in B/s", "out B/s"
+    );
+    let mut last = Sample::read(&client.call("rpc.stats", None).map_err(failure)?);
+    loop {
+        std::thread::sleep(every);
+        let now = Sample::read(&client.call("rpc.stats", None).map_err(failure)?);
+        let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-6);
+        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+        println!(
+            "{:>8} {:>8} {:>12.0} {:>10.0} {:>12.0} {:>12.0}",
+            now.unix,
+            now.tcp,
+            rate(now.frames, last.frames),
+            rate(now.errors, last.errors),
+            rate(now.bytes_in, last.bytes_in),
+            rate(now.bytes_out, last.bytes_out)
+        );
+        last = now;
+    }
+}

@@ -1,0 +1,379 @@
+//! The per-connection ring buffer and the pool its storage comes from.
+//!
+//! A connection owns storage only while it has unparsed bytes: an idle
+//! connection holds an empty `RingBuffer` (no heap memory), takes a block from
+//! the [`RingPool`] when data arrives, and gives it back once every byte has
+//! been parsed. Frames are read straight out of the ring, including frames that
+//! wrap around its end (see [`RingBuffer::frame`]).
+
+use std::io::IoSliceMut;
+
+/// Capacity a connection's ring starts with when data first arrives.
+pub const RING_MIN: usize = 16 * 1024;
+
+/// A power-of-two ring of bytes: `len` bytes of data starting at `head`.
+#[derive(Debug, Default)]
+pub struct RingBuffer {
+    storage: Box<[u8]>,
+    head: usize,
+    len: usize,
+}
+
+impl RingBuffer {
+    /// An empty ring without storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of data waiting to be parsed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no data is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total capacity in bytes (0 while the ring holds no storage).
+    pub fn capacity(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// Bytes that can still be read into the ring without growing it.
+    pub fn free(&self) -> usize {
+        self.capacity() - self.len
+    }
+
+    fn mask(&self) -> usize {
+        self.capacity().wrapping_sub(1)
+    }
+
+    /// The data as up to two slices, oldest first.
+    pub fn data(&self) -> (&[u8], &[u8]) {
+        if self.len == 0 {
+            return (&[], &[]);
+        }
+        let end = self.head + self.len;
+        if end <= self.capacity() {
+            (&self.storage[self.head..end], &[])
+        } else {
+            let wrapped = end - self.capacity();
+            (&self.storage[self.head..], &self.storage[..wrapped])
+        }
+    }
+
+    /// The free space as up to two slices, in the order data is appended.
+    pub fn space(&mut self) -> (&mut [u8], &mut [u8]) {
+        let cap = self.capacity();
+        if cap == 0 {
+            return (&mut [], &mut []);
+        }
+        let tail = (self.head + self.len) & self.mask();
+        if self.len == cap {
+            (&mut [], &mut [])
+        } else if tail >= self.head {
+            // Free space runs from tail to the end, then from 0 to head.
+            let (front, back) = self.storage.split_at_mut(tail);
+            (back, &mut front[..self.head])
+        } else {
+            (&mut self.storage[tail..self.head], &mut [])
+        }
+    }
+
+    /// The free space as `IoSliceMut`s for `readv`; returns how many are used.
+    pub fn space_iovecs<'a>(&'a mut self, iov: &mut [IoSliceMut<'a>; 2]) -> usize {
+        let (a, b) = self.space();
+        let used = usize::from(!a.is_empty()) + usize::from(!b.is_empty());
+        iov[0] = IoSliceMut::new(a);
+        iov[1] = IoSliceMut::new(b);
+        used
+    }
+
+    /// Marks `n` bytes of the free space (filled by a read) as data.
+    pub fn fill(&mut self, n: usize) {
+        debug_assert!(n <= self.free(), "fill past the free space");
+        self.len += n.min(self.free());
+    }
+
+    /// Drops the oldest `n` bytes of data.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len, "consume past the data");
+        let n = n.min(self.len);
+        self.len -= n;
+        self.head = if self.len == 0 {
+            0
+        } else {
+            (self.head + n) & self.mask()
+        };
+    }
+
+    /// The byte at `offset` from the start of the data.
+    pub fn byte(&self, offset: usize) -> Option<u8> {
+        (offset < self.len).then(|| self.storage[(self.head + offset) & self.mask()])
+    }
+
+    /// Offset of the first `needle` at or after `from`, searching both halves.
+    pub fn find(&self, needle: u8, from: usize) -> Option<usize> {
+        let (a, b) = self.data();
+        if from < a.len() {
+            if let Some(i) = memchr::memchr(needle, &a[from..]) {
+                return Some(from + i);
+            }
+        }
+        let start_b = from.saturating_sub(a.len());
+        if start_b < b.len() {
+            memchr::memchr(needle, &b[start_b..]).map(|i| a.len() + start_b + i)
+        } else {
+            None
+        }
+    }
+
+    /// The bytes `[offset, offset + len)` of the data as one slice: borrowed
+    /// from the ring when contiguous, copied into `scratch` when they wrap.
+    pub fn frame<'a>(&'a self, offset: usize, len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        debug_assert!(offset + len <= self.len, "frame past the data");
+        let (a, b) = self.data();
+        let end = (offset + len).min(self.len);
+        if end <= a.len() {
+            &a[offset..end]
+        } else if offset >= a.len() {
+            &b[offset - a.len()..end - a.len()]
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(&a[offset..]);
+            scratch.extend_from_slice(&b[..end - a.len()]);
+            scratch
+        }
+    }
+
+    /// Copies the first `out.len()` bytes of data into `out`; false if fewer are there.
+    pub fn peek(&self, out: &mut [u8]) -> bool {
+        if out.len() > self.len {
+            return false;
+        }
+        let (a, b) = self.data();
+        let want = out.len();
+        let from_a = want.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..].copy_from_slice(&b[..want - from_a]);
+        true
+    }
+
+    /// True when the ring holds storage it could give back to the pool.
+    pub fn has_storage(&self) -> bool {
+        !self.storage.is_empty()
+    }
+
+    /// Ensures storage of at least `min` bytes (a power of two), moving the
+    /// data to the start of the new block. Old storage goes back to `pool`.
+    pub fn reserve(&mut self, min: usize, pool: &mut RingPool) {
+        if self.capacity() >= min {
+            return;
+        }
+        let mut block = pool.take(min.max(RING_MIN));
+        let (a, b) = self.data();
+        block[..a.len()].copy_from_slice(a);
+        block[a.len()..a.len() + b.len()].copy_from_slice(b);
+        let old = std::mem::replace(&mut self.storage, block);
+        self.head = 0;
+        pool.give(old);
+    }
+
+    /// Gives the storage back to `pool` if no data is waiting.
+    pub fn release_if_empty(&mut self, pool: &mut RingPool) {
+        if self.len == 0 && self.has_storage() {
+            pool.give(std::mem::take(&mut self.storage));
+            self.head = 0;
+        }
+    }
+}
+
+/// Free ring blocks by power-of-two size class, so that connections going
+/// busy and idle again do not touch the allocator.
+#[derive(Debug)]
+pub struct RingPool {
+    classes: Vec<Vec<Box<[u8]>>>,
+    per_class: usize,
+}
+
+impl RingPool {
+    /// A pool that keeps up to `per_class` free blocks of each size.
+    pub fn new(per_class: usize) -> Self {
+        Self {
+            classes: Vec::new(),
+            per_class,
+        }
+    }
+
+    fn class_of(size: usize) -> usize {
+        size.trailing_zeros() as usize
+    }
+
+    /// A block of at least `min` bytes, rounded up to a power of two.
+    pub fn take(&mut self, min: usize) -> Box<[u8]> {
+        let size = min.next_power_of_two();
+        self.classes
+            .get_mut(Self::class_of(size))
+            .and_then(Vec::pop)
+            .unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
+    }
+
+    /// Returns a block; dropped when its class is full or it is not a power of two.
+    pub fn give(&mut self, block: Box<[u8]>) {
+        if block.is_empty() || !block.len().is_power_of_two() {
+            return;
+        }
+        let class = Self::class_of(block.len());
+        if self.classes.len() <= class {
+            self.classes.resize_with(class + 1, Vec::new);
+        }
+        if self.classes[class].len() < self.per_class {
+            self.classes[class].push(block);
+        }
+    }
+
+    /// Bytes held by free blocks.
+    pub fn pooled_bytes(&self) -> usize {
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(class, blocks)| blocks.len() << class)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(ring: &mut RingBuffer, bytes: &[u8]) {
+        let (a, b) = ring.space();
+        let first = bytes.len().min(a.len());
+        a[..first].copy_from_slice(&bytes[..first]);
+        b[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        ring.fill(bytes.len());
+    }
+
+    /// Moves the (empty) ring's head to `offset`, so that data pushed next
+    /// wraps; an emptied ring resets its head to 0, so one byte stays until
+    /// the caller's data is in.
+    fn start_at(ring: &mut RingBuffer, offset: usize, data: &[u8]) {
+        push(ring, &vec![0; offset]);
+        ring.consume(offset - 1);
+        push(ring, data);
+        ring.consume(1);
+    }
+
+    fn contents(ring: &RingBuffer) -> Vec<u8> {
+        let (a, b) = ring.data();
+        [a, b].concat()
+    }
+
+    #[test]
+    fn an_idle_ring_holds_no_storage() {
+        let mut pool = RingPool::new(4);
+        let mut ring = RingBuffer::new();
+        assert_eq!(ring.capacity(), 0);
+        ring.reserve(1, &mut pool);
+        assert_eq!(ring.capacity(), RING_MIN);
+        push(&mut ring, b"abc");
+        ring.release_if_empty(&mut pool);
+        assert!(ring.has_storage(), "data still waiting, storage kept");
+        ring.consume(3);
+        ring.release_if_empty(&mut pool);
+        assert_eq!(ring.capacity(), 0);
+        assert_eq!(pool.pooled_bytes(), RING_MIN);
+    }
+
+    #[test]
+    fn frames_that_wrap_are_copied_and_others_borrowed() {
+        let mut pool = RingPool::new(4);
+        let mut ring = RingBuffer::new();
+        ring.reserve(RING_MIN, &mut pool);
+        start_at(&mut ring, RING_MIN - 4, b"hello\nworld\n");
+        let mut scratch = Vec::new();
+        let nl = ring.find(b'\n', 0).expect("newline");
+        assert_eq!(nl, 5);
+        assert_eq!(ring.frame(0, nl, &mut scratch), b"hello");
+        assert_eq!(scratch, b"hello", "wrapped frame copied to scratch");
+        ring.consume(nl + 1);
+        scratch.clear();
+        assert_eq!(ring.find(b'\n', 0), Some(5));
+        assert_eq!(ring.frame(0, 5, &mut scratch), b"world");
+        assert!(scratch.is_empty(), "contiguous frame borrowed");
+    }
+
+    #[test]
+    fn growing_keeps_wrapped_data_in_order() {
+        let mut pool = RingPool::new(4);
+        let mut ring = RingBuffer::new();
+        ring.reserve(RING_MIN, &mut pool);
+        let data: Vec<u8> = (0..100u8).collect();
+        start_at(&mut ring, RING_MIN - 10, &data);
+        assert_ne!(ring.data().1.len(), 0, "data wraps");
+        ring.reserve(RING_MIN * 2, &mut pool);
+        assert_eq!(ring.capacity(), RING_MIN * 2);
+        assert_eq!(contents(&ring), data);
+        assert_eq!(ring.data().1.len(), 0, "data contiguous after growth");
+    }
+
+    #[test]
+    fn space_and_data_always_partition_the_ring() {
+        // Deterministic pseudo-random fill/consume walk against a Vec model.
+        let mut pool = RingPool::new(4);
+        let mut ring = RingBuffer::new();
+        ring.reserve(RING_MIN, &mut pool);
+        let mut model: std::collections::VecDeque<u8> = Default::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for step in 0..20_000u32 {
+            let (a, b) = ring.space();
+            assert_eq!(a.len() + b.len(), RING_MIN - model.len());
+            let n = (next() as usize) % (a.len() + b.len() + 1);
+            let bytes: Vec<u8> = (0..n).map(|i| (step as usize + i) as u8).collect();
+            push(&mut ring, &bytes);
+            model.extend(&bytes);
+            let take = (next() as usize) % (model.len() + 1);
+            if let Some(nl) = ring.find(bytes.first().copied().unwrap_or(0), 0) {
+                let expected = model
+                    .iter()
+                    .position(|&c| c == bytes.first().copied().unwrap_or(0));
+                assert_eq!(Some(nl), expected);
+            }
+            ring.consume(take);
+            model.drain(..take);
+            assert_eq!(contents(&ring), model.iter().copied().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn peek_and_byte_see_across_the_wrap() {
+        let mut pool = RingPool::new(4);
+        let mut ring = RingBuffer::new();
+        ring.reserve(RING_MIN, &mut pool);
+        start_at(&mut ring, RING_MIN - 2, b"MCP1");
+        let mut magic = [0u8; 4];
+        assert!(ring.peek(&mut magic));
+        assert_eq!(&magic, b"MCP1");
+        assert_eq!(ring.byte(3), Some(b'1'));
+        assert_eq!(ring.byte(4), None);
+        assert!(!ring.peek(&mut [0u8; 5]));
+    }
+
+    #[test]
+    fn pool_keeps_at_most_per_class() {
+        let mut pool = RingPool::new(1);
+        pool.give(vec![0; 4096].into_boxed_slice());
+        pool.give(vec![0; 4096].into_boxed_slice());
+        pool.give(vec![0; 1000].into_boxed_slice());
+        assert_eq!(pool.pooled_bytes(), 4096);
+        assert_eq!(pool.take(3000).len(), 4096);
+        assert_eq!(pool.pooled_bytes(), 0);
+    }
+}

@@ -1,0 +1,309 @@
+//! The connection state machine, independent of how bytes arrive.
+//!
+//! A backend (readiness or completion based) fills the ring returned by
+//! [`Connection::read_space`], reports it with [`Connection::received`] or
+//! [`Connection::end_of_input`], writes what [`Connection::output`] holds and
+//! reports it with [`Connection::wrote`]. Everything else (sniffing, framing,
+//! dispatch, batches, limits) happens here, with no system call.
+//!
+//! ```text
+//! Sniffing --{ or [--> JsonRpc --EOF--------------------> (flush) Close
+//!     |                  |
+//!     +--other bytes--+--+--frame too large--> Refused --> (flush, linger) Close
+//! ```
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use slab::Slab;
+
+use crate::buffer::{RING_MIN, RingBuffer};
+use crate::dispatch::{Dispatcher, PendingBatch, Shared};
+use crate::error::{ErrorCode, RpcError};
+use crate::net::Transport;
+use crate::proto::jsonrpc::{self, Line};
+use crate::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
+use crate::workers::{Completion, ConnRef};
+use crate::write_queue::WriteQueue;
+
+/// Which protocol the connection speaks, and the codec's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for enough bytes to tell the protocol.
+    Sniffing,
+    /// Newline-delimited JSON-RPC; `scanned` bytes of the pending line hold no newline.
+    JsonRpc {
+        /// Bytes already searched for the end of the line.
+        scanned: usize,
+    },
+}
+
+/// Whether the connection still takes input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Reading and parsing.
+    Open,
+    /// The peer finished sending (EOF); answers still go out.
+    Ended,
+    /// A protocol error ended the conversation: anything more is read and discarded
+    /// until the error has been flushed, so the peer sees it rather than a reset.
+    Refused,
+}
+
+/// What the backend should do with a connection that has nothing left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Keep serving it.
+    Open,
+    /// Close it now.
+    Close,
+    /// Shut down the write side and close once the peer does (or a timer fires).
+    Linger,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Connection {
+    id: ConnRef,
+    transport: Transport,
+    phase: Phase,
+    input: Input,
+    ring: RingBuffer,
+    out: WriteQueue,
+    batches: Slab<PendingBatch>,
+    in_flight: usize,
+}
+
+impl Connection {
+    /// A fresh connection, sniffing.
+    pub fn new(id: ConnRef, transport: Transport) -> Self {
+        Self {
+            id,
+            transport,
+            phase: Phase::Sniffing,
+            input: Input::Open,
+            ring: RingBuffer::new(),
+            out: WriteQueue::new(),
+            batches: Slab::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// The connection's identity (slab key and generation).
+    pub fn id(&self) -> ConnRef {
+        self.id
+    }
+
+    /// The transport it came in on.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The protocol, once sniffed.
+    pub fn protocol(&self) -> Option<Protocol> {
+        match self.phase {
+            Phase::Sniffing => None,
+            Phase::JsonRpc { .. } => Some(Protocol::JsonRpc),
+        }
+    }
+
+    /// True until the protocol is known.
+    pub fn is_sniffing(&self) -> bool {
+        self.phase == Phase::Sniffing
+    }
+
+    /// True while the backend should read from the socket.
+    pub fn wants_input(&self) -> bool {
+        self.input != Input::Ended
+    }
+
+    /// Requests handed to the pool and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The free space to read into, grown when full (up to what the largest
+    /// frame needs).
+    pub fn read_space(&mut self, shared: &mut Shared<'_>) -> &mut RingBuffer {
+        let max_ring = (shared.limits.max_frame + 2)
+            .next_power_of_two()
+            .max(RING_MIN);
+        if !self.ring.has_storage() {
+            self.ring.reserve(RING_MIN, shared.rings);
+        } else if self.ring.free() == 0 && self.ring.capacity() < max_ring {
+            let doubled = self.ring.capacity() * 2;
+            self.ring.reserve(doubled, shared.rings);
+        }
+        &mut self.ring
+    }
+
+    /// Handles `n` bytes just read into the ring.
+    pub fn received(&mut self, n: usize, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
+        self.ring.fill(n);
+        shared.stats().bytes_in.fetch_add(n as u64, Relaxed);
+        if self.input == Input::Refused {
+            self.ring.consume(self.ring.len());
+            return;
+        }
+        if self.phase == Phase::Sniffing {
+            self.sniff(shared);
+        }
+        if let Phase::JsonRpc { .. } = self.phase {
+            self.parse_jsonrpc(shared, scratch);
+        }
+    }
+
+    /// The peer will send nothing more; a last line without a newline is
+    /// still a request.
+    pub fn end_of_input(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
+        if self.input == Input::Open && self.protocol() == Some(Protocol::JsonRpc) {
+            let len = self.ring.len();
+            if len > 0 && len <= shared.limits.max_frame {
+                let line = self.ring.frame(0, len, scratch);
+                Dispatcher {
+                    conn: self.id,
+                    out: &mut self.out,
+                    batches: &mut self.batches,
+                    in_flight: &mut self.in_flight,
+                    shared,
+                }
+                .jsonrpc_line(line);
+            }
+        }
+        self.ring.consume(self.ring.len());
+        self.ring.release_if_empty(shared.rings);
+        if self.input == Input::Open {
+            self.input = Input::Ended;
+        }
+    }
+
+    /// Takes back a response the pool produced.
+    pub fn complete(&mut self, done: Completion, shared: &mut Shared<'_>) {
+        self.dispatcher(shared).complete(done);
+    }
+
+    /// The bytes waiting to be written.
+    pub fn output(&self) -> &WriteQueue {
+        &self.out
+    }
+
+    /// `n` bytes of the output were written.
+    pub fn wrote(&mut self, n: usize, shared: &mut Shared<'_>) {
+        self.out.advance(n, shared.chunks);
+        shared.stats().bytes_out.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Gives back buffers that hold nothing (call after each round of I/O).
+    pub fn release_idle_buffers(&mut self, shared: &mut Shared<'_>) {
+        self.ring.release_if_empty(shared.rings);
+    }
+
+    /// Drops unsent output: the peer is gone.
+    pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
+        self.out.release(shared.chunks);
+    }
+
+    /// Whether the connection is done, and how to end it.
+    pub fn finish(&self) -> Finish {
+        let idle = self.in_flight == 0 && self.out.is_empty() && self.batches.is_empty();
+        match self.input {
+            Input::Open => Finish::Open,
+            _ if !idle => Finish::Open,
+            Input::Ended => Finish::Close,
+            Input::Refused => Finish::Linger,
+        }
+    }
+
+    /// Stops taking requests (shutdown): answers already owed still go out.
+    pub fn stop_input(&mut self, shared: &mut Shared<'_>) {
+        self.ring.consume(self.ring.len());
+        self.ring.release_if_empty(shared.rings);
+        self.input = Input::Ended;
+    }
+
+    fn dispatcher<'c, 's, 'a>(&'c mut self, shared: &'s mut Shared<'a>) -> Dispatcher<'c, 's, 'a> {
+        Dispatcher {
+            conn: self.id,
+            out: &mut self.out,
+            batches: &mut self.batches,
+            in_flight: &mut self.in_flight,
+            shared,
+        }
+    }
+
+    fn sniff(&mut self, shared: &mut Shared<'_>) {
+        let mut first = [0u8; SNIFF_WINDOW];
+        let seen = self.ring.len().min(SNIFF_WINDOW);
+        self.ring.peek(&mut first[..seen]);
+        match proto::sniff(&first[..seen]) {
+            Sniff::NeedMore => {}
+            Sniff::Detected(Protocol::JsonRpc) => {
+                self.phase = Phase::JsonRpc { scanned: 0 };
+                let stats = shared.stats().protocol(Protocol::JsonRpc);
+                stats.connections.fetch_add(1, Relaxed);
+            }
+            Sniff::Detected(Protocol::Mcp1) => {
+                shared.stats().sniff_rejected.fetch_add(1, Relaxed);
+                self.refuse(
+                    shared,
+                    b"junctiond: MCP1 framing is not supported by this build yet; \
+                      speak JSON-RPC 2.0 (one JSON object per line)\n",
+                );
+            }
+            Sniff::Unknown => {
+                shared.stats().sniff_rejected.fetch_add(1, Relaxed);
+                self.refuse(shared, proto::UNKNOWN_PROTOCOL_REPLY);
+            }
+        }
+    }
+
+    fn parse_jsonrpc(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
+        while let Phase::JsonRpc { scanned } = self.phase {
+            match jsonrpc::next_line(&self.ring, scanned, shared.limits.max_frame) {
+                Line::Complete { len, consumed } => {
+                    let line = self.ring.frame(0, len, scratch);
+                    Dispatcher {
+                        conn: self.id,
+                        out: &mut self.out,
+                        batches: &mut self.batches,
+                        in_flight: &mut self.in_flight,
+                        shared,
+                    }
+                    .jsonrpc_line(line);
+                    self.ring.consume(consumed);
+                    self.phase = Phase::JsonRpc { scanned: 0 };
+                }
+                Line::Partial { scanned } => {
+                    self.phase = Phase::JsonRpc { scanned };
+                    return;
+                }
+                Line::TooLong => {
+                    let error = RpcError::with(
+                        ErrorCode::FrameTooLarge,
+                        format_args!(
+                            "a line exceeds the limit of {} bytes; closing",
+                            shared.limits.max_frame
+                        ),
+                    );
+                    let stats = shared.stats().protocol(Protocol::JsonRpc);
+                    stats.errors.fetch_add(1, Relaxed);
+                    self.out.append(shared.chunks, |buf| {
+                        jsonrpc::write_error(buf, None, &error);
+                        buf.push(b'\n');
+                    });
+                    self.refuse(shared, b"");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the conversation after `message`: input from here on is discarded.
+    fn refuse(&mut self, shared: &mut Shared<'_>, message: &[u8]) {
+        if !message.is_empty() {
+            self.out
+                .append(shared.chunks, |buf| buf.extend_from_slice(message));
+        }
+        self.ring.consume(self.ring.len());
+        self.input = Input::Refused;
+    }
+}

@@ -1,0 +1,250 @@
+//! Binding the Unix and TCP listeners, with the backlog we choose, and the
+//! stale-socket rule: unlink a socket file only when nothing answers there.
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+
+use mio::event::Source;
+use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::{Stream, Transport};
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A live daemon answers on the socket path.
+    #[error(
+        "another junctiond is listening on {0} (stop it first, or pick another path with --unix)"
+    )]
+    AlreadyRunning(PathBuf),
+    /// The path exists and is not a socket: never removed.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// A system call failed.
+    #[error("{what} {target}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path or address.
+        target: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(
+    what: &'static str,
+    target: impl std::fmt::Display,
+) -> impl FnOnce(io::Error) -> BindError {
+    let target = target.to_string();
+    move |source| BindError::Io {
+        what,
+        target,
+        source,
+    }
+}
+
+/// A listening socket the loop accepts from.
+#[derive(Debug)]
+pub enum Listener {
+    /// A Unix-domain listener and the file it owns.
+    Unix {
+        /// The mio listener.
+        listener: UnixListener,
+        /// The socket file, removed on shutdown.
+        path: PathBuf,
+        /// The inode bound, so that shutdown never removes another daemon's file.
+        inode: u64,
+    },
+    /// A TCP listener.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds the Unix socket at `path` with file mode `mode`.
+    pub fn bind_unix(path: &Path, mode: u32, backlog: i32) -> Result<Self, BindError> {
+        prepare_socket_path(path)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+            .map_err(io_err("cannot create a socket for", path.display()))?;
+        let addr = SockAddr::unix(path).map_err(io_err("invalid socket path", path.display()))?;
+        socket
+            .bind(&addr)
+            .map_err(io_err("cannot bind", path.display()))?;
+        // Set the mode before listen(): until then nobody can connect.
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err("cannot chmod", path.display()))?;
+        socket
+            .listen(backlog)
+            .map_err(io_err("cannot listen on", path.display()))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io_err("cannot set non-blocking", path.display()))?;
+        let inode = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+        let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
+        Ok(Listener::Unix {
+            listener: UnixListener::from_std(std_listener),
+            path: path.to_path_buf(),
+            inode,
+        })
+    }
+
+    /// Binds a TCP listener at `addr` (port 0 picks a free port).
+    pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> Result<Self, BindError> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+            .map_err(io_err("cannot create a socket for", addr))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(io_err("cannot set SO_REUSEADDR on", addr))?;
+        socket
+            .bind(&addr.into())
+            .map_err(io_err("cannot bind", addr))?;
+        socket
+            .listen(backlog)
+            .map_err(io_err("cannot listen on", addr))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(io_err("cannot set non-blocking", addr))?;
+        let std_listener = std::net::TcpListener::from(OwnedFd::from(socket));
+        Ok(Listener::Tcp(TcpListener::from_std(std_listener)))
+    }
+
+    /// Which transport this listener serves.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Listener::Unix { .. } => Transport::Unix,
+            Listener::Tcp(_) => Transport::Tcp,
+        }
+    }
+
+    /// Where clients connect, for logs and the start-up block.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Unix { path, .. } => path.display().to_string(),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("<unknown: {e}>"), |a| a.to_string()),
+        }
+    }
+
+    /// The bound TCP address (with the real port when 0 was asked for).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix { .. } => None,
+        }
+    }
+
+    /// Accepts one pending connection (non-blocking, close-on-exec).
+    pub fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix { listener, .. } => listener.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(listener) => {
+                let (stream, _) = listener.accept()?;
+                // Request/response traffic wants every reply sent at once.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+                Ok(Stream::Tcp(stream))
+            }
+        }
+    }
+
+    /// Removes the socket file if it is still the one this listener bound.
+    pub fn remove_socket_file(&self) {
+        if let Listener::Unix { path, inode, .. } = self {
+            match fs::metadata(path) {
+                Ok(meta) if meta.ino() == *inode => {
+                    if let Err(e) = fs::remove_file(path) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Unix { listener, .. } => listener.register(registry, token, interests),
+            Listener::Tcp(l) => l.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Listener::Unix { listener, .. } => listener.reregister(registry, token, interests),
+            Listener::Tcp(l) => l.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Unix { listener, .. } => listener.deregister(registry),
+            Listener::Tcp(l) => l.deregister(registry),
+        }
+    }
+}
+
+/// Creates the parent directory (0700) and clears a stale socket file.
+fn prepare_socket_path(path: &Path) -> Result<(), BindError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("cannot create directory", dir.display()))?;
+        }
+    }
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("cannot inspect", path.display())(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket(path.to_path_buf()));
+    }
+    match StdUnixStream::connect(path) {
+        Ok(_) => Err(BindError::AlreadyRunning(path.to_path_buf())),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing stale socket file");
+            match fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("cannot remove stale socket", path.display())(e)),
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("cannot probe existing socket", path.display())(e)),
+    }
+}
+
+/// The default Unix socket path: `$XDG_RUNTIME_DIR/junction.sock`, else
+/// `/tmp/junction-<uid>/junction.sock`.
+pub fn default_unix_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("junction.sock"),
+        None => {
+            PathBuf::from(format!("/tmp/junction-{}", nix::unistd::getuid())).join("junction.sock")
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Listeners and accepted streams: the only code that knows Unix from TCP.
+
+pub mod listener;
+pub mod stream;
+
+pub use listener::{BindError, Listener};
+pub use stream::Stream;
+
+use serde::Serialize;
+
+/// The two transports a client can connect over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A Unix-domain stream socket.
+    Unix = 0,
+    /// TCP (loopback by default).
+    Tcp = 1,
+}
+
+impl Transport {
+    /// The name used in logs and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! An accepted connection over either transport.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::Shutdown;
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use super::Transport;
+
+/// A non-blocking stream socket, Unix or TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// A Unix-domain stream.
+    Unix(UnixStream),
+    /// A TCP stream.
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    /// Which transport this stream came in on.
+    pub fn transport(&self) -> Transport {
+        match self {
+            Stream::Unix(_) => Transport::Unix,
+            Stream::Tcp(_) => Transport::Tcp,
+        }
+    }
+
+    /// `readv` into up to two regions of a ring buffer.
+    pub fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read_vectored(bufs),
+            Stream::Tcp(s) => s.read_vectored(bufs),
+        }
+    }
+
+    /// `writev` from the write queue.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tcp(s) => s.write_vectored(bufs),
+        }
+    }
+
+    /// Plain write, for the one-line messages sent before a close.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    /// Half-closes the stream in the given direction.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        }
+    }
+
+    /// A printable peer description for logs.
+    pub fn peer(&self) -> String {
+        match self {
+            Stream::Unix(_) => "unix".into(),
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "tcp".into(), |a| a.to_string()),
+        }
+    }
+}
+
+impl Source for Stream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.register(registry, token, interests),
+            Stream::Tcp(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.reregister(registry, token, interests),
+            Stream::Tcp(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.deregister(registry),
+            Stream::Tcp(s) => s.deregister(registry),
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! JSON-RPC 2.0 over newline-delimited JSON: the framing, the parsing of
+//! requests (single and batch) and the encoding of responses. No I/O.
+//!
+//! Parsing borrows from the line: the method name, the params and the id are
+//! slices of the frame, and the id is echoed back byte for byte.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::buffer::RingBuffer;
+use crate::error::{ErrorCode, RpcError};
+use crate::router::Reply;
+
+/// Where the search for the end of the current line stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line of `len` bytes (newline and any `\r` excluded);
+    /// `consumed` bytes (with the newline) make up the frame.
+    Complete {
+        /// Bytes of the line without its terminator.
+        len: usize,
+        /// Bytes to drop from the ring once the line is handled.
+        consumed: usize,
+    },
+    /// No newline yet; `scanned` bytes need not be searched again.
+    Partial {
+        /// Bytes already searched.
+        scanned: usize,
+    },
+    /// The line is longer than the limit.
+    TooLong,
+}
+
+/// Finds the next line in `ring`, resuming the search at `scanned`.
+pub fn next_line(ring: &RingBuffer, scanned: usize, max_frame: usize) -> Line {
+    match ring.find(b'\n', scanned) {
+        Some(nl) => {
+            let len = if nl > 0 && ring.byte(nl - 1) == Some(b'\r') {
+                nl - 1
+            } else {
+                nl
+            };
+            if len > max_frame {
+                Line::TooLong
+            } else {
+                Line::Complete {
+                    len,
+                    consumed: nl + 1,
+                }
+            }
+        }
+        None if ring.len() > max_frame + 1 => Line::TooLong,
+        None => Line::Partial {
+            scanned: ring.len(),
+        },
+    }
+}
+
+/// One decoded line.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A blank line: nothing to do.
+    Blank,
+    /// A single request, notification or response.
+    Single(Entry<'a>),
+    /// A batch: its raw entries, each still to be parsed with [`parse_entry`].
+    Batch(Vec<&'a RawValue>),
+    /// The line as a whole is wrong (parse error, empty or oversized batch):
+    /// answered with this error and id null.
+    Invalid(RpcError),
+}
+
+/// One request object, or why it is not one.
+#[derive(Debug)]
+pub enum Entry<'a> {
+    /// A call (`id` present) or a notification (`id` absent).
+    Request {
+        /// The raw id (a string, number or null), or None for a notification.
+        id: Option<&'a RawValue>,
+        /// The method name.
+        method: Cow<'a, str>,
+        /// The raw params (an array or object), if any.
+        params: Option<&'a RawValue>,
+    },
+    /// A response object (has `result` or `error`, no `method`).
+    Response {
+        /// The id it answers.
+        id: Option<&'a RawValue>,
+    },
+    /// Not a valid request: answered with `error` and `id` (null if unknown).
+    Invalid {
+        /// The id, when it could be read and is of a valid type.
+        id: Option<&'a RawValue>,
+        /// What is wrong.
+        error: RpcError,
+    },
+}
+
+/// Decodes one line.
+pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
+    let Some(first) = line.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return Message::Blank;
+    };
+    // serde_json skips unknown members without checking their UTF-8.
+    let line = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(e) => {
+            return Message::Invalid(RpcError::parse_error(format_args!(
+                "invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            )));
+        }
+    };
+    if line.as_bytes()[first] != b'[' {
+        return match serde_json::from_str::<Envelope<'_>>(line) {
+            Ok(envelope) => Message::Single(envelope.validate()),
+            Err(e) if e.is_data() => Message::Single(Entry::Invalid {
+                id: None,
+                error: RpcError::invalid_request(describe_shape_error(&e)),
+            }),
+            Err(e) => Message::Invalid(RpcError::parse_error(e)),
+        };
+    }
+    match serde_json::from_str::<Vec<&RawValue>>(line) {
+        Ok(entries) if entries.is_empty() => {
+            Message::Invalid(RpcError::invalid_request("empty batch"))
+        }
+        Ok(entries) if entries.len() > max_batch => {
+            Message::Invalid(RpcError::invalid_request(format_args!(
+                "batch of {} entries exceeds the limit of {max_batch}",
+                entries.len()
+            )))
+        }
+        Ok(entries) => Message::Batch(entries),
+        Err(e) => Message::Invalid(RpcError::parse_error(e)),
+    }
+}
+
+/// Parses one entry of a batch.
+pub fn parse_entry(raw: &RawValue) -> Entry<'_> {
+    match serde_json::from_str::<Envelope<'_>>(raw.get()) {
+        Ok(envelope) => envelope.validate(),
+        Err(e) => Entry::Invalid {
+            id: None,
+            error: RpcError::invalid_request(describe_shape_error(&e)),
+        },
+    }
+}
+
+fn describe_shape_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde's "expected struct Envelope" means nothing to a client.
+    match text.find(", expected struct Envelope") {
+        Some(at) => format!("{}, expected a request object", &text[..at]),
+        None => text,
+    }
+}
+
+/// The members of a request, each kept raw so that it can be checked with a
+/// precise message and so that `"id": null` stays apart from a missing id.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// A member that is present, even when its value is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+fn first_byte(raw: &RawValue) -> u8 {
+    raw.get().as_bytes().first().copied().unwrap_or(b' ')
+}
+
+impl<'a> Envelope<'a> {
+    fn validate(self) -> Entry<'a> {
+        let id = match self.id {
+            Some(id) if !matches!(first_byte(id), b'"' | b'-' | b'0'..=b'9' | b'n') => {
+                return Entry::Invalid {
+                    id: None,
+                    error: RpcError::invalid_request("\"id\" must be a string, a number or null"),
+                };
+            }
+            id => id,
+        };
+        let invalid = |detail: &str| Entry::Invalid {
+            id,
+            error: RpcError::invalid_request(detail),
+        };
+        match self
+            .jsonrpc
+            .map(|v| serde_json::from_str::<Cow<'_, str>>(v.get()))
+        {
+            Some(Ok(version)) if version == "2.0" => {}
+            None => return invalid("missing \"jsonrpc\": \"2.0\""),
+            _ => return invalid("\"jsonrpc\" must be exactly \"2.0\""),
+        }
+        let Some(method) = self.method else {
+            if self.result.is_some() || self.error.is_some() {
+                return Entry::Response { id };
+            }
+            return invalid("missing \"method\"");
+        };
+        let method = match serde_json::from_str::<Cow<'a, str>>(method.get()) {
+            Ok(name) => name,
+            Err(_) => return invalid("\"method\" must be a string"),
+        };
+        if let Some(params) = self.params {
+            if !matches!(first_byte(params), b'[' | b'{') {
+                return invalid("\"params\" must be an array or an object");
+            }
+        }
+        Entry::Request {
+            id,
+            method,
+            params: self.params,
+        }
+    }
+}
+
+const RESULT_PREFIX: &[u8] = br#"{"jsonrpc":"2.0","result":"#;
+const ERROR_PREFIX: &[u8] = br#"{"jsonrpc":"2.0","error":{"code":"#;
+
+fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
+    out.extend_from_slice(br#","id":"#);
+    out.extend_from_slice(id.map_or("null", |id| id.get()).as_bytes());
+    out.push(b'}');
+}
+
+/// Appends a response object (no newline) for `id`, with the result `run`
+/// writes; if `run` fails, an error response takes its place. Returns the
+/// error that was sent, if any.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    id: Option<&RawValue>,
+    run: impl FnOnce(&mut Reply<'_>) -> Result<(), RpcError>,
+) -> Option<RpcError> {
+    let start = out.len();
+    out.extend_from_slice(RESULT_PREFIX);
+    let outcome = {
+        let mut reply = Reply::new(out);
+        match run(&mut reply) {
+            Ok(()) if reply.is_raw() => Err(RpcError::with(
+                ErrorCode::UnsupportedEncoding,
+                "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
+            )),
+            Ok(()) if reply.is_empty() => {
+                reply.json_text(RawValue::NULL);
+                Ok(())
+            }
+            outcome => outcome,
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            write_id(out, id);
+            None
+        }
+        Err(error) => {
+            out.truncate(start);
+            write_error(out, id, &error);
+            Some(error)
+        }
+    }
+}
+
+/// Appends an error response object (no newline).
+pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, error: &RpcError) {
+    out.extend_from_slice(ERROR_PREFIX);
+    out.extend_from_slice(itoa(error.code, &mut [0u8; 12]));
+    out.extend_from_slice(br#","message":"#);
+    // Serializing a str or a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, error.message.as_ref());
+    if let Some(data) = &error.data {
+        out.extend_from_slice(br#","data":"#);
+        let _ = serde_json::to_writer(&mut *out, data);
+    }
+    out.push(b'}');
+    write_id(out, id);
+}
+
+/// Appends a notification object (no newline): what the daemon sends to
+/// subscribers.
+pub fn write_notification(out: &mut Vec<u8>, method: &str, params: Option<&RawValue>) {
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
+    let _ = serde_json::to_writer(&mut *out, method);
+    if let Some(params) = params {
+        out.extend_from_slice(br#","params":"#);
+        out.extend_from_slice(params.get().as_bytes());
+    }
+    out.push(b'}');
+}
+
+fn itoa(value: i32, buf: &mut [u8; 12]) -> &[u8] {
+    let mut n = i64::from(value).unsigned_abs();
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(line: &str) -> (Option<String>, String, Option<String>) {
+        match parse_line(line.as_bytes(), 100) {
+            Message::Single(Entry::Request { id, method, params }) => (
+                id.map(|i| i.get().to_string()),
+                method.into_owned(),
+                params.map(|p| p.get().to_string()),
+            ),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn invalid(line: &str) -> String {
+        match parse_line(line.as_bytes(), 100) {
+            Message::Single(Entry::Invalid { error, .. }) => {
+                assert_eq!(error.code, -32600);
+                error.message.into_owned()
+            }
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_keep_their_raw_id_and_params() {
+        let (id, method, params) =
+            request(r#"{"jsonrpc":"2.0","method":"rpc.echo","params":[1, 2],"id":7}"#);
+        assert_eq!(id.as_deref(), Some("7"));
+        assert_eq!(method, "rpc.echo");
+        assert_eq!(params.as_deref(), Some("[1, 2]"));
+        let (id, _, params) = request(r#"{"id":null,"jsonrpc":"2.0","method":"m"}"#);
+        assert_eq!(
+            id.as_deref(),
+            Some("null"),
+            "null id is a call, not a notification"
+        );
+        assert_eq!(params, None);
+        let (id, _, _) = request(r#"{"jsonrpc":"2.0","method":"m"}"#);
+        assert_eq!(id, None);
+        let (id, method, _) = request(r#"{"jsonrpc":"2.0","method":"a\u002eb","id":"x"}"#);
+        assert_eq!((id.as_deref(), method.as_str()), (Some("\"x\""), "a.b"));
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_wrong() {
+        assert!(invalid(r#"{"method":"m","id":1}"#).contains("jsonrpc"));
+        assert!(invalid(r#"{"jsonrpc":"1.0","method":"m","id":1}"#).contains("2.0"));
+        assert!(invalid(r#"{"jsonrpc":"2.0","id":1}"#).contains("missing \"method\""));
+        assert!(invalid(r#"{"jsonrpc":"2.0","method":5,"id":1}"#).contains("string"));
+        assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#).contains("params"));
+        assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":{}}"#).contains("id"));
+        assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":true}"#).contains("id"));
+        assert!(invalid("42").contains("expected a request object"));
+        assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":1,"id":2}"#).contains("duplicate"));
+    }
+
+    #[test]
+    fn parse_errors_and_batches() {
+        assert!(matches!(parse_line(b"{\"jsonrpc\"", 10), Message::Invalid(e) if e.code == -32700));
+        assert!(matches!(parse_line(b"{} x", 10), Message::Invalid(e) if e.code == -32700));
+        assert!(matches!(parse_line(b"[]", 10), Message::Invalid(e) if e.code == -32600));
+        assert!(matches!(parse_line(b"[1,2,3]", 2), Message::Invalid(e) if e.code == -32600));
+        assert!(matches!(parse_line(b"  \t", 2), Message::Blank));
+        let Message::Batch(entries) =
+            parse_line(b"[1, {\"jsonrpc\":\"2.0\",\"method\":\"m\"}]", 10)
+        else {
+            panic!("batch expected")
+        };
+        assert!(matches!(parse_entry(entries[0]), Entry::Invalid { .. }));
+        assert!(matches!(
+            parse_entry(entries[1]),
+            Entry::Request { id: None, .. }
+        ));
+        let deep = "[".repeat(10_000);
+        assert!(matches!(parse_line(deep.as_bytes(), 10), Message::Invalid(e) if e.code == -32700));
+        assert!(
+            matches!(parse_line(b"{\"a\":\"\xff\"}", 10), Message::Invalid(e) if e.code == -32700)
+        );
+    }
+
+    #[test]
+    fn responses_are_recognised() {
+        assert!(matches!(
+            parse_line(br#"{"jsonrpc":"2.0","result":1,"id":3}"#, 10),
+            Message::Single(Entry::Response { .. })
+        ));
+    }
+
+    #[test]
+    fn responses_echo_the_id_and_replace_failures_with_errors() {
+        let id: &RawValue = serde_json::from_str("\"abc\"").expect("id");
+        let mut out = Vec::new();
+        assert!(write_response(&mut out, Some(id), |r| r.json(&[1, 2])).is_none());
+        assert_eq!(out, br#"{"jsonrpc":"2.0","result":[1,2],"id":"abc"}"#);
+        out.clear();
+        let sent = write_response(&mut out, None, |_| Err(RpcError::internal("bad \"x\"")));
+        assert_eq!(sent.map(|e| e.code), Some(-32603));
+        let parsed: serde_json::Value = serde_json::from_slice(&out).expect("valid json");
+        assert_eq!(parsed["error"]["code"], -32603);
+        assert_eq!(parsed["error"]["message"], "Internal error: bad \"x\"");
+        assert_eq!(parsed["id"], serde_json::Value::Null);
+        out.clear();
+        write_response(&mut out, None, |_| Ok(()));
+        assert_eq!(out, br#"{"jsonrpc":"2.0","result":null,"id":null}"#);
+    }
+
+    #[test]
+    fn itoa_writes_any_code() {
+        for v in [0, 7, -32700, i32::MIN, i32::MAX] {
+            assert_eq!(itoa(v, &mut [0; 12]), v.to_string().as_bytes());
+        }
+    }
+}

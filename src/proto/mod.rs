@@ -1,0 +1,110 @@
+//! The codecs: bytes in, frames out, no I/O. `sniff` picks one per connection.
+
+pub mod jsonrpc;
+
+use serde::Serialize;
+
+/// The magic that opens every MCP1 frame.
+pub const MCP1_MAGIC: &[u8; 4] = b"MCP1";
+
+/// How many leading whitespace bytes a JSON-RPC client may send before its
+/// first `{` or `[`; more and the connection is not JSON-RPC.
+pub const MAX_LEADING_WHITESPACE: usize = 60;
+
+/// Bytes the sniffer may need to see.
+pub const SNIFF_WINDOW: usize = MAX_LEADING_WHITESPACE + 4;
+
+/// The two protocols a connection can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// JSON-RPC 2.0, one JSON value per line.
+    JsonRpc = 0,
+    /// MCP1 binary framing.
+    Mcp1 = 1,
+}
+
+impl Protocol {
+    /// The name used in logs and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::JsonRpc => "jsonrpc",
+            Protocol::Mcp1 => "mcp1",
+        }
+    }
+}
+
+/// What the first bytes of a connection say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniff {
+    /// Not enough bytes to decide yet.
+    NeedMore,
+    /// The connection speaks this protocol.
+    Detected(Protocol),
+    /// The bytes match no protocol.
+    Unknown,
+}
+
+/// The one line sent to a client that speaks neither protocol, before closing.
+pub const UNKNOWN_PROTOCOL_REPLY: &[u8] = b"junctiond: unrecognised protocol. This socket speaks \
+JSON-RPC 2.0 (one JSON object per line, e.g. {\"jsonrpc\":\"2.0\",\"method\":\"rpc.ping\",\"id\":1}) \
+and MCP1 (binary frames starting with the magic \"MCP1\"); see proto/ in the Junction sources.\n";
+
+/// Decides the protocol from the first bytes a client sent.
+///
+/// JSON-RPC when the first non-whitespace byte is `{` or `[` (decided on that
+/// byte, so `{}` alone is enough); MCP1 when the first 4 bytes are the magic.
+pub fn sniff(first: &[u8]) -> Sniff {
+    let start = first
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(first.len());
+    if start == first.len() {
+        return if first.len() > MAX_LEADING_WHITESPACE {
+            Sniff::Unknown
+        } else {
+            Sniff::NeedMore
+        };
+    }
+    match first[start] {
+        b'{' | b'[' => Sniff::Detected(Protocol::JsonRpc),
+        _ if start == 0 && first.len() >= 4 && &first[..4] == MCP1_MAGIC => {
+            Sniff::Detected(Protocol::Mcp1)
+        }
+        _ if start == 0 && MCP1_MAGIC.starts_with(first) => Sniff::NeedMore,
+        _ => Sniff::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_decided_on_its_first_brace() {
+        assert_eq!(sniff(b"{"), Sniff::Detected(Protocol::JsonRpc));
+        assert_eq!(sniff(b"[{}]"), Sniff::Detected(Protocol::JsonRpc));
+        assert_eq!(sniff(b" \r\n\t{"), Sniff::Detected(Protocol::JsonRpc));
+        assert_eq!(sniff(b"\n\n"), Sniff::NeedMore);
+        assert_eq!(sniff(&[b' '; MAX_LEADING_WHITESPACE + 1]), Sniff::Unknown);
+    }
+
+    #[test]
+    fn mcp1_needs_all_four_magic_bytes() {
+        assert_eq!(sniff(b""), Sniff::NeedMore);
+        assert_eq!(sniff(b"M"), Sniff::NeedMore);
+        assert_eq!(sniff(b"MCP"), Sniff::NeedMore);
+        assert_eq!(sniff(b"MCP1"), Sniff::Detected(Protocol::Mcp1));
+        assert_eq!(sniff(b"MCP1\x01\x00"), Sniff::Detected(Protocol::Mcp1));
+        assert_eq!(sniff(b"MCP2"), Sniff::Unknown);
+        assert_eq!(sniff(b" MCP1"), Sniff::Unknown);
+    }
+
+    #[test]
+    fn anything_else_is_unknown() {
+        assert_eq!(sniff(b"GET / HTTP/1.1"), Sniff::Unknown);
+        assert_eq!(sniff(b"PING"), Sniff::Unknown);
+        assert_eq!(sniff(b"\x00\x01"), Sniff::Unknown);
+        assert_eq!(sniff(b"  x"), Sniff::Unknown);
+    }
+}

@@ -1,0 +1,530 @@
+//! The event loop on mio (epoll on Linux, kqueue on macOS).
+//!
+//! One `Poll` owns the listeners, every connection (a slab; the key is the
+//! token) and the waker the worker pool uses. Each turn: poll, read what is
+//! readable into the connections, take completions, flush output, fire timers.
+//! No protocol code lives here: the loop moves bytes in and out of
+//! [`Connection`]s and acts on what they say.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::buffer::RingPool;
+use crate::conn::{Connection, Finish};
+use crate::dispatch::{Limits, Shared};
+use crate::error::{ErrorCode, RpcError};
+use crate::net::{Listener, Stream, Transport};
+use crate::proto::jsonrpc;
+use crate::router::Context;
+use crate::stats::Stats;
+use crate::workers::{Completions, ConnRef, WorkerPool};
+use crate::write_queue::{ChunkPool, MAX_IOVECS};
+
+/// The token of the waker the pool and the shutdown handle use.
+pub const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 8;
+
+/// Reads per connection per turn, so that one busy client cannot starve the rest.
+const READS_PER_TURN: usize = 16;
+/// How long a connection closed for a protocol error may take to send its EOF.
+const LINGER: Duration = Duration::from_secs(2);
+/// Events taken per poll.
+const EVENTS: usize = 1024;
+
+/// Loop settings taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Frame and batch limits.
+    pub limits: Limits,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Close connections that have not been sniffed after this long.
+    pub sniff_timeout: Duration,
+    /// Bound on the graceful drain at shutdown.
+    pub drain_timeout: Duration,
+}
+
+struct Client {
+    stream: Stream,
+    conn: Connection,
+    /// Write side shut down; closing when the peer's EOF comes or LINGER ends.
+    lingering: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Sniff,
+    Linger,
+}
+
+type Timer = Reverse<(Instant, usize, u32, TimerKind)>;
+
+/// Borrows what connections need from the loop, field by field, so that the
+/// slab of clients stays borrowable beside it.
+macro_rules! shared {
+    ($reactor:ident) => {
+        Shared {
+            context: &$reactor.context,
+            workers: &$reactor.workers,
+            rings: &mut $reactor.rings,
+            chunks: &mut $reactor.chunks,
+            limits: $reactor.config.limits,
+        }
+    };
+}
+
+/// The loop and everything it owns.
+pub struct Reactor {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    clients: Slab<Client>,
+    next_generation: u32,
+    context: Arc<Context>,
+    workers: WorkerPool,
+    completions: Completions,
+    rings: RingPool,
+    chunks: ChunkPool,
+    scratch: Vec<u8>,
+    config: LoopConfig,
+    timers: BinaryHeap<Timer>,
+    /// Connections with output to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// Connections that used their read budget and may have more to read.
+    unread: Vec<usize>,
+    /// Reused list of connections a batch of completions touched.
+    touched: Vec<usize>,
+    shutdown: Arc<AtomicBool>,
+    drain_deadline: Option<Instant>,
+}
+
+impl Reactor {
+    /// Assembles a loop; listeners must already be bound.
+    pub fn new(
+        poll: Poll,
+        mut listeners: Vec<Listener>,
+        context: Arc<Context>,
+        workers: (WorkerPool, Completions),
+        config: LoopConfig,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        for (i, listener) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
+        }
+        Ok(Self {
+            poll,
+            listeners,
+            clients: Slab::new(),
+            next_generation: 0,
+            context,
+            workers: workers.0,
+            completions: workers.1,
+            rings: RingPool::new(256),
+            chunks: ChunkPool::new(256),
+            scratch: Vec::new(),
+            config,
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            unread: Vec::new(),
+            touched: Vec::new(),
+            shutdown,
+            drain_deadline: None,
+        })
+    }
+
+    fn stats(&self) -> &Stats {
+        self.context.stats()
+    }
+
+    /// Runs until shutdown is requested and the drain completes.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE),
+                    Token(key) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.unread) {
+                self.read(key);
+            }
+            self.take_completions();
+            self.flush_dirty();
+            self.fire_timers();
+            if self.shutdown.load(Relaxed) && self.drain_deadline.is_none() {
+                self.begin_drain();
+            }
+            if let Some(deadline) = self.drain_deadline {
+                if self.clients.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        connections = self.clients.len(),
+                        "drain timeout reached; closing connections with work still pending"
+                    );
+                    break;
+                }
+            }
+        }
+        self.workers.shutdown();
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.unread.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+        [timer, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn accept_all(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok(stream) => self.admit(stream),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    Stats::bump(&self.stats().accept_errors);
+                    tracing::warn!(error = %e, listener = %listener.local_addr(), "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: Stream) {
+        let transport = stream.transport();
+        if self.clients.len() >= self.config.max_connections {
+            Stats::bump(&self.stats().refused_max_connections);
+            let error = RpcError::with(
+                ErrorCode::TooManyConnections,
+                format_args!(
+                    "the daemon serves at most {} connections",
+                    self.config.max_connections
+                ),
+            );
+            let mut line = Vec::with_capacity(160);
+            jsonrpc::write_error(&mut line, None, &error);
+            line.push(b'\n');
+            // Best effort on a fresh socket; the close follows either way.
+            let _ = stream.write(&line);
+            tracing::warn!(
+                limit = self.config.max_connections,
+                "connection refused: limit reached"
+            );
+            return;
+        }
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let id = ConnRef {
+            token: key,
+            generation: self.next_generation,
+        };
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot register a new connection");
+            return;
+        }
+        tracing::debug!(conn = key, peer = %stream.peer(), transport = transport.name(), "accepted");
+        entry.insert(Client {
+            stream,
+            conn: Connection::new(id, transport),
+            lingering: false,
+        });
+        let stats = self.stats().transport(transport);
+        Stats::bump(&stats.current);
+        Stats::bump(&stats.total);
+        let deadline = Instant::now() + self.config.sniff_timeout;
+        self.timers
+            .push(Reverse((deadline, key, id.generation, TimerKind::Sniff)));
+    }
+
+    /// Reads what the socket holds into the connection and lets it parse.
+    fn read(&mut self, key: usize) {
+        let mut shared = shared!(self);
+        let scratch = &mut self.scratch;
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut budget_used = true;
+        let mut failed = false;
+        for _ in 0..READS_PER_TURN {
+            if !client.conn.wants_input() {
+                budget_used = false;
+                break;
+            }
+            let result = {
+                let ring = client.conn.read_space(&mut shared);
+                let mut iov = [IoSliceMut::new(&mut []), IoSliceMut::new(&mut [])];
+                let used = ring.space_iovecs(&mut iov);
+                let room = iov[..used].iter().map(|s| s.len()).sum::<usize>();
+                client
+                    .stream
+                    .read_vectored(&mut iov[..used])
+                    .map(|n| (n, room))
+            };
+            match result {
+                Ok((0, _)) => {
+                    if client.lingering {
+                        failed = true;
+                    } else {
+                        client.conn.end_of_input(&mut shared, scratch);
+                    }
+                    budget_used = false;
+                    break;
+                }
+                Ok((n, room)) => {
+                    client.conn.received(n, &mut shared, scratch);
+                    if n < room {
+                        // A short read emptied the socket; epoll and kqueue
+                        // report new data with a new edge, so skip the EAGAIN read.
+                        budget_used = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    budget_used = false;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = key, error = %e, "read failed");
+                    failed = true;
+                    budget_used = false;
+                    break;
+                }
+            }
+        }
+        client.conn.release_idle_buffers(&mut shared);
+        if failed {
+            client.conn.discard_output(&mut shared);
+            self.close(key);
+            return;
+        }
+        if budget_used {
+            self.unread.push(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    fn take_completions(&mut self) {
+        let mut shared = shared!(self);
+        let mut touched = std::mem::take(&mut self.touched);
+        for done in self.completions.drain() {
+            let key = done.conn.token;
+            match self.clients.get_mut(key) {
+                Some(client) if client.conn.id() == done.conn => {
+                    client.conn.complete(done, &mut shared);
+                    touched.push(key);
+                }
+                // The connection closed while its job ran.
+                _ => shared.chunks.give(done.frame),
+            }
+        }
+        self.dirty.append(&mut touched);
+        self.touched = touched;
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        self.dirty.push(key);
+    }
+
+    fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            self.flush(key);
+            self.settle(key);
+        }
+        self.dirty = dirty;
+    }
+
+    /// Writes as much pending output as the socket takes.
+    fn flush(&mut self, key: usize) {
+        let mut shared = shared!(self);
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        let mut failed = false;
+        while !client.conn.output().is_empty() {
+            let result = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+                let used = client.conn.output().iovecs(&mut iov);
+                let total = iov[..used].iter().map(|s| s.len()).sum::<usize>();
+                client
+                    .stream
+                    .write_vectored(&iov[..used])
+                    .map(|n| (n, total))
+            };
+            match result {
+                Ok((n, total)) => {
+                    client.conn.wrote(n, &mut shared);
+                    if n < total {
+                        break; // The socket is full: WRITABLE comes later.
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(conn = key, error = %e, "write failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            client.conn.discard_output(&mut shared);
+            self.close(key);
+        }
+    }
+
+    /// Closes or half-closes a connection that has nothing left to do.
+    fn settle(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        match client.conn.finish() {
+            Finish::Open => {}
+            Finish::Close => self.close(key),
+            Finish::Linger if !client.lingering => {
+                client.lingering = true;
+                let _ = client.stream.shutdown(Shutdown::Write);
+                let generation = client.conn.id().generation;
+                self.timers.push(Reverse((
+                    Instant::now() + LINGER,
+                    key,
+                    generation,
+                    TimerKind::Linger,
+                )));
+            }
+            Finish::Linger => {}
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        let mut client = self.clients.remove(key);
+        let _ = self.poll.registry().deregister(&mut client.stream);
+        let mut shared = shared!(self);
+        client.conn.discard_output(&mut shared);
+        client.conn.release_idle_buffers(&mut shared);
+        let transport: Transport = client.conn.transport();
+        self.stats()
+            .transport(transport)
+            .current
+            .fetch_sub(1, Relaxed);
+        tracing::debug!(conn = key, "closed");
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, key, generation, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(client) = self.clients.get(key) else {
+                continue;
+            };
+            if client.conn.id().generation != generation {
+                continue;
+            }
+            match kind {
+                TimerKind::Sniff if client.conn.is_sniffing() => {
+                    Stats::bump(&self.stats().sniff_timeouts);
+                    tracing::debug!(
+                        conn = key,
+                        "closed: nothing recognisable within the sniff timeout"
+                    );
+                    self.close(key);
+                }
+                TimerKind::Linger => self.close(key),
+                TimerKind::Sniff => {}
+            }
+        }
+    }
+
+    /// Stops accepting and reading; connections close once their answers are out.
+    fn begin_drain(&mut self) {
+        self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener);
+            listener.remove_socket_file();
+        }
+        self.listeners.clear();
+        let in_flight: usize = self.clients.iter().map(|(_, c)| c.conn.in_flight()).sum();
+        tracing::info!(
+            connections = self.clients.len(),
+            in_flight,
+            "shutting down: draining in-flight requests"
+        );
+        let keys: Vec<usize> = self.clients.iter().map(|(key, _)| key).collect();
+        let mut shared = shared!(self);
+        for &key in &keys {
+            if let Some(client) = self.clients.get_mut(key) {
+                client.conn.stop_input(&mut shared);
+            }
+        }
+        for key in keys {
+            self.mark_dirty(key);
+        }
+        self.flush_dirty();
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+    }
+}

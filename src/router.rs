@@ -1,0 +1,417 @@
+//! The method table: names to handlers, shared by both protocols.
+//!
+//! A handler gets a [`Call`] (method name, params, the server's [`Context`])
+//! and writes its result into a [`Reply`], which encodes it straight into the
+//! connection's output: the protocol envelope goes around it, so a handler
+//! never builds an intermediate value unless it wants to.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::error::RpcError;
+use crate::stats::Stats;
+
+/// The signature every handler has.
+pub type Handler = dyn Fn(&Call<'_>, &mut Reply<'_>) -> Result<(), RpcError> + Send + Sync;
+
+/// Names under this prefix belong to the daemon.
+pub const RESERVED_PREFIX: &str = "rpc.";
+
+/// Where a method runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// On the event loop thread, without a hand-off: only for cheap,
+    /// non-blocking handlers.
+    Inline,
+    /// On the worker pool: anything that may block or take time.
+    Pooled,
+}
+
+/// The params of a call, borrowed from the frame they arrived in.
+#[derive(Debug, Clone, Copy)]
+pub enum Params<'a> {
+    /// The request carried no params.
+    None,
+    /// JSON params (an array or object for JSON-RPC).
+    Json(&'a RawValue),
+    /// Raw bytes (MCP1 raw bodies).
+    Raw(&'a [u8]),
+}
+
+impl<'a> Params<'a> {
+    /// Deserializes JSON params into `T`; absent params deserialize from `null`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, RpcError> {
+        let text = match self {
+            Params::None => "null",
+            Params::Json(raw) => raw.get(),
+            Params::Raw(_) => {
+                return Err(RpcError::invalid_params(
+                    "this method takes JSON params, not raw bytes",
+                ));
+            }
+        };
+        serde_json::from_str(text).map_err(RpcError::invalid_params)
+    }
+}
+
+/// One call as a handler sees it.
+pub struct Call<'a> {
+    /// The method name the caller used.
+    pub method: &'a str,
+    /// The params, borrowed.
+    pub params: Params<'a>,
+    /// The server's shared state.
+    pub context: &'a Context,
+}
+
+/// The result a handler writes; it lands directly in the response frame.
+pub struct Reply<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    raw: bool,
+}
+
+impl<'a> Reply<'a> {
+    /// A reply appending to `buf`.
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        let start = buf.len();
+        Self {
+            buf,
+            start,
+            raw: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.buf.truncate(self.start);
+        self.raw = false;
+    }
+
+    /// Sets the result to `value`, serialized as JSON.
+    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), RpcError> {
+        self.reset();
+        serde_json::to_writer(&mut *self.buf, value).map_err(|e| {
+            self.reset();
+            RpcError::internal(format_args!("result did not serialize: {e}"))
+        })
+    }
+
+    /// Sets the result to JSON text that is already valid.
+    pub fn json_text(&mut self, raw: &RawValue) {
+        self.reset();
+        self.buf.extend_from_slice(raw.get().as_bytes());
+    }
+
+    /// Sets the result to raw bytes (carried by MCP1 only).
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.reset();
+        self.raw = true;
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// True when the handler set no result.
+    pub fn is_empty(&self) -> bool {
+        self.buf.len() == self.start
+    }
+
+    /// True when the result is raw bytes rather than JSON.
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// The result bytes written so far.
+    pub fn written(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Discards whatever the handler wrote (used when it failed).
+    pub fn discard(&mut self) {
+        self.reset();
+    }
+}
+
+/// A registered method.
+pub struct Method {
+    name: String,
+    description: String,
+    mode: Mode,
+    handler: Box<Handler>,
+}
+
+impl Method {
+    /// The name calls use.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The one-line description `rpc.methods` shows.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Where the method runs.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Runs the handler; a panic becomes an internal error, never a crash.
+    pub fn invoke(&self, call: &Call<'_>, reply: &mut Reply<'_>) -> Result<(), RpcError> {
+        match catch_unwind(AssertUnwindSafe(|| (self.handler)(call, reply))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                reply.discard();
+                Err(e)
+            }
+            Err(panic) => {
+                reply.discard();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(method = %self.name, panic = %what, "handler panicked");
+                Err(RpcError::internal(format_args!(
+                    "the handler of {} panicked",
+                    self.name
+                )))
+            }
+        }
+    }
+}
+
+/// Why a method could not be registered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouterError {
+    /// The name is already taken.
+    #[error("method {0:?} is already registered")]
+    Duplicate(String),
+    /// The name is under a prefix the daemon reserves.
+    #[error("method {0:?} is reserved: names under \"rpc.\" belong to the daemon")]
+    Reserved(String),
+    /// The name is empty or has whitespace or control characters.
+    #[error("method name {0:?} is not valid: use non-empty printable names without spaces")]
+    InvalidName(String),
+}
+
+/// The table of methods, keyed by name.
+#[derive(Default)]
+pub struct Router {
+    methods: HashMap<String, Arc<Method>>,
+}
+
+impl Router {
+    /// An empty router (the server adds the built-in `rpc.*` methods).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a handler under `name`.
+    pub fn method<F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        mode: Mode,
+        handler: F,
+    ) -> Result<&mut Self, RouterError>
+    where
+        F: Fn(&Call<'_>, &mut Reply<'_>) -> Result<(), RpcError> + Send + Sync + 'static,
+    {
+        if name.starts_with(RESERVED_PREFIX) {
+            return Err(RouterError::Reserved(name.into()));
+        }
+        self.insert(name, description, mode, Box::new(handler))?;
+        Ok(self)
+    }
+
+    /// Registers a typed handler: params are deserialized into `P` (a
+    /// mismatch answers Invalid params) and the `R` it returns is serialized.
+    pub fn typed<P, R, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        mode: Mode,
+        handler: F,
+    ) -> Result<&mut Self, RouterError>
+    where
+        P: DeserializeOwned,
+        R: Serialize,
+        F: Fn(P) -> Result<R, RpcError> + Send + Sync + 'static,
+    {
+        self.method(name, description, mode, move |call, reply| {
+            let params = call.params.parse::<P>()?;
+            reply.json(&handler(params)?)
+        })
+    }
+
+    /// Moves every method of `other` into this router: all or nothing.
+    pub fn merge(&mut self, other: Router) -> Result<(), RouterError> {
+        if let Some(name) = other.methods.keys().find(|n| self.methods.contains_key(*n)) {
+            return Err(RouterError::Duplicate(name.clone()));
+        }
+        self.methods.extend(other.methods);
+        Ok(())
+    }
+
+    pub(crate) fn insert(
+        &mut self,
+        name: &str,
+        description: &str,
+        mode: Mode,
+        handler: Box<Handler>,
+    ) -> Result<(), RouterError> {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(RouterError::InvalidName(name.into()));
+        }
+        if self.methods.contains_key(name) {
+            return Err(RouterError::Duplicate(name.into()));
+        }
+        let method = Method {
+            name: name.into(),
+            description: description.into(),
+            mode,
+            handler,
+        };
+        self.methods.insert(name.into(), Arc::new(method));
+        Ok(())
+    }
+
+    /// The method registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Method>> {
+        self.methods.get(name)
+    }
+
+    /// Every method, sorted by name.
+    pub fn methods(&self) -> Vec<&Method> {
+        let mut all: Vec<&Method> = self.methods.values().map(Arc::as_ref).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Number of registered methods.
+    pub fn len(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// True when no method is registered.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+    }
+}
+
+/// What every handler can see of the server: its methods and its counters.
+pub struct Context {
+    router: Router,
+    stats: Arc<Stats>,
+}
+
+impl Context {
+    /// Builds the context from a complete router.
+    pub fn new(router: Router, stats: Arc<Stats>) -> Self {
+        Self { router, stats }
+    }
+
+    /// The method table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Calls `method` with JSON `params` and returns the JSON result: the
+    /// same path a request takes, without a socket (for tests and embedding).
+    pub fn call_json(&self, method: &str, params: Option<&str>) -> Result<String, RpcError> {
+        let raw = match params {
+            Some(text) => {
+                Some(serde_json::from_str::<&RawValue>(text).map_err(RpcError::parse_error)?)
+            }
+            None => None,
+        };
+        let method_entry = self
+            .router
+            .get(method)
+            .ok_or_else(|| RpcError::method_not_found(method))?;
+        let call = Call {
+            method,
+            params: raw.map_or(Params::None, Params::Json),
+            context: self,
+        };
+        let mut out = Vec::new();
+        let mut reply = Reply::new(&mut out);
+        method_entry.invoke(&call, &mut reply)?;
+        if reply.is_empty() {
+            return Ok("null".into());
+        }
+        String::from_utf8(out).map_err(|_| RpcError::internal("result is raw bytes, not JSON"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(router: Router) -> Context {
+        Context::new(router, Arc::new(Stats::new(1)))
+    }
+
+    #[test]
+    fn typed_methods_parse_params_and_serialize_results() {
+        let mut router = Router::new();
+        router
+            .typed(
+                "math.add",
+                "adds two numbers",
+                Mode::Inline,
+                |(a, b): (i64, i64)| Ok(a + b),
+            )
+            .expect("register");
+        let ctx = context(router);
+        assert_eq!(ctx.call_json("math.add", Some("[2,3]")).as_deref(), Ok("5"));
+        let err = ctx.call_json("math.add", Some(r#"{"a":1}"#)).unwrap_err();
+        assert_eq!(err.code, -32602);
+        assert_eq!(ctx.call_json("nope", None).unwrap_err().code, -32601);
+    }
+
+    #[test]
+    fn names_are_unique_and_rpc_is_reserved() {
+        let mut router = Router::new();
+        let ok = |_: &Call<'_>, _: &mut Reply<'_>| Ok(());
+        router.method("a.b", "", Mode::Inline, ok).expect("first");
+        assert_eq!(
+            router.method("a.b", "", Mode::Inline, ok).err(),
+            Some(RouterError::Duplicate("a.b".into()))
+        );
+        assert!(matches!(
+            router.method("rpc.x", "", Mode::Inline, ok),
+            Err(RouterError::Reserved(_))
+        ));
+        assert!(matches!(
+            router.method("a b", "", Mode::Inline, ok),
+            Err(RouterError::InvalidName(_))
+        ));
+        let mut other = Router::new();
+        other.method("c", "", Mode::Inline, ok).expect("c");
+        other.method("a.b", "", Mode::Inline, ok).expect("a.b");
+        assert!(router.merge(other).is_err());
+        assert!(router.get("c").is_none(), "a failed merge adds nothing");
+    }
+
+    #[test]
+    fn a_panicking_handler_is_an_internal_error() {
+        let mut router = Router::new();
+        router
+            .method("boom", "", Mode::Inline, |_, _| panic!("kaboom"))
+            .expect("register");
+        let err = context(router).call_json("boom", None).unwrap_err();
+        assert_eq!(err.code, -32603);
+        assert!(err.message.contains("panicked"), "{}", err.message);
+    }
+}

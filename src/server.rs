@@ -1,0 +1,228 @@
+//! The public face of the daemon: bind with a [`Config`] and a [`Router`],
+//! read back the bound addresses, run, and stop through a [`ShutdownHandle`].
+//!
+//! ```no_run
+//! use junction::{Config, Mode, Router, Server};
+//!
+//! let mut router = Router::new();
+//! router.typed("math.add", "adds two integers", Mode::Inline, |(a, b): (i64, i64)| Ok(a + b))?;
+//! let server = Server::bind(&Config::default(), router)?;
+//! println!("listening on {:?}", server.tcp_addr());
+//! server.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mio::{Poll, Waker};
+
+use crate::config::Config;
+use crate::dispatch::Limits;
+use crate::methods::register_builtins;
+use crate::net::{BindError, Listener};
+use crate::reactor::{LoopConfig, Reactor, WAKER};
+use crate::router::{Context, Router, RouterError};
+use crate::stats::Stats;
+use crate::workers::WorkerPool;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The router clashes with the built-in methods.
+    #[error("cannot install the built-in methods: {0}")]
+    Router(#[from] RouterError),
+    /// The poller, the waker or a worker thread could not be created, or polling failed.
+    #[error("event loop: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Asks a running server to stop: it stops accepting, finishes in-flight
+/// requests (up to the drain timeout), removes its socket file and returns.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Requests the shutdown; safe to call from any thread, more than once.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the event loop for shutdown");
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    poll: Poll,
+    waker: Arc<Waker>,
+    listeners: Vec<Listener>,
+    context: Arc<Context>,
+    config: Config,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Binds the configured listeners and installs the built-in methods
+    /// beside the router's own.
+    pub fn bind(config: &Config, router: Router) -> Result<Server, ServerError> {
+        let mut methods = Router::new();
+        register_builtins(&mut methods)?;
+        methods.merge(router)?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
+        let mut listeners = Vec::new();
+        if let Some(path) = &config.unix {
+            listeners.push(Listener::bind_unix(path, config.unix_mode, backlog)?);
+        }
+        if let Some(addr) = config.tcp {
+            listeners.push(Listener::bind_tcp(addr, backlog)?);
+        }
+        let stats = Arc::new(Stats::new(config.workers));
+        Ok(Server {
+            poll,
+            waker,
+            listeners,
+            context: Arc::new(Context::new(methods, stats)),
+            config: config.clone(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The Unix socket path, when that listener is on.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.listeners.iter().find_map(|l| match l {
+            Listener::Unix { path, .. } => Some(path.as_path()),
+            Listener::Tcp(_) => None,
+        })
+    }
+
+    /// The bound TCP address (the real port when port 0 was configured).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find_map(Listener::tcp_addr)
+    }
+
+    /// Where the server listens, one line per listener.
+    pub fn listening(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|l| format!("{} {}", l.transport().name(), l.local_addr()))
+            .collect()
+    }
+
+    /// The shared state handlers see (methods, counters).
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: Arc::clone(&self.shutdown),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Runs the loop on this thread until shut down and drained.
+    pub fn run(self) -> Result<(), ServerError> {
+        let workers = WorkerPool::start(
+            self.config.workers,
+            self.config.queue,
+            Arc::clone(&self.context),
+            Arc::clone(&self.waker),
+        )?;
+        let loop_config = LoopConfig {
+            limits: Limits {
+                max_frame: self.config.max_frame,
+                max_batch: self.config.max_batch,
+            },
+            max_connections: self.config.max_connections,
+            sniff_timeout: self.config.sniff_timeout,
+            drain_timeout: self.config.drain_timeout,
+        };
+        let reactor = Reactor::new(
+            self.poll,
+            self.listeners,
+            self.context,
+            workers,
+            loop_config,
+            self.shutdown,
+        )?;
+        reactor.run()?;
+        Ok(())
+    }
+
+    /// Runs the server on a new thread; returns the handle to stop it and the
+    /// thread to join (used by tests and by programs embedding the daemon).
+    pub fn spawn(self) -> io::Result<RunningServer> {
+        let handle = self.shutdown_handle();
+        let unix = self.unix_path().map(Path::to_path_buf);
+        let tcp = self.tcp_addr();
+        let thread = std::thread::Builder::new()
+            .name("junction-loop".into())
+            .spawn(move || self.run())?;
+        Ok(RunningServer {
+            handle,
+            thread: Some(thread),
+            unix,
+            tcp,
+        })
+    }
+}
+
+/// A server running on its own thread; dropping it shuts it down.
+pub struct RunningServer {
+    handle: ShutdownHandle,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+    unix: Option<PathBuf>,
+    tcp: Option<SocketAddr>,
+}
+
+impl RunningServer {
+    /// The Unix socket path, when on.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix.as_deref()
+    }
+
+    /// The bound TCP address, when on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// The handle that stops it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Shuts down and waits for the loop to finish.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ServerError> {
+        self.handle.shutdown();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ServerError::Io(io::Error::other("the event loop panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_join() {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The daemon's counters: updated with relaxed atomics (one writer, the loop,
+//! for almost all of them) and read by `rpc.stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::net::Transport;
+use crate::proto::Protocol;
+
+/// Counters of one transport.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Connections open now.
+    pub current: AtomicU64,
+    /// Connections accepted since start.
+    pub total: AtomicU64,
+}
+
+/// Counters of one protocol.
+#[derive(Debug, Default)]
+pub struct ProtocolStats {
+    /// Connections that chose this protocol.
+    pub connections: AtomicU64,
+    /// Frames decoded (requests, notifications, batches).
+    pub frames: AtomicU64,
+    /// Error responses sent and protocol errors seen.
+    pub errors: AtomicU64,
+}
+
+/// Every counter of a running server.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    workers: usize,
+    transports: [TransportStats; 2],
+    protocols: [ProtocolStats; 2],
+    /// Bytes read from clients.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_out: AtomicU64,
+    /// Connections closed because their first bytes were no known protocol.
+    pub sniff_rejected: AtomicU64,
+    /// Connections closed for sending fewer than 4 bytes within the sniff timeout.
+    pub sniff_timeouts: AtomicU64,
+    /// Connections turned away at the connection limit.
+    pub refused_max_connections: AtomicU64,
+    /// Requests turned away because the worker queue was full.
+    pub rejected_busy: AtomicU64,
+    /// Accept calls that failed (other than WouldBlock).
+    pub accept_errors: AtomicU64,
+}
+
+impl Stats {
+    /// Fresh counters for a server with `workers` pool threads.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            started: Instant::now(),
+            workers,
+            transports: Default::default(),
+            protocols: Default::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            sniff_rejected: AtomicU64::new(0),
+            sniff_timeouts: AtomicU64::new(0),
+            refused_max_connections: AtomicU64::new(0),
+            rejected_busy: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Counters of `transport`.
+    pub fn transport(&self, transport: Transport) -> &TransportStats {
+        &self.transports[transport as usize]
+    }
+
+    /// Counters of `protocol`.
+    pub fn protocol(&self, protocol: Protocol) -> &ProtocolStats {
+        &self.protocols[protocol as usize]
+    }
+
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A consistent-enough copy of every counter, for `rpc.stats`.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let transport = |t: Transport| {
+            let s = self.transport(t);
+            TransportSnapshot {
+                current: s.current.load(Relaxed),
+                total: s.total.load(Relaxed),
+            }
+        };
+        let protocol = |p: Protocol| {
+            let s = self.protocol(p);
+            ProtocolSnapshot {
+                connections: s.connections.load(Relaxed),
+                frames: s.frames.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+            }
+        };
+        StatsSnapshot {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            workers: self.workers,
+            connections: ConnectionsSnapshot {
+                unix: transport(Transport::Unix),
+                tcp: transport(Transport::Tcp),
+                refused_max_connections: self.refused_max_connections.load(Relaxed),
+                sniff_rejected: self.sniff_rejected.load(Relaxed),
+                sniff_timeouts: self.sniff_timeouts.load(Relaxed),
+                accept_errors: self.accept_errors.load(Relaxed),
+            },
+            protocols: ProtocolsSnapshot {
+                jsonrpc: protocol(Protocol::JsonRpc),
+                mcp1: protocol(Protocol::Mcp1),
+            },
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            rejected_busy: self.rejected_busy.load(Relaxed),
+        }
+    }
+}
+
+/// `rpc.stats` as sent.
+#[derive(Debug, Serialize)]
+pub struct StatsSnapshot {
+    /// Seconds since the server started.
+    pub uptime_secs: f64,
+    /// Worker pool size.
+    pub workers: usize,
+    /// Connection counters.
+    pub connections: ConnectionsSnapshot,
+    /// Per-protocol counters.
+    pub protocols: ProtocolsSnapshot,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Requests refused because the worker queue was full.
+    pub rejected_busy: u64,
+}
+
+/// Connection counters in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct ConnectionsSnapshot {
+    /// Unix-socket connections.
+    pub unix: TransportSnapshot,
+    /// TCP connections.
+    pub tcp: TransportSnapshot,
+    /// Turned away at the connection limit.
+    pub refused_max_connections: u64,
+    /// Closed for speaking no known protocol.
+    pub sniff_rejected: u64,
+    /// Closed for sending too little before the sniff timeout.
+    pub sniff_timeouts: u64,
+    /// Failed accept calls.
+    pub accept_errors: u64,
+}
+
+/// One transport in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct TransportSnapshot {
+    /// Open now.
+    pub current: u64,
+    /// Accepted since start.
+    pub total: u64,
+}
+
+/// Per-protocol counters in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct ProtocolsSnapshot {
+    /// JSON-RPC 2.0.
+    pub jsonrpc: ProtocolSnapshot,
+    /// MCP1 binary framing.
+    pub mcp1: ProtocolSnapshot,
+}
+
+/// One protocol in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct ProtocolSnapshot {
+    /// Connections that chose it.
+    pub connections: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Errors answered or seen.
+    pub errors: u64,
+}
