@@ -114,8 +114,8 @@ pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
         }
     };
     if line.as_bytes()[first] != b'[' {
-        return match serde_json::from_str::<Envelope<'_>>(line) {
-            Ok(envelope) => Message::Single(envelope.validate()),
+        return match parse_object(line) {
+            Ok(entry) => Message::Single(entry),
             Err(e) if e.is_data() => Message::Single(Entry::Invalid {
                 id: None,
                 error: RpcError::invalid_request(describe_shape_error(&e)),
@@ -140,12 +140,41 @@ pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
 
 /// Parses one entry of a batch.
 pub fn parse_entry(raw: &RawValue) -> Entry<'_> {
-    match serde_json::from_str::<Envelope<'_>>(raw.get()) {
-        Ok(envelope) => envelope.validate(),
+    match parse_object(raw.get()) {
+        Ok(entry) => entry,
         Err(e) => Entry::Invalid {
             id: None,
             error: RpcError::invalid_request(describe_shape_error(&e)),
         },
+    }
+}
+
+/// Parses a request object. Anything but an object is refused before serde
+/// sees it: a derived struct would also accept an array, field by position.
+fn parse_object(text: &str) -> Result<Entry<'_>, serde_json::Error> {
+    let trimmed = text.trim_start_matches([' ', '\t', '\r', '\n']);
+    if !trimmed.starts_with('{') {
+        // Still parse, so that a syntax error stays a parse error.
+        let value = serde_json::from_str::<serde::de::IgnoredAny>(text)?;
+        let _ = value;
+        return Ok(Entry::Invalid {
+            id: None,
+            error: RpcError::invalid_request(format_args!(
+                "expected a request object, got {}",
+                json_kind(trimmed)
+            )),
+        });
+    }
+    serde_json::from_str::<Envelope<'_>>(text).map(Envelope::validate)
+}
+
+fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
     }
 }
 
@@ -376,7 +405,13 @@ mod tests {
         assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#).contains("params"));
         assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":{}}"#).contains("id"));
         assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":true}"#).contains("id"));
-        assert!(invalid("42").contains("expected a request object"));
+        assert!(invalid("42").contains("expected a request object, got a number"));
+        let positional: &RawValue =
+            serde_json::from_str(r#"["2.0","rpc.ping",null,1]"#).expect("json");
+        assert!(matches!(
+            parse_entry(positional),
+            Entry::Invalid { error, .. } if error.message.contains("got an array")
+        ));
         assert!(invalid(r#"{"jsonrpc":"2.0","method":"m","id":1,"id":2}"#).contains("duplicate"));
     }
 

@@ -1,0 +1,242 @@
+//! Shared test scaffolding: a real server on a temp Unix socket and a TCP
+//! port 0 on loopback, test methods, and raw-socket helpers.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use junction::client::{Client, Endpoint};
+use junction::{Config, Mode, Router, RpcError, RunningServer, Server};
+use serde_json::Value;
+
+/// How long a test waits for any single answer before failing (not a timing
+/// assertion: a hang guard).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server for one test, with its temp dir.
+pub struct TestServer {
+    pub running: RunningServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Both endpoints: Unix first, then TCP.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let unix = self.running.unix_path().expect("unix on").to_path_buf();
+        let tcp = self.running.tcp_addr().expect("tcp on").to_string();
+        vec![Endpoint::Unix(unix), Endpoint::Tcp(tcp)]
+    }
+
+    pub fn client(&self, endpoint: &Endpoint) -> Client {
+        let mut client = Client::connect(endpoint).expect("connect");
+        client.set_timeout(Some(PATIENCE)).expect("timeout");
+        client
+    }
+
+    pub fn stats(&self) -> Value {
+        let endpoint = &self.endpoints()[0];
+        self.client(endpoint)
+            .call("rpc.stats", None)
+            .expect("stats")
+    }
+}
+
+/// The methods tests use beside the built-ins.
+pub fn test_router() -> Router {
+    let mut router = Router::new();
+    router
+        .typed(
+            "test.add",
+            "adds two integers",
+            Mode::Inline,
+            |(a, b): (i64, i64)| Ok(a + b),
+        )
+        .expect("test.add");
+    router
+        .typed(
+            "test.sleep",
+            "sleeps MS milliseconds on a worker ([MS]), returns MS",
+            Mode::Pooled,
+            |(ms,): (u64,)| {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(ms)
+            },
+        )
+        .expect("test.sleep");
+    router
+        .method(
+            "test.echo_pooled",
+            "rpc.echo on a worker",
+            Mode::Pooled,
+            |call, reply| {
+                match call.params {
+                    junction::Params::Json(raw) => reply.json_text(raw),
+                    junction::Params::Raw(b) => reply.bytes(b),
+                    junction::Params::None => {}
+                }
+                Ok(())
+            },
+        )
+        .expect("test.echo_pooled");
+    router
+        .method("test.panic", "panics on the loop", Mode::Inline, |_, _| {
+            panic!("inline boom")
+        })
+        .expect("test.panic");
+    router
+        .method(
+            "test.panic_pooled",
+            "panics on a worker",
+            Mode::Pooled,
+            |_, _| panic!("pooled boom"),
+        )
+        .expect("test.panic_pooled");
+    router
+        .method("test.fail", "answers error 4711", Mode::Inline, |_, _| {
+            Err(RpcError::new(4711, "failed on purpose").data(serde_json::json!({"why": "test"})))
+        })
+        .expect("test.fail");
+    router
+        .method("test.raw", "answers raw bytes", Mode::Inline, |_, reply| {
+            reply.bytes(b"\x00\x01raw");
+            Ok(())
+        })
+        .expect("test.raw");
+    router
+}
+
+/// A config on a temp dir and TCP port 0.
+pub fn test_config(dir: &tempfile::TempDir) -> Config {
+    Config {
+        unix: Some(dir.path().join("junction.sock")),
+        tcp: "127.0.0.1:0".parse().ok(),
+        workers: 2,
+        ..Config::default()
+    }
+}
+
+pub fn start() -> TestServer {
+    start_with(|_| {})
+}
+
+pub fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(&dir);
+    adjust(&mut config);
+    let server = Server::bind(&config, test_router()).expect("bind");
+    TestServer {
+        running: server.spawn().expect("spawn"),
+        dir,
+    }
+}
+
+/// A raw socket for sending arbitrary bytes.
+pub enum Raw {
+    Unix(BufReader<UnixStream>),
+    Tcp(BufReader<TcpStream>),
+}
+
+impl Raw {
+    pub fn connect(endpoint: &Endpoint) -> Raw {
+        let raw = match endpoint {
+            Endpoint::Unix(path) => Raw::Unix(BufReader::new(
+                UnixStream::connect(path).expect("unix connect"),
+            )),
+            Endpoint::Tcp(addr) => Raw::Tcp(BufReader::new(
+                TcpStream::connect(addr).expect("tcp connect"),
+            )),
+        };
+        raw.set_timeout(PATIENCE);
+        raw
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        match self {
+            Raw::Unix(s) => s
+                .get_ref()
+                .set_read_timeout(Some(timeout))
+                .expect("timeout"),
+            Raw::Tcp(s) => s
+                .get_ref()
+                .set_read_timeout(Some(timeout))
+                .expect("timeout"),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        let result = match self {
+            Raw::Unix(s) => s.get_mut().write_all(bytes),
+            Raw::Tcp(s) => s.get_mut().write_all(bytes),
+        };
+        result.expect("send");
+    }
+
+    /// Sends and tolerates the peer having closed (for oversized input).
+    pub fn send_lossy(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Raw::Unix(s) => s.get_mut().write_all(bytes),
+            Raw::Tcp(s) => s.get_mut().write_all(bytes),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Raw::Unix(s) => s.get_ref().shutdown(Shutdown::Write),
+            Raw::Tcp(s) => s.get_ref().shutdown(Shutdown::Write),
+        };
+    }
+
+    /// One line without its newline; None at EOF.
+    pub fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = match self {
+            Raw::Unix(s) => s.read_line(&mut line),
+            Raw::Tcp(s) => s.read_line(&mut line),
+        }
+        .expect("read line (a timeout here means the daemon hung)");
+        (n > 0).then(|| line.trim_end_matches('\n').to_string())
+    }
+
+    /// One line parsed as JSON.
+    pub fn json(&mut self) -> Value {
+        let line = self.line().expect("a response line, not EOF");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    /// Everything until EOF (the daemon closed); errors such as a reset count as EOF.
+    pub fn rest(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = match self {
+            Raw::Unix(s) => s.read_to_end(&mut out),
+            Raw::Tcp(s) => s.read_to_end(&mut out),
+        };
+        out
+    }
+
+    /// True when the daemon has closed the connection (EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self {
+            Raw::Unix(s) => matches!(s.read(&mut byte), Ok(0) | Err(_)),
+            Raw::Tcp(s) => matches!(s.read(&mut byte), Ok(0) | Err(_)),
+        }
+    }
+}
+
+/// A healthy client still gets the right answers.
+pub fn assert_healthy(server: &TestServer) {
+    for endpoint in server.endpoints() {
+        let mut client = server.client(&endpoint);
+        assert_eq!(
+            client.call("rpc.ping", None).expect("ping"),
+            "pong",
+            "{endpoint}"
+        );
+        let echoed = client
+            .call("rpc.echo", Some(serde_json::json!({"k": [1, 2]})))
+            .expect("echo");
+        assert_eq!(echoed, serde_json::json!({"k": [1, 2]}));
+    }
+}
