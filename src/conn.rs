@@ -7,9 +7,11 @@
 //! dispatch, batches, limits) happens here, with no system call.
 //!
 //! ```text
-//! Sniffing --{ or [--> JsonRpc --EOF--------------------> (flush) Close
-//!     |                  |
-//!     +--other bytes--+--+--frame too large--> Refused --> (flush, linger) Close
+//! Sniffing --{ or [--> JsonRpc --+--EOF-----------------------------> (flush) Close
+//!     |                          |
+//!     +--"MCP1"------> Mcp1 -----+--fatal frame error / too large--> Refused
+//!     |                                                                 |
+//!     +--anything else--> (one line of text) --> Refused --> (flush, linger) Close
 //! ```
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,6 +23,7 @@ use crate::dispatch::{Dispatcher, PendingBatch, Shared};
 use crate::error::{ErrorCode, RpcError};
 use crate::net::Transport;
 use crate::proto::jsonrpc::{self, Line};
+use crate::proto::mcp1::{self, HEADER_LEN, Next};
 use crate::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
 use crate::workers::{Completion, ConnRef};
 use crate::write_queue::WriteQueue;
@@ -35,6 +38,8 @@ pub enum Phase {
         /// Bytes already searched for the end of the line.
         scanned: usize,
     },
+    /// MCP1 binary frames.
+    Mcp1,
 }
 
 /// Whether the connection still takes input.
@@ -103,6 +108,7 @@ impl Connection {
         match self.phase {
             Phase::Sniffing => None,
             Phase::JsonRpc { .. } => Some(Protocol::JsonRpc),
+            Phase::Mcp1 => Some(Protocol::Mcp1),
         }
     }
 
@@ -147,26 +153,33 @@ impl Connection {
         if self.phase == Phase::Sniffing {
             self.sniff(shared);
         }
-        if let Phase::JsonRpc { .. } = self.phase {
-            self.parse_jsonrpc(shared, scratch);
+        match self.phase {
+            Phase::Sniffing => {}
+            Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
+            Phase::Mcp1 => self.parse_mcp1(shared, scratch),
         }
     }
 
     /// The peer will send nothing more; a last line without a newline is
     /// still a request.
     pub fn end_of_input(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
-        if self.input == Input::Open && self.protocol() == Some(Protocol::JsonRpc) {
-            let len = self.ring.len();
-            if len > 0 && len <= shared.limits.max_frame {
-                let line = self.ring.frame(0, len, scratch);
-                Dispatcher {
-                    conn: self.id,
-                    out: &mut self.out,
-                    batches: &mut self.batches,
-                    in_flight: &mut self.in_flight,
-                    shared,
+        let len = self.ring.len();
+        if self.input == Input::Open && len > 0 {
+            match self.phase {
+                Phase::Sniffing => {}
+                Phase::JsonRpc { .. } if len <= shared.limits.max_frame => {
+                    let line = self.ring.frame(0, len, scratch);
+                    Dispatcher {
+                        conn: self.id,
+                        out: &mut self.out,
+                        batches: &mut self.batches,
+                        in_flight: &mut self.in_flight,
+                        shared,
+                    }
+                    .jsonrpc_line(line);
                 }
-                .jsonrpc_line(line);
+                Phase::JsonRpc { .. } => {}
+                Phase::Mcp1 => self.mcp1_truncated(shared),
             }
         }
         self.ring.consume(self.ring.len());
@@ -242,12 +255,9 @@ impl Connection {
                 stats.connections.fetch_add(1, Relaxed);
             }
             Sniff::Detected(Protocol::Mcp1) => {
-                shared.stats().sniff_rejected.fetch_add(1, Relaxed);
-                self.refuse(
-                    shared,
-                    b"junctiond: MCP1 framing is not supported by this build yet; \
-                      speak JSON-RPC 2.0 (one JSON object per line)\n",
-                );
+                self.phase = Phase::Mcp1;
+                let stats = shared.stats().protocol(Protocol::Mcp1);
+                stats.connections.fetch_add(1, Relaxed);
             }
             Sniff::Unknown => {
                 shared.stats().sniff_rejected.fetch_add(1, Relaxed);
@@ -295,6 +305,56 @@ impl Connection {
                 }
             }
         }
+    }
+
+    fn parse_mcp1(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
+        while self.input == Input::Open {
+            match mcp1::next_frame(&self.ring, shared.limits.max_frame) {
+                Next::NeedMore => return,
+                Next::Frame(header) => {
+                    let payload = self.ring.frame(HEADER_LEN, header.length as usize, scratch);
+                    Dispatcher {
+                        conn: self.id,
+                        out: &mut self.out,
+                        batches: &mut self.batches,
+                        in_flight: &mut self.in_flight,
+                        shared,
+                    }
+                    .mcp1_frame(&header, payload);
+                    self.ring.consume(header.frame_len());
+                }
+                Next::Error(error) => {
+                    self.dispatcher(shared).mcp1_frame_error(&error);
+                    if error.closes() {
+                        self.refuse(shared, b"");
+                        return;
+                    }
+                    self.ring.consume(error.skip_len());
+                }
+            }
+        }
+    }
+
+    /// The peer ended its side with part of a frame in: say so, then close.
+    fn mcp1_truncated(&mut self, shared: &mut Shared<'_>) {
+        let mut first = [0u8; HEADER_LEN];
+        let seen = self.ring.len().min(HEADER_LEN);
+        self.ring.peek(&mut first[..seen]);
+        let (id, expected) = match mcp1::peek_header(&first[..seen]) {
+            Some((id, length)) => (
+                id,
+                format!("{} bytes", HEADER_LEN as u64 + u64::from(length)),
+            ),
+            None => (0, format!("a {HEADER_LEN}-byte header")),
+        };
+        let error = RpcError::new(
+            mcp1::codes::TRUNCATED,
+            format!(
+                "Truncated frame: the connection ended after {} bytes of {expected}",
+                self.ring.len()
+            ),
+        );
+        self.dispatcher(shared).mcp1_error(id, &error);
     }
 
     /// Ends the conversation after `message`: input from here on is discarded.

@@ -12,6 +12,7 @@ use crate::buffer::RingPool;
 use crate::error::{ErrorCode, RpcError};
 use crate::proto::Protocol;
 use crate::proto::jsonrpc::{self, Entry, Message};
+use crate::proto::mcp1::{self, FrameError, Header, Kind};
 use crate::router::{Call, Context, Mode, Params, Reply};
 use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef, Job, OwnedParams, ReplyTo, SubmitError, WorkerPool};
@@ -76,17 +77,66 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub shared: &'s mut Shared<'a>,
 }
 
+/// How a request is to be answered: the protocol, the id, and for JSON-RPC
+/// the batch it belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Answer<'r> {
+    JsonRpc {
+        id: Option<&'r RawValue>,
+        batch: Option<usize>,
+    },
+    Mcp1 {
+        id: Option<u32>,
+    },
+}
+
+impl Answer<'_> {
+    fn protocol(&self) -> Protocol {
+        match self {
+            Answer::JsonRpc { .. } => Protocol::JsonRpc,
+            Answer::Mcp1 { .. } => Protocol::Mcp1,
+        }
+    }
+
+    fn is_notification(&self) -> bool {
+        match self {
+            Answer::JsonRpc { id, .. } => id.is_none(),
+            Answer::Mcp1 { id } => id.is_none(),
+        }
+    }
+
+    /// The same, owned, for a job that outlives the frame.
+    fn to_owned(self) -> ReplyTo {
+        match self {
+            Answer::JsonRpc { id, batch } => ReplyTo::JsonRpc {
+                id: id.map(ToOwned::to_owned),
+                batch,
+            },
+            Answer::Mcp1 { id } => ReplyTo::Mcp1 { id },
+        }
+    }
+
+    fn batch(&self) -> Option<usize> {
+        match self {
+            Answer::JsonRpc { batch, .. } => *batch,
+            Answer::Mcp1 { .. } => None,
+        }
+    }
+}
+
 impl Dispatcher<'_, '_, '_> {
     /// Handles one JSON-RPC line.
     pub fn jsonrpc_line(&mut self, line: &[u8]) {
-        let stats = self.shared.stats().protocol(Protocol::JsonRpc);
-        stats.frames.fetch_add(1, Relaxed);
+        self.count_frame(Protocol::JsonRpc);
         match jsonrpc::parse_line(line, self.shared.limits.max_batch) {
             Message::Blank => {}
-            Message::Invalid(error) => self.respond(None, |buf| {
-                jsonrpc::write_error(buf, None, &error);
-                true
-            }),
+            Message::Invalid(error) => self.send_error(
+                Answer::JsonRpc {
+                    id: None,
+                    batch: None,
+                },
+                &error,
+            ),
             Message::Single(entry) => self.jsonrpc_entry(entry, None),
             Message::Batch(entries) => {
                 let key = self.batches.insert(PendingBatch::default());
@@ -99,71 +149,103 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     fn jsonrpc_entry(&mut self, entry: Entry<'_>, batch: Option<usize>) {
-        let (id, method, params) = match entry {
-            Entry::Request { id, method, params } => (id, method, params),
-            Entry::Invalid { id, error } => {
-                return self.respond(batch, |buf| {
-                    jsonrpc::write_error(buf, id, &error);
-                    true
-                });
-            }
+        match entry {
+            Entry::Request { id, method, params } => self.call(
+                Answer::JsonRpc { id, batch },
+                &method,
+                params.map_or(Params::None, Params::Json),
+            ),
+            // Invalid requests are answered even without an id (with id null).
+            Entry::Invalid { id, error } => self.send_error(Answer::JsonRpc { id, batch }, &error),
             Entry::Response { id } => {
                 // Nothing the daemon sent is waiting for an answer yet.
                 tracing::debug!(
                     id = id.map_or("null", RawValue::get),
                     "unsolicited response dropped"
                 );
-                self.count_error();
-                return;
+                self.count_error(Protocol::JsonRpc);
             }
-        };
-        let Some(handler) = self.shared.context.router().get(&method).cloned() else {
-            if id.is_some() {
-                self.respond(batch, |buf| {
-                    jsonrpc::write_error(buf, id, &RpcError::method_not_found(&method));
-                    true
+        }
+    }
+
+    /// Handles one whole MCP1 frame.
+    pub fn mcp1_frame(&mut self, header: &Header, payload: &[u8]) {
+        self.count_frame(Protocol::Mcp1);
+        let id = (header.kind == Kind::Request).then_some(header.id);
+        match header.kind {
+            Kind::Request | Kind::Notification => match mcp1::parse_request(header, payload) {
+                Ok(request) => self.call(Answer::Mcp1 { id }, request.method, request.params),
+                Err(error) => self.send_error(
+                    Answer::Mcp1 {
+                        id: Some(header.id),
+                    },
+                    &error,
+                ),
+            },
+            Kind::Ping => {
+                self.out.append(self.shared.chunks, |buf| {
+                    mcp1::write_pong(buf, header.id, payload)
                 });
+            }
+            Kind::Response | Kind::Error | Kind::Pong => {
+                tracing::debug!(
+                    id = header.id,
+                    kind = header.kind.name(),
+                    "unsolicited frame dropped"
+                );
+                self.count_error(Protocol::Mcp1);
+            }
+        }
+    }
+
+    /// Answers an MCP1 frame refused at its header.
+    pub fn mcp1_frame_error(&mut self, error: &FrameError) {
+        self.count_frame(Protocol::Mcp1);
+        self.send_error(
+            Answer::Mcp1 {
+                id: Some(error.id()),
+            },
+            &error.to_rpc(),
+        );
+    }
+
+    /// Answers with a connection-level MCP1 error (id 0 unless known).
+    pub fn mcp1_error(&mut self, id: u32, error: &RpcError) {
+        self.send_error(Answer::Mcp1 { id: Some(id) }, error);
+    }
+
+    /// Routes one request, the same way for every protocol.
+    fn call(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+        // Borrowed for the loop's lifetime, not from self: no refcount traffic.
+        let context: &Arc<Context> = self.shared.context;
+        let Some(handler) = context.router().get(method) else {
+            if !answer.is_notification() {
+                self.send_error(answer, &RpcError::method_not_found(method));
             }
             return;
         };
         if handler.mode() == Mode::Pooled {
             let job = Job {
                 conn: self.conn,
-                method: handler,
-                params: params.map_or(OwnedParams::None, |p| OwnedParams::Json(p.to_owned())),
-                reply: ReplyTo::JsonRpc {
-                    id: id.map(ToOwned::to_owned),
-                    batch,
-                },
+                method: Arc::clone(handler),
+                params: OwnedParams::from(params),
+                reply: answer.to_owned(),
             };
-            return self.submit(job, id, batch);
+            return self.submit(job, answer);
         }
-        let context = Arc::clone(self.shared.context);
         let call = Call {
-            method: &method,
-            params: params.map_or(Params::None, Params::Json),
-            context: &context,
+            method,
+            params,
+            context,
         };
-        match id {
-            Some(id) => self.respond(batch, |buf| {
-                jsonrpc::write_response(buf, Some(id), |r| handler.invoke(&call, r)).is_some()
-            }),
-            None => {
-                // A notification runs for its effect; nothing is answered.
-                self.out.append(self.shared.chunks, |buf| {
-                    let start = buf.len();
-                    let _ = handler.invoke(&call, &mut Reply::new(buf));
-                    buf.truncate(start);
-                });
-            }
-        }
+        self.send_result(answer, |reply| handler.invoke(&call, reply));
     }
 
-    fn submit(&mut self, job: Job, id: Option<&RawValue>, batch: Option<usize>) {
+    fn submit(&mut self, job: Job, answer: Answer<'_>) {
         let error = match self.shared.workers.submit(job) {
             Ok(()) => {
                 *self.in_flight += 1;
-                if let Some(b) = batch.and_then(|key| self.batches.get_mut(key)) {
+                if let Some(b) = answer.batch().and_then(|key| self.batches.get_mut(key)) {
                     b.waiting += 1;
                 }
                 return;
@@ -179,32 +261,86 @@ impl Dispatcher<'_, '_, '_> {
                 RpcError::with(ErrorCode::ServerBusy, "the daemon is shutting down")
             }
         };
-        if id.is_some() {
-            self.respond(batch, |buf| {
-                jsonrpc::write_error(buf, id, &error);
-                true
-            });
+        if !answer.is_notification() {
+            self.send_error(answer, &error);
         }
     }
 
-    /// Writes one response: a line of its own, or an entry of a batch.
-    fn respond(&mut self, batch: Option<usize>, write: impl FnOnce(&mut Vec<u8>) -> bool) {
-        let is_error = match batch.and_then(|key| self.batches.get_mut(key)) {
+    /// Runs `run` into the answer's response; a notification's result is dropped.
+    fn send_result(
+        &mut self,
+        answer: Answer<'_>,
+        run: impl FnOnce(&mut Reply<'_>) -> Result<(), RpcError>,
+    ) {
+        let failed = match answer {
+            Answer::JsonRpc {
+                id: Some(id),
+                batch,
+            } => self.write(batch, |buf| {
+                jsonrpc::write_response(buf, Some(id), run).is_some()
+            }),
+            Answer::Mcp1 { id: Some(id) } => self.out.append(self.shared.chunks, |buf| {
+                mcp1::write_response(buf, id, run).is_some()
+            }),
+            Answer::JsonRpc { id: None, .. } | Answer::Mcp1 { id: None } => {
+                // Run for the effect; whatever it wrote is taken back.
+                self.out.append(self.shared.chunks, |buf| {
+                    let start = buf.len();
+                    let _ = run(&mut Reply::new(buf));
+                    buf.truncate(start);
+                });
+                false
+            }
+        };
+        if failed {
+            self.count_error(answer.protocol());
+        }
+    }
+
+    /// Sends an error frame (with id null or 0 when the answer has no id).
+    fn send_error(&mut self, answer: Answer<'_>, error: &RpcError) {
+        match answer {
+            Answer::JsonRpc { id, batch } => {
+                self.write(batch, |buf| {
+                    jsonrpc::write_error(buf, id, error);
+                    true
+                });
+            }
+            Answer::Mcp1 { id } => {
+                let id = id.unwrap_or(0);
+                self.out
+                    .append(self.shared.chunks, |buf| mcp1::write_error(buf, id, error));
+            }
+        }
+        self.count_error(answer.protocol());
+    }
+
+    /// Writes a JSON-RPC response: a line of its own, or an entry of a batch.
+    fn write(&mut self, batch: Option<usize>, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        match batch.and_then(|key| self.batches.get_mut(key)) {
             Some(pending) => pending.push_entry(write),
             None => self.out.append(self.shared.chunks, |buf| {
-                let is_error = write(buf);
+                let failed = write(buf);
                 buf.push(b'\n');
-                is_error
+                failed
             }),
-        };
-        if is_error {
-            self.count_error();
         }
     }
 
-    fn count_error(&self) {
-        let stats = self.shared.stats().protocol(Protocol::JsonRpc);
-        stats.errors.fetch_add(1, Relaxed);
+    fn count_frame(&self, protocol: Protocol) {
+        self.shared
+            .stats()
+            .protocol(protocol)
+            .frames
+            .fetch_add(1, Relaxed);
+    }
+
+    fn count_error(&self, protocol: Protocol) {
+        self.shared
+            .stats()
+            .protocol(protocol)
+            .errors
+            .fetch_add(1, Relaxed);
     }
 
     fn finish_batch_if_done(&mut self, key: usize) {
@@ -222,7 +358,7 @@ impl Dispatcher<'_, '_, '_> {
     pub fn complete(&mut self, done: Completion) {
         *self.in_flight = self.in_flight.saturating_sub(1);
         if done.is_error {
-            self.count_error();
+            self.count_error(done.protocol);
         }
         match done.batch {
             None => self.out.push_frame(done.frame, self.shared.chunks),

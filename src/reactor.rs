@@ -161,7 +161,9 @@ impl Reactor {
                     Token(t) if t >= LISTENER_BASE => self.accept_all(t - LISTENER_BASE),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key);
+                            // Data and the peer's FIN can share one edge: then read to the end.
+                            let to_the_end = event.is_read_closed() || event.is_error();
+                            self.read(key, to_the_end);
                         }
                         if event.is_writable() {
                             self.mark_dirty(key);
@@ -170,7 +172,7 @@ impl Reactor {
                 }
             }
             for key in std::mem::take(&mut self.unread) {
-                self.read(key);
+                self.read(key, true);
             }
             self.take_completions();
             self.flush_dirty();
@@ -286,7 +288,9 @@ impl Reactor {
     }
 
     /// Reads what the socket holds into the connection and lets it parse.
-    fn read(&mut self, key: usize) {
+    /// Without `to_the_end`, a short read ends the round: the socket is empty,
+    /// and epoll and kqueue report data arriving later with a new edge.
+    fn read(&mut self, key: usize, to_the_end: bool) {
         let mut shared = shared!(self);
         let scratch = &mut self.scratch;
         let Some(client) = self.clients.get_mut(key) else {
@@ -321,9 +325,7 @@ impl Reactor {
                 }
                 Ok((n, room)) => {
                     client.conn.received(n, &mut shared, scratch);
-                    if n < room {
-                        // A short read emptied the socket; epoll and kqueue
-                        // report new data with a new edge, so skip the EAGAIN read.
+                    if n < room && !to_the_end {
                         budget_used = false;
                         break;
                     }

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::Waker;
 use serde_json::value::RawValue;
 
-use crate::proto::jsonrpc;
+use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::router::{Call, Context, Method, Params, Reply};
 
 /// Names one connection across slot reuse: a completion for a closed
@@ -39,6 +39,16 @@ pub enum OwnedParams {
     Raw(Vec<u8>),
 }
 
+impl From<Params<'_>> for OwnedParams {
+    fn from(params: Params<'_>) -> Self {
+        match params {
+            Params::None => OwnedParams::None,
+            Params::Json(raw) => OwnedParams::Json(raw.to_owned()),
+            Params::Raw(bytes) => OwnedParams::Raw(bytes.to_vec()),
+        }
+    }
+}
+
 impl OwnedParams {
     fn borrow(&self) -> Params<'_> {
         match self {
@@ -58,6 +68,11 @@ pub enum ReplyTo {
         id: Option<Box<RawValue>>,
         /// The pending batch the response belongs to, if any.
         batch: Option<usize>,
+    },
+    /// An MCP1 request (`id` Some) or notification.
+    Mcp1 {
+        /// The request id; None for a notification.
+        id: Option<u32>,
     },
 }
 
@@ -89,6 +104,8 @@ impl std::fmt::Debug for Job {
 pub struct Completion {
     /// The connection to answer.
     pub conn: ConnRef,
+    /// The protocol the frame is in.
+    pub protocol: Protocol,
     /// The batch the frame belongs to, if any.
     pub batch: Option<usize>,
     /// The encoded response (empty for a notification). Single responses end
@@ -228,28 +245,41 @@ fn run_job(context: &Context, job: Job) -> Completion {
         params: job.params.borrow(),
         context,
     };
-    let ReplyTo::JsonRpc { id, batch } = &job.reply;
+    let run = |reply: &mut Reply<'_>| job.method.invoke(&call, reply);
     let mut frame = Vec::new();
-    let mut is_error = false;
-    match id {
-        None => {
-            // A notification runs for its effect; its result is dropped.
-            let _ = job.method.invoke(&call, &mut Reply::new(&mut frame));
-            frame.clear();
-        }
-        Some(id) => {
-            is_error =
-                jsonrpc::write_response(&mut frame, Some(id), |r| job.method.invoke(&call, r))
-                    .is_some();
+    let (protocol, batch, sent_error) = match &job.reply {
+        ReplyTo::JsonRpc {
+            id: Some(id),
+            batch,
+        } => {
+            let error = jsonrpc::write_response(&mut frame, Some(id), run);
             if batch.is_none() {
                 frame.push(b'\n');
             }
+            (Protocol::JsonRpc, *batch, error)
         }
-    }
+        ReplyTo::Mcp1 { id: Some(id) } => (
+            Protocol::Mcp1,
+            None,
+            mcp1::write_response(&mut frame, *id, run),
+        ),
+        ReplyTo::JsonRpc { id: None, batch } => {
+            // A notification runs for its effect; its result is dropped.
+            let _ = run(&mut Reply::new(&mut frame));
+            frame.clear();
+            (Protocol::JsonRpc, *batch, None)
+        }
+        ReplyTo::Mcp1 { id: None } => {
+            let _ = run(&mut Reply::new(&mut frame));
+            frame.clear();
+            (Protocol::Mcp1, None, None)
+        }
+    };
     Completion {
         conn: job.conn,
-        batch: *batch,
+        protocol,
+        batch,
         frame,
-        is_error,
+        is_error: sent_error.is_some(),
     }
 }

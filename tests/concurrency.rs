@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Raw, start};
+use junction::client::{Body, Client};
+use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;
@@ -44,7 +46,7 @@ fn sixty_four_clients_pipelining_a_thousand_requests_each_get_their_own_answers(
                         let (_, payload) = &expected[(id - 1) as usize];
                         assert_eq!(
                             response.result.as_ref().ok(),
-                            Some(payload),
+                            Some(&Body::Json(payload.clone())),
                             "client {c} id {id}"
                         );
                     }
@@ -62,6 +64,67 @@ fn sixty_four_clients_pipelining_a_thousand_requests_each_get_their_own_answers(
         .expect("frames");
     assert!(frames >= CLIENTS as u64 * REQUESTS, "{stats}");
     assert_eq!(stats["protocols"]["jsonrpc"]["errors"], 0);
+}
+
+#[test]
+fn json_rpc_and_mcp1_clients_share_one_daemon_on_both_transports() {
+    let server = start();
+    let endpoints = server.endpoints();
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                // Every (transport, protocol) pair gets a quarter of the clients.
+                let endpoint = endpoints[c % 2].clone();
+                let protocol = if (c / 2) % 2 == 0 {
+                    Protocol::JsonRpc
+                } else {
+                    Protocol::Mcp1
+                };
+                scope.spawn(move || {
+                    let mut client = Client::connect_with(&endpoint, protocol).expect("connect");
+                    client.set_timeout(Some(common::PATIENCE)).expect("timeout");
+                    let mut sent = Vec::new();
+                    for i in 0..500u64 {
+                        let body = match (protocol, i % 3) {
+                            (Protocol::Mcp1, 0) => Body::Raw(format!("raw {c} {i}").into_bytes()),
+                            _ => Body::Json(json!([c, i])),
+                        };
+                        let method = if i % 5 == 0 {
+                            "test.echo_pooled"
+                        } else {
+                            "rpc.echo"
+                        };
+                        sent.push((
+                            client.send_body(method, Some(body.clone())).expect("send"),
+                            body,
+                        ));
+                    }
+                    client.flush().expect("flush");
+                    for _ in 0..sent.len() {
+                        let response = client.recv().expect("response");
+                        let id = response.id.as_u64().expect("id");
+                        let (_, body) = sent.iter().find(|(i, _)| *i == id).expect("known id");
+                        assert_eq!(
+                            response.result.as_ref().ok(),
+                            Some(body),
+                            "client {c} {protocol:?} id {id}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("client thread");
+        }
+    });
+    let stats = server.stats();
+    for protocol in ["jsonrpc", "mcp1"] {
+        assert!(
+            stats["protocols"][protocol]["connections"].as_u64() >= Some(32),
+            "{stats}"
+        );
+        assert_eq!(stats["protocols"][protocol]["errors"], 0, "{stats}");
+    }
 }
 
 #[test]

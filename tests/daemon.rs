@@ -145,6 +145,50 @@ fn starts_with_no_configuration_and_answers_on_both_transports() {
 }
 
 #[test]
+fn the_cli_speaks_mcp1_with_json_and_raw_bodies() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.cli(&["--proto", "mcp1", "call", "rpc.echo", "\"hi\""]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "\"hi\"");
+    let out = daemon.cli(&[
+        "--proto",
+        "mcp1",
+        "--tcp",
+        &daemon.tcp,
+        "call",
+        "rpc.echo",
+        "--raw",
+        "bytes\tas is",
+    ]);
+    assert_eq!(out.stdout, b"bytes\tas is", "raw result written unchanged");
+    let file = daemon.runtime.path().join("body.bin");
+    std::fs::write(&file, [0u8, 1, 2, 255]).expect("write");
+    let out = daemon.cli(&[
+        "--proto",
+        "mcp1",
+        "call",
+        "rpc.echo",
+        "--raw-file",
+        file.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.stdout, [0u8, 1, 2, 255]);
+    let out = daemon.cli(&["--proto", "mcp1", "ping"]);
+    assert!(
+        text(&out.stdout).starts_with("pong from unix:"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = daemon.cli(&["--proto", "mcp1", "call", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error -32601"));
+    let out = daemon.cli(&["call", "rpc.echo", "--raw", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--proto mcp1"));
+    let out = daemon.cli(&["--proto", "mcp2", "call", "rpc.ping"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn the_cli_reports_errors_with_exit_codes() {
     let daemon = Daemon::start(&[]);
     let out = daemon.cli(&["call", "no.such"]);

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Raw, start};
-use junction::client::BatchEntry;
+use junction::client::{BatchEntry, Body};
 use serde_json::{Value, json};
 
 #[test]
@@ -281,7 +281,7 @@ fn inline_answers_overtake_slow_pooled_ones() {
         assert_eq!(first.id, json!(fast), "{endpoint}");
         let second = client.recv().expect("second");
         assert_eq!(second.id, json!(slow));
-        assert_eq!(second.result, Ok(json!(300)));
+        assert_eq!(second.result, Ok(Body::Json(json!(300))));
     }
 }
 

@@ -58,22 +58,6 @@ fn an_unknown_protocol_gets_one_line_then_a_close() {
 }
 
 #[test]
-fn mcp1_is_refused_clearly_until_its_codec_exists() {
-    let server = start();
-    for endpoint in server.endpoints() {
-        let mut raw = Raw::connect(&endpoint);
-        raw.send(b"MCP1\x01\x01\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00");
-        let line = raw.line().expect("refusal line");
-        assert!(
-            line.contains("MCP1") && line.contains("not supported"),
-            "{line}"
-        );
-        assert!(raw.is_closed());
-    }
-    assert_healthy(&server);
-}
-
-#[test]
 fn leading_whitespace_is_allowed_before_json_but_not_forever() {
     let server = start();
     for endpoint in server.endpoints() {
@@ -170,7 +154,8 @@ fn frames_split_into_single_bytes_and_wrapping_the_ring_are_whole() {
         client.flush().expect("flush");
         for (id, n) in ids.iter().zip(&sizes) {
             let response = client.wait(*id).expect("response");
-            let text = response.result.expect("ok")[0].as_str().map(str::len);
+            let value = response.result.expect("ok").into_json().expect("json");
+            let text = value[0].as_str().map(str::len);
             assert_eq!(text, Some(*n), "{endpoint}: id {id}");
         }
     }

@@ -1,5 +1,6 @@
 //! `junction`: the command-line client of junctiond.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -7,9 +8,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use junction::client::{Client, ClientError, Endpoint};
+use junction::client::{Body, Client, ClientError, Endpoint};
 use junction::config::Span;
 use junction::net::listener::default_unix_path;
+use junction::proto::Protocol;
 
 /// Talk to junctiond: call a method, send a notification, watch its stats.
 ///
@@ -28,6 +30,9 @@ struct Args {
     /// TCP address of the daemon, e.g. 127.0.0.1:7710
     #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<String>,
+    /// Protocol to speak: jsonrpc or mcp1 (binary; carries raw bodies)
+    #[arg(long, env = "JUNCTION_PROTO", default_value = "jsonrpc", value_parser = parse_protocol)]
+    proto: Protocol,
     /// How long to wait for an answer
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     timeout: Span,
@@ -41,8 +46,15 @@ enum Command {
     Call {
         /// The method, e.g. rpc.ping
         method: String,
-        /// Params as JSON (an array or object; rpc.echo takes any JSON), e.g. '[1,2]'
+        /// Params as JSON, e.g. '[1,2]' (JSON-RPC wants an array or object; MCP1 takes any JSON value)
+        #[arg(conflicts_with_all = ["raw", "raw_file"])]
         params: Option<String>,
+        /// Send TEXT as a raw body (MCP1 only); a raw result is written to stdout as is
+        #[arg(long, value_name = "TEXT", conflicts_with = "raw_file")]
+        raw: Option<String>,
+        /// Send the bytes of FILE ("-" for stdin) as a raw body (MCP1 only)
+        #[arg(long, value_name = "FILE")]
+        raw_file: Option<PathBuf>,
     },
     /// Send METHOD as a notification (no answer is expected)
     Notify {
@@ -89,6 +101,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text {
+        "jsonrpc" | "json" => Ok(Protocol::JsonRpc),
+        "mcp1" => Ok(Protocol::Mcp1),
+        other => Err(format!("unknown protocol {other:?}: use jsonrpc or mcp1")),
+    }
+}
+
 fn endpoint(args: &Args) -> Endpoint {
     match (&args.tcp, &args.unix) {
         (Some(addr), _) => Endpoint::Tcp(addr.clone()),
@@ -118,6 +138,20 @@ fn parse_params(text: Option<&str>) -> Result<Option<Value>, Failure> {
     })
 }
 
+fn read_raw(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    let result = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map(|_| ())
+    };
+    result
+        .map(|()| bytes)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
@@ -125,15 +159,37 @@ fn pretty(value: &Value) -> String {
 fn run(args: Args) -> Result<(), Failure> {
     let endpoint = endpoint(&args);
     let connect = || -> Result<Client, Failure> {
-        let mut client = Client::connect(&endpoint).map_err(failure)?;
+        let mut client = Client::connect_with(&endpoint, args.proto).map_err(failure)?;
         client.set_timeout(Some(args.timeout.0)).map_err(failure)?;
         Ok(client)
     };
     match &args.command {
-        Command::Call { method, params } => {
-            let params = parse_params(params.as_deref())?;
-            let result = connect()?.call(method, params).map_err(failure)?;
-            println!("{}", pretty(&result));
+        Command::Call {
+            method,
+            params,
+            raw,
+            raw_file,
+        } => {
+            let body = match (raw, raw_file) {
+                (Some(text), _) => Some(Body::Raw(text.clone().into_bytes())),
+                (None, Some(path)) => Some(Body::Raw(read_raw(path)?)),
+                (None, None) => parse_params(params.as_deref())?.map(Body::Json),
+            };
+            if matches!(body, Some(Body::Raw(_))) && args.proto != Protocol::Mcp1 {
+                return Err(Failure::Usage("raw bodies need --proto mcp1".into()));
+            }
+            match connect()?.call_body(method, body).map_err(failure)? {
+                Body::Json(result) => println!("{}", pretty(&result)),
+                Body::Raw(bytes) => {
+                    let mut stdout = std::io::stdout();
+                    stdout
+                        .write_all(&bytes)
+                        .and_then(|()| stdout.flush())
+                        .map_err(|e| {
+                            Failure::Connection(format!("cannot write the result: {e}"))
+                        })?;
+                }
+            }
         }
         Command::Notify { method, params } => {
             let params = parse_params(params.as_deref())?;

@@ -240,3 +240,95 @@ pub fn assert_healthy(server: &TestServer) {
         assert_eq!(echoed, serde_json::json!({"k": [1, 2]}));
     }
 }
+
+/// One MCP1 frame as read off a raw socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u16,
+    pub id: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// For an ERROR frame: (code, message).
+    pub fn error(&self) -> (i32, String) {
+        let e = junction::proto::mcp1::parse_error_payload(&self.payload).expect("error payload");
+        (e.code, e.message.to_string())
+    }
+
+    /// The payload as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("json payload")
+    }
+}
+
+/// Encodes an MCP1 frame with every header field chosen by the caller.
+pub fn mcp1_frame(version: u8, kind: u8, flags: u16, id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = b"MCP1".to_vec();
+    out.push(version);
+    out.push(kind);
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A REQUEST payload: method_len, method, body.
+pub fn mcp1_call(method: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = (method.len() as u16).to_le_bytes().to_vec();
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A well-formed REQUEST frame.
+pub fn mcp1_request(id: u32, method: &str, body: &[u8], raw: bool) -> Vec<u8> {
+    mcp1_frame(1, 1, u16::from(raw), id, &mcp1_call(method, body))
+}
+
+impl Raw {
+    pub fn exact(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        match self {
+            Raw::Unix(s) => s.read_exact(&mut out),
+            Raw::Tcp(s) => s.read_exact(&mut out),
+        }
+        .expect("read (a timeout here means the daemon hung)");
+        out
+    }
+
+    /// Reads one MCP1 frame.
+    pub fn frame(&mut self) -> Frame {
+        let header = self.exact(16);
+        assert_eq!(&header[..5], b"MCP1\x01", "frame header: {header:?}");
+        let length = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        Frame {
+            kind: header[5],
+            flags: u16::from_le_bytes([header[6], header[7]]),
+            id: u32::from_le_bytes([header[8], header[9], header[10], header[11]]),
+            payload: self.exact(length as usize),
+        }
+    }
+}
+
+/// A healthy MCP1 client still gets the right answers on both transports.
+pub fn assert_healthy_mcp1(server: &TestServer) {
+    for endpoint in server.endpoints() {
+        let mut client =
+            Client::connect_with(&endpoint, junction::proto::Protocol::Mcp1).expect("connect");
+        client.set_timeout(Some(PATIENCE)).expect("timeout");
+        assert_eq!(
+            client.call("rpc.ping", None).expect("ping"),
+            "pong",
+            "{endpoint}"
+        );
+        assert_eq!(
+            client
+                .call("rpc.echo", Some(Value::from("ok")))
+                .expect("echo"),
+            "ok"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! A blocking client over Unix or TCP, in either protocol: calls,
+//! notifications, batches, pipelined calls and (MCP1) raw bodies and pings.
+//! The `junction` CLI and the tests use it.
+//!
+//! ```no_run
+//! use junction::client::{Client, Endpoint};
+//! use junction::proto::Protocol;
+//!
+//! let mut client = Client::connect(&Endpoint::Tcp("127.0.0.1:7710".into()))?;
+//! assert_eq!(client.call("rpc.ping", None)?, "pong");
+//! let mut binary = Client::connect_with(&Endpoint::Tcp("127.0.0.1:7710".into()), Protocol::Mcp1)?;
+//! assert_eq!(binary.call("rpc.echo", Some("hi".into()))?, "hi");
+//! # Ok::<(), junction::ClientError>(())
+//! ```
+
+mod socket;
+mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::RpcError;
+use crate::proto::Protocol;
+use socket::Socket;
+use wire::Incoming;
+
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket path.
+    Unix(PathBuf),
+    /// A TCP `host:port`.
+    Tcp(String),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon could not be reached.
+    #[error("cannot connect to junctiond at {endpoint}: {source}")]
+    Connect {
+        /// Where we tried.
+        endpoint: Endpoint,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Reading or writing failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Rpc(RpcError),
+    /// The daemon closed the connection, perhaps saying why.
+    #[error("the daemon closed the connection{}", .0.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// The daemon sent something that is not a response.
+    #[error("unexpected reply from the daemon: {0}")]
+    Protocol(String),
+    /// The call cannot be made this way (e.g. raw bytes over JSON-RPC).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    /// True when the daemon does not seem to be running at the endpoint.
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, ClientError::Connect { source, .. }
+            if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+    }
+}
+
+/// A request or response body: JSON, or raw bytes (MCP1 only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// A JSON value.
+    Json(Value),
+    /// Raw bytes.
+    Raw(Vec<u8>),
+}
+
+impl Body {
+    /// The JSON value; raw bytes are an error.
+    pub fn into_json(self) -> Result<Value, ClientError> {
+        match self {
+            Body::Json(value) => Ok(value),
+            Body::Raw(bytes) => Err(ClientError::Protocol(format!(
+                "expected JSON, got {} raw bytes",
+                bytes.len()
+            ))),
+        }
+    }
+}
+
+/// One response, matched to its call by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The id the call carried (a number for MCP1).
+    pub id: Value,
+    /// The result, or the error the daemon answered.
+    pub result: Result<Body, RpcError>,
+}
+
+/// One entry of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    /// The method.
+    pub method: String,
+    /// The params.
+    pub params: Option<Value>,
+    /// True for a notification (no id, no response).
+    pub notification: bool,
+}
+
+/// A blocking connection to junctiond.
+pub struct Client {
+    protocol: Protocol,
+    reader: BufReader<Socket>,
+    writer: BufWriter<Socket>,
+    next_id: u64,
+    /// Responses read while waiting for another id (pipelining).
+    early: HashMap<String, Response>,
+    scratch: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `endpoint`, speaking JSON-RPC.
+    pub fn connect(endpoint: &Endpoint) -> Result<Client, ClientError> {
+        Self::connect_with(endpoint, Protocol::JsonRpc)
+    }
+
+    /// Connects to `endpoint`, speaking `protocol`.
+    pub fn connect_with(endpoint: &Endpoint, protocol: Protocol) -> Result<Client, ClientError> {
+        let connect_err = |source| ClientError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let socket = match endpoint {
+            Endpoint::Unix(path) => Socket::Unix(UnixStream::connect(path).map_err(connect_err)?),
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr.as_str()).map_err(connect_err)?;
+                stream.set_nodelay(true)?;
+                Socket::Tcp(stream)
+            }
+        };
+        let reader = BufReader::new(socket.try_clone()?);
+        Ok(Client {
+            protocol,
+            reader,
+            writer: BufWriter::new(socket),
+            next_id: 1,
+            early: HashMap::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The protocol this client speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Bounds how long a read may wait for the daemon (None: forever).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// Calls `method` with JSON params and waits for its JSON result.
+    pub fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
+        self.call_body(method, params.map(Body::Json))?.into_json()
+    }
+
+    /// Calls `method` with any body (raw bytes need MCP1) and waits for the result.
+    pub fn call_body(&mut self, method: &str, params: Option<Body>) -> Result<Body, ClientError> {
+        let id = self.send_body(method, params)?;
+        self.flush()?;
+        self.wait(id)?.result.map_err(ClientError::Rpc)
+    }
+
+    /// Sends a notification (no response comes back).
+    pub fn notify(&mut self, method: &str, params: Option<Value>) -> Result<(), ClientError> {
+        let params = params.map(Body::Json);
+        wire::write_call(
+            self.protocol,
+            &mut self.writer,
+            None,
+            method,
+            params.as_ref(),
+            &mut self.scratch,
+        )?;
+        self.flush()
+    }
+
+    /// Queues a call without waiting (pipelining); returns its id. Call
+    /// [`Client::flush`] then [`Client::wait`] or [`Client::recv`].
+    pub fn send(&mut self, method: &str, params: Option<Value>) -> Result<u64, ClientError> {
+        self.send_body(method, params.map(Body::Json))
+    }
+
+    /// Like [`Client::send`] with any body.
+    pub fn send_body(&mut self, method: &str, params: Option<Body>) -> Result<u64, ClientError> {
+        let id = self.take_id();
+        wire::write_call(
+            self.protocol,
+            &mut self.writer,
+            Some(id),
+            method,
+            params.as_ref(),
+            &mut self.scratch,
+        )?;
+        Ok(id)
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        // MCP1 ids are u32 and never 0.
+        self.next_id = match self.protocol {
+            Protocol::Mcp1 if id >= u64::from(u32::MAX) => 1,
+            _ => id + 1,
+        };
+        id
+    }
+
+    /// Sends everything queued.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.writer.flush()?;
+        Ok(())
+    }
+
+    /// Waits for the response to call `id`, keeping others for later.
+    pub fn wait(&mut self, id: u64) -> Result<Response, ClientError> {
+        if let Some(response) = self.early.remove(&id.to_string()) {
+            return Ok(response);
+        }
+        loop {
+            let response = self.read_response()?;
+            // An error without an id is the daemon failing to read a request
+            // at all: it belongs to whoever is waiting.
+            let anonymous = response.id.is_null() || response.id.as_u64() == Some(0);
+            if response.id.as_u64() == Some(id) || (anonymous && response.result.is_err()) {
+                return Ok(response);
+            }
+            self.early.insert(response.id.to_string(), response);
+        }
+    }
+
+    /// Reads the next response, whatever its id.
+    pub fn recv(&mut self) -> Result<Response, ClientError> {
+        if let Some(key) = self.early.keys().next().cloned() {
+            if let Some(response) = self.early.remove(&key) {
+                return Ok(response);
+            }
+        }
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> Result<Response, ClientError> {
+        match wire::read(self.protocol, &mut self.reader)? {
+            Incoming::Response(response) => Ok(response),
+            Incoming::Batch(_) => Err(ClientError::Protocol(
+                "a batch answer where none was asked".into(),
+            )),
+            Incoming::Pong { id, .. } => Err(ClientError::Protocol(format!(
+                "a PONG ({id}) where a response was expected"
+            ))),
+        }
+    }
+
+    /// Sends an MCP1 PING and waits for its PONG; returns the echoed payload.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
+        if self.protocol != Protocol::Mcp1 {
+            return Err(ClientError::Usage(
+                "PING frames are MCP1; over JSON-RPC call rpc.ping".into(),
+            ));
+        }
+        let id = self.take_id() as u32;
+        wire::write_ping(&mut self.writer, id, payload)?;
+        self.flush()?;
+        loop {
+            match wire::read(self.protocol, &mut self.reader)? {
+                Incoming::Pong { id: got, payload } if got == id => return Ok(payload),
+                Incoming::Response(response) => {
+                    self.early.insert(response.id.to_string(), response);
+                }
+                _ => {
+                    return Err(ClientError::Protocol(
+                        "unexpected frame while waiting for PONG".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Sends a batch and returns the results of its calls in the order given
+    /// (notifications have none). Over MCP1, which has no batches, the
+    /// entries are pipelined instead.
+    pub fn batch(
+        &mut self,
+        entries: &[BatchEntry],
+    ) -> Result<Vec<Result<Value, RpcError>>, ClientError> {
+        let ids = match self.protocol {
+            Protocol::JsonRpc => self.send_jsonrpc_batch(entries)?,
+            Protocol::Mcp1 => self.send_pipelined(entries)?,
+        };
+        let mut by_id: HashMap<u64, Response> = HashMap::new();
+        if self.protocol == Protocol::JsonRpc && !ids.is_empty() {
+            let Incoming::Batch(items) = wire::read(self.protocol, &mut self.reader)? else {
+                return Err(ClientError::Protocol("expected a batch array".into()));
+            };
+            by_id.extend(
+                items
+                    .into_iter()
+                    .filter_map(|r| r.id.as_u64().map(|id| (id, r))),
+            );
+        }
+        ids.iter()
+            .map(|&id| {
+                let response = match by_id.remove(&id) {
+                    Some(response) => response,
+                    None if self.protocol == Protocol::Mcp1 => self.wait(id)?,
+                    None => {
+                        return Err(ClientError::Protocol(format!("batch answer lacks id {id}")));
+                    }
+                };
+                Ok(response.result.and_then(|body| {
+                    body.into_json()
+                        .map_err(|e| RpcError::new(0, e.to_string()))
+                }))
+            })
+            .collect()
+    }
+
+    fn send_jsonrpc_batch(&mut self, entries: &[BatchEntry]) -> Result<Vec<u64>, ClientError> {
+        let mut ids = Vec::new();
+        let mut messages = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let id = (!entry.notification).then(|| self.take_id());
+            ids.extend(id);
+            let params = entry.params.clone().map(Body::Json);
+            messages.push(wire::jsonrpc_message(id, &entry.method, params.as_ref())?);
+        }
+        serde_json::to_writer(&mut self.writer, &Value::Array(messages))
+            .map_err(io::Error::from)?;
+        self.writer.write_all(b"\n")?;
+        self.flush()?;
+        Ok(ids)
+    }
+
+    fn send_pipelined(&mut self, entries: &[BatchEntry]) -> Result<Vec<u64>, ClientError> {
+        let mut ids = Vec::new();
+        for entry in entries {
+            let params = entry.params.clone().map(Body::Json);
+            if entry.notification {
+                wire::write_call(
+                    self.protocol,
+                    &mut self.writer,
+                    None,
+                    &entry.method,
+                    params.as_ref(),
+                    &mut self.scratch,
+                )?;
+            } else {
+                ids.push(self.send_body(&entry.method, params)?);
+            }
+        }
+        self.flush()?;
+        Ok(ids)
+    }
+}
