@@ -210,6 +210,17 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// A JSON string's text: borrowed from the frame unless it has escapes.
+/// (serde turns a `Cow<str>` into an owned String every time.)
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(text) => Some(Cow::Borrowed(text)),
+        Err(_) => serde_json::from_str::<String>(raw.get())
+            .ok()
+            .map(Cow::Owned),
+    }
+}
+
 fn first_byte(raw: &RawValue) -> u8 {
     raw.get().as_bytes().first().copied().unwrap_or(b' ')
 }
@@ -229,11 +240,8 @@ impl<'a> Envelope<'a> {
             id,
             error: RpcError::invalid_request(detail),
         };
-        match self
-            .jsonrpc
-            .map(|v| serde_json::from_str::<Cow<'_, str>>(v.get()))
-        {
-            Some(Ok(version)) if version == "2.0" => {}
+        match self.jsonrpc.map(json_str) {
+            Some(Some(version)) if version == "2.0" => {}
             None => return invalid("missing \"jsonrpc\": \"2.0\""),
             _ => return invalid("\"jsonrpc\" must be exactly \"2.0\""),
         }
@@ -243,9 +251,8 @@ impl<'a> Envelope<'a> {
             }
             return invalid("missing \"method\"");
         };
-        let method = match serde_json::from_str::<Cow<'a, str>>(method.get()) {
-            Ok(name) => name,
-            Err(_) => return invalid("\"method\" must be a string"),
+        let Some(method) = json_str(method) else {
+            return invalid("\"method\" must be a string");
         };
         if let Some(params) = self.params {
             if !matches!(first_byte(params), b'[' | b'{') {

@@ -1,0 +1,392 @@
+//! The closed-loop load engine behind `throughput` and `latency`.
+//!
+//! Each thread drives its share of the connections on its own mio poll.
+//! A connection writes a block of `pipeline` requests, counts answers by
+//! length as they arrive (recording each one's latency from the block's
+//! send), and writes the next block once all are in. The loop allocates
+//! nothing: blocks are built once, reads land in one per-thread buffer.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use junction::client::Endpoint;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::workload::Workload;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Where to connect.
+    pub endpoint: Endpoint,
+    /// Request and answer bytes.
+    pub workload: Workload,
+    /// Connections in all.
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Generator threads.
+    pub threads: usize,
+    /// Measured time (after warm-up).
+    pub duration: Duration,
+    /// Stop after this many answers instead, if set.
+    pub requests: Option<u64>,
+    /// Unmeasured time first.
+    pub warmup: Duration,
+}
+
+/// What a run measured.
+pub struct LoadResult {
+    /// Answers received in the measured window.
+    pub requests: u64,
+    /// Length of the measured window.
+    pub seconds: f64,
+    /// Bytes written and read in the window.
+    pub bytes: u64,
+    /// Latency of each answer from its block's send, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Connections lost during the run.
+    pub errors: u64,
+    /// CPU the generator itself used in the window.
+    pub client_cpu: Duration,
+}
+
+/// Flags and counters the threads share with the coordinator.
+#[derive(Default)]
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    answers: AtomicU64,
+}
+
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
+        Ok(match endpoint {
+            Endpoint::Unix(path) => {
+                let stream = std::os::unix::net::UnixStream::connect(path)?;
+                stream.set_nonblocking(true)?;
+                Conn::Unix(UnixStream::from_std(stream))
+            }
+            Endpoint::Tcp(addr) => {
+                let stream = std::net::TcpStream::connect(addr.as_str())?;
+                stream.set_nodelay(true)?;
+                stream.set_nonblocking(true)?;
+                Conn::Tcp(TcpStream::from_std(stream))
+            }
+        })
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Conn::Unix(s) => s,
+            Conn::Tcp(s) => s,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends one request and checks the answer byte for byte, blocking.
+pub fn probe(endpoint: &Endpoint, workload: &Workload) -> Result<(), String> {
+    let mut conn =
+        Conn::connect(endpoint).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    write_all(&mut conn, &workload.request, deadline)?;
+    let expected = &workload.response;
+    let mut got = vec![0u8; expected.len()];
+    let unexpected = |got: &[u8], why: &str| {
+        format!(
+            "unexpected answer from {endpoint} ({why}):\n  expected {:?}\n  got      {:?}",
+            String::from_utf8_lossy(expected),
+            String::from_utf8_lossy(got)
+        )
+    };
+    let mut filled = 0;
+    while filled < got.len() {
+        match conn.read(&mut got[filled..]) {
+            Ok(0) => return Err(unexpected(&got[..filled], "closed early")),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => return Err(unexpected(&got[..filled], &e.to_string())),
+        }
+        // Fail on the first wrong byte rather than waiting for bytes that never come.
+        if got[..filled] != expected[..filled] {
+            return Err(unexpected(&got[..filled], "different bytes"));
+        }
+    }
+    Ok(())
+}
+
+fn write_all(conn: &mut Conn, mut bytes: &[u8], deadline: Instant) -> Result<(), String> {
+    while !bytes.is_empty() {
+        match conn.write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => return Err(format!("write failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the load and measures it. `progress` is called about once a second
+/// with the answers counted so far in the measured window.
+pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadResult, String> {
+    probe(&spec.endpoint, &spec.workload)?;
+    let shared = Arc::new(Shared::default());
+    let block: Arc<[u8]> = spec.workload.block(spec.pipeline).into();
+    let threads = spec.threads.clamp(1, spec.connections.max(1));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let share = spec.connections / threads + usize::from(t < spec.connections % threads);
+        let mut conns = Vec::with_capacity(share);
+        for _ in 0..share {
+            conns.push(Conn::connect(&spec.endpoint).map_err(|e| format!("cannot connect: {e}"))?);
+        }
+        let worker = Driver {
+            conns,
+            block: Arc::clone(&block),
+            answer_len: spec.workload.response.len(),
+            pipeline: spec.pipeline,
+            shared: Arc::clone(&shared),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || worker.run())
+            .map_err(|e| format!("cannot start a generator thread: {e}"))?;
+        handles.push(handle);
+    }
+    std::thread::sleep(spec.warmup);
+    let cpu_start = crate::sys::own_cpu();
+    let started = Instant::now();
+    shared.measuring.store(true, Ordering::Release);
+    let mut next_report = started + Duration::from_secs(1);
+    loop {
+        std::thread::sleep(Duration::from_millis(50).min(spec.duration));
+        let elapsed = started.elapsed();
+        let answers = shared.answers.load(Ordering::Relaxed);
+        let done = match spec.requests {
+            Some(n) => answers >= n,
+            None => elapsed >= spec.duration,
+        };
+        if done || handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        if Instant::now() >= next_report {
+            progress(elapsed.as_secs_f64(), answers);
+            next_report += Duration::from_secs(1);
+        }
+    }
+    shared.stop.store(true, Ordering::Release);
+    let seconds = started.elapsed().as_secs_f64();
+    let client_cpu = crate::sys::own_cpu().saturating_sub(cpu_start);
+    let mut latency = new_histogram();
+    let (mut bytes, mut errors) = (0, 0);
+    for handle in handles {
+        let tally = handle
+            .join()
+            .map_err(|_| "a generator thread panicked".to_string())??;
+        latency
+            .add(&tally.latency)
+            .map_err(|e| format!("histogram: {e}"))?;
+        bytes += tally.bytes;
+        errors += tally.errors;
+    }
+    Ok(LoadResult {
+        requests: shared.answers.load(Ordering::Relaxed),
+        seconds,
+        bytes,
+        latency,
+        errors,
+        client_cpu,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns to 60 s at 3 significant figures; these bounds are valid, so this cannot fail.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+/// One thread's measurements.
+struct Tally {
+    latency: Histogram<u64>,
+    bytes: u64,
+    errors: u64,
+}
+
+/// Per-connection progress through its current block.
+struct Round {
+    written: usize,
+    received: usize,
+    answered: usize,
+    sent_at: Instant,
+    alive: bool,
+}
+
+struct Driver {
+    conns: Vec<Conn>,
+    block: Arc<[u8]>,
+    answer_len: usize,
+    pipeline: usize,
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    fn run(mut self) -> Result<Tally, String> {
+        let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        for (i, conn) in self.conns.iter_mut().enumerate() {
+            poll.registry()
+                .register(
+                    conn.source(),
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("register: {e}"))?;
+        }
+        let now = Instant::now();
+        let mut rounds: Vec<Round> = (0..self.conns.len())
+            .map(|_| Round {
+                written: 0,
+                received: 0,
+                answered: 0,
+                sent_at: now,
+                alive: true,
+            })
+            .collect();
+        let mut tally = Tally {
+            latency: new_histogram(),
+            bytes: 0,
+            errors: 0,
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut events = Events::with_capacity(1024);
+        for (i, round) in rounds.iter_mut().enumerate() {
+            self.write(i, round, &mut tally);
+        }
+        while !self.shared.stop.load(Ordering::Acquire) {
+            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(format!("poll: {e}"));
+            }
+            for event in events.iter() {
+                let i = event.token().0;
+                if !rounds[i].alive {
+                    continue;
+                }
+                if event.is_readable() || event.is_read_closed() {
+                    self.read(i, &mut rounds[i], &mut buf, &mut tally);
+                }
+                if event.is_writable() && rounds[i].alive {
+                    self.write(i, &mut rounds[i], &mut tally);
+                }
+            }
+        }
+        Ok(tally)
+    }
+
+    fn measuring(&self) -> bool {
+        self.shared.measuring.load(Ordering::Relaxed) && !self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    fn write(&mut self, i: usize, round: &mut Round, tally: &mut Tally) {
+        while round.written < self.block.len() {
+            match self.conns[i].write(&self.block[round.written..]) {
+                Ok(n) => {
+                    round.written += n;
+                    if self.measuring() {
+                        tally.bytes += n as u64;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    round.alive = false;
+                    tally.errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, i: usize, round: &mut Round, buf: &mut [u8], tally: &mut Tally) {
+        loop {
+            match self.conns[i].read(buf) {
+                Ok(0) => {
+                    round.alive = false;
+                    tally.errors += 1;
+                    return;
+                }
+                Ok(n) => {
+                    round.received += n;
+                    let measuring = self.measuring();
+                    if measuring {
+                        tally.bytes += n as u64;
+                    }
+                    let complete = round.received / self.answer_len;
+                    if complete > round.answered {
+                        if measuring {
+                            let nanos = round.sent_at.elapsed().as_nanos() as u64;
+                            let fresh = (complete - round.answered) as u64;
+                            let _ = tally.latency.record_n(nanos.max(1), fresh);
+                            self.shared.answers.fetch_add(fresh, Ordering::Relaxed);
+                        }
+                        round.answered = complete;
+                    }
+                    if round.answered >= self.pipeline {
+                        // The whole block is answered: start the next one.
+                        *round = Round {
+                            written: 0,
+                            received: 0,
+                            answered: 0,
+                            sent_at: Instant::now(),
+                            alive: true,
+                        };
+                        self.write(i, round, tally);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    round.alive = false;
+                    tally.errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! `junction-bench`: Junction's load generator.
+//!
+//! Modes: `throughput` (C connections, pipeline P, payload S), `latency`
+//! (one connection, one request at a time), `burst` (many connects, one
+//! request each), `idle` (RSS per idle connection) and `alloc` (server heap
+//! allocations per request). Targets: junctiond, Redis (RESP) and the raw
+//! echo server, all driven by this same generator so that ratios compare
+//! servers, not clients.
+
+mod alloc;
+mod burst;
+mod idle;
+mod load;
+mod sys;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use junction::client::Endpoint;
+use junction::config::Span;
+use serde_json::{Value, json};
+
+use workload::{Method, Proto, Target, Workload};
+
+#[global_allocator]
+static COUNTING: alloc::Counting = alloc::Counting;
+
+/// Junction's load generator: throughput, latency, bursts, idle memory, allocations.
+#[derive(Parser)]
+#[command(name = "junction-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// C connections with P requests in flight each, for a duration or N requests
+    Throughput(LoadArgs),
+    /// One connection, one request at a time: round-trip percentiles
+    Latency(LoadArgs),
+    /// Open C connections at a rate (0 = as fast as possible), one request each
+    Burst(BurstArgs),
+    /// Open K idle connections (one request each) and report the server's RSS per connection
+    Idle(IdleArgs),
+    /// Count the server's heap allocations per request (in-process junctiond)
+    Alloc(AllocArgs),
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// The server: junction, redis or echo
+    #[arg(long, value_enum, default_value = "junction")]
+    target: Target,
+    /// The protocol: jsonrpc, mcp1 or resp (Redis)
+    #[arg(long, value_enum, default_value = "jsonrpc")]
+    proto: Proto,
+    /// Unix socket of the server
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "tcp",
+        required_unless_present = "tcp"
+    )]
+    unix: Option<PathBuf>,
+    /// TCP address of the server
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
+    /// ping or echo
+    #[arg(long, value_enum, default_value = "ping")]
+    method: Method,
+    /// Echo payload size in bytes
+    #[arg(short = 's', long, default_value_t = 0)]
+    size: usize,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+impl TargetArgs {
+    fn endpoint(&self) -> Endpoint {
+        match (&self.unix, &self.tcp) {
+            (Some(path), _) => Endpoint::Unix(path.clone()),
+            (None, Some(addr)) => Endpoint::Tcp(addr.clone()),
+            (None, None) => unreachable!("clap requires --unix or --tcp"),
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        if self.unix.is_some() { "unix" } else { "tcp" }
+    }
+
+    fn workload(&self) -> Result<Workload, String> {
+        Workload::new(self.target, self.proto, self.method, self.size)
+    }
+}
+
+#[derive(Args, Clone)]
+struct LoadArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Connections
+    #[arg(short = 'c', long, default_value_t = 50)]
+    connections: usize,
+    /// Requests in flight per connection
+    #[arg(short = 'P', long, default_value_t = 1)]
+    pipeline: usize,
+    /// Measured time
+    #[arg(short = 'd', long, default_value = "5s")]
+    duration: Span,
+    /// Stop after N answers instead of after the duration
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+    /// Unmeasured time before
+    #[arg(long, default_value = "500ms")]
+    warmup: Span,
+    /// Generator threads
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// The server's pid, to report its CPU per million requests
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Args)]
+struct BurstArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Connections in all
+    #[arg(short = 'c', long, default_value_t = 12_000)]
+    connections: usize,
+    /// Connections per second; 0 = as fast as possible
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// A connection not answered by then is a timeout
+    #[arg(long, default_value = "10s")]
+    timeout: Span,
+    /// Generator threads
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Idle connections to hold
+    #[arg(short = 'k', long, default_value_t = 10_000)]
+    connections: usize,
+    /// The server's pid (required: its RSS is what is measured)
+    #[arg(long)]
+    server_pid: u32,
+    /// Wait before each RSS reading
+    #[arg(long, default_value = "1s")]
+    settle: Span,
+}
+
+#[derive(Args)]
+struct AllocArgs {
+    /// Requests per case
+    #[arg(short = 'n', long, default_value_t = 200_000)]
+    requests: u64,
+    /// Requests per round trip
+    #[arg(short = 'P', long, default_value_t = 16)]
+    pipeline: usize,
+    /// Echo payload size
+    #[arg(short = 's', long, default_value_t = 64)]
+    size: usize,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let fd_limit = sys::raise_fd_limit();
+    let outcome = match Cli::parse().mode {
+        Mode::Throughput(args) => throughput("throughput", args),
+        Mode::Latency(mut args) => {
+            args.connections = 1;
+            args.pipeline = 1;
+            args.threads = 1;
+            throughput("latency", args)
+        }
+        Mode::Burst(args) => run_burst(args, fd_limit),
+        Mode::Idle(args) => run_idle(args),
+        Mode::Alloc(args) => run_alloc(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("junction-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn percentiles_us(h: &Histogram<u64>) -> Value {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({"p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "p999": us(0.999), "max": h.max() as f64 / 1000.0})
+}
+
+fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
+    let t = &args.target;
+    let spec = load::LoadSpec {
+        endpoint: t.endpoint(),
+        workload: t.workload()?,
+        connections: args.connections.max(1),
+        pipeline: args.pipeline.max(1),
+        threads: args.threads.max(1),
+        duration: args.duration.0,
+        requests: args.requests,
+        warmup: args.warmup.0,
+    };
+    let server_cpu_start = args.server_pid.and_then(sys::process_cpu);
+    let mut progress = |secs: f64, answers: u64| {
+        eprintln!(
+            "  {secs:5.1}s  {answers:>12} answers  {:>12.0} ops/s",
+            answers as f64 / secs.max(1e-9)
+        );
+    };
+    let result = load::run(&spec, &mut progress)?;
+    let server_cpu = args
+        .server_pid
+        .and_then(sys::process_cpu)
+        .zip(server_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start).as_secs_f64());
+    let ops = result.requests as f64 / result.seconds;
+    let report = json!({
+        "mode": mode,
+        "target": t.target,
+        "proto": t.proto,
+        "transport": t.transport(),
+        "connections": spec.connections,
+        "pipeline": spec.pipeline,
+        "size": t.size,
+        "method": t.method,
+        "threads": spec.threads.min(spec.connections),
+        "seconds": result.seconds,
+        "requests": result.requests,
+        "ops_per_sec": ops,
+        "bytes_per_sec": result.bytes as f64 / result.seconds,
+        "latency_us": percentiles_us(&result.latency),
+        "client_cpu_secs": result.client_cpu.as_secs_f64(),
+        "server_cpu_secs": server_cpu,
+        "server_cpu_secs_per_million": server_cpu.map(|s| s * 1e6 / result.requests.max(1) as f64),
+        "errors": result.errors,
+    });
+    if t.json {
+        println!("{report}");
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(report: &Value) {
+    let field = |k: &str| {
+        report
+            .get(k)
+            .map_or_else(String::new, |v| v.to_string().trim_matches('"').to_string())
+    };
+    let lat = &report["latency_us"];
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+    println!(
+        "{} {} {} over {}: C={} P={} S={} method={}",
+        field("mode"),
+        field("target"),
+        field("proto"),
+        field("transport"),
+        field("connections"),
+        field("pipeline"),
+        field("size"),
+        field("method")
+    );
+    println!(
+        "  ops/s          {:>14.0}",
+        report["ops_per_sec"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  MB/s           {:>14.1}",
+        report["bytes_per_sec"].as_f64().unwrap_or(0.0) / 1e6
+    );
+    println!(
+        "  latency us     p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        f(&lat["p50"]),
+        f(&lat["p90"]),
+        f(&lat["p99"]),
+        f(&lat["p999"]),
+        f(&lat["max"])
+    );
+    println!(
+        "  generator CPU  {} s (this process)",
+        f(&report["client_cpu_secs"])
+    );
+    println!(
+        "  server CPU     {} s per million requests",
+        f(&report["server_cpu_secs_per_million"])
+    );
+    println!("  errors         {}", field("errors"));
+}
+
+fn run_burst(args: BurstArgs, fd_limit: u64) -> Result<(), String> {
+    let t = &args.target;
+    if (args.connections as u64) > fd_limit.saturating_sub(64) && args.rate == 0.0 {
+        eprintln!(
+            "warning: {} connections at once may exceed this process's fd limit ({fd_limit})",
+            args.connections
+        );
+    }
+    let cpu = sys::own_cpu();
+    let spec = burst::BurstSpec {
+        endpoint: t.endpoint(),
+        workload: t.workload()?,
+        connections: args.connections,
+        rate: args.rate,
+        timeout: args.timeout.0,
+        threads: args.threads.max(1),
+    };
+    let result = burst::run(&spec)?;
+    let report = json!({
+        "mode": "burst",
+        "target": t.target,
+        "proto": t.proto,
+        "transport": t.transport(),
+        "connections": args.connections,
+        "rate": args.rate,
+        "ok": result.ok,
+        "failures": result.failures,
+        "failed": result.failures.total(),
+        "seconds": result.seconds,
+        "connects_per_sec": args.connections as f64 / result.seconds,
+        "connect_us": percentiles_us(&result.connect),
+        "first_response_us": percentiles_us(&result.first_response),
+        "client_cpu_secs": sys::own_cpu().saturating_sub(cpu).as_secs_f64(),
+    });
+    if t.json {
+        println!("{report}");
+    } else {
+        let f = &result.failures;
+        println!(
+            "burst of {} connections over {} ({}) in {:.2}s",
+            args.connections,
+            t.transport(),
+            t.proto,
+            result.seconds
+        );
+        println!("  answered       {}", result.ok);
+        println!(
+            "  failed         {} (refused {}, reset {}, timeout {}, wrong answer {}, other {})",
+            f.total(),
+            f.refused,
+            f.reset,
+            f.timeout,
+            f.wrong_answer,
+            f.other
+        );
+        println!("  connect us     {}", report["connect_us"]);
+        println!("  answer us      {}", report["first_response_us"]);
+    }
+    Ok(())
+}
+
+fn run_idle(args: IdleArgs) -> Result<(), String> {
+    let t = &args.target;
+    let result = idle::run(
+        &t.endpoint(),
+        &t.workload()?,
+        args.connections,
+        args.server_pid,
+        args.settle.0,
+    )?;
+    if t.json {
+        let mut report = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+        report["mode"] = json!("idle");
+        report["transport"] = json!(t.transport());
+        report["proto"] = json!(t.proto);
+        report["target"] = json!(t.target);
+        println!("{report}");
+    } else {
+        println!(
+            "{} idle connections over {} ({})",
+            result.connections,
+            t.transport(),
+            t.proto
+        );
+        println!(
+            "  server RSS     {} KiB -> {} KiB",
+            result.rss_before_kib, result.rss_after_kib
+        );
+        println!("  per connection {:.0} bytes", result.bytes_per_connection);
+    }
+    Ok(())
+}
+
+fn run_alloc(args: AllocArgs) -> Result<(), String> {
+    let results = alloc::run(args.requests, args.pipeline.max(1), args.size)?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"mode": "alloc", "pipeline": args.pipeline, "results": results})
+        );
+    } else {
+        println!(
+            "server heap allocations per request (steady state, pipeline {}):",
+            args.pipeline
+        );
+        for r in &results {
+            let label = format!(
+                "{} {:?}{}",
+                r.proto,
+                r.method,
+                if r.size > 0 {
+                    format!(" ({} B)", r.size)
+                } else {
+                    String::new()
+                }
+            );
+            println!(
+                "  {label:<24} {:>8.3}   ({} allocations / {} requests)",
+                r.per_request, r.allocations, r.requests
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! What the generator sends and the exact bytes it expects back, per target
+//! and protocol. Responses are counted by length (every answer to the same
+//! request has the same bytes), so the hot loop parses nothing; the first
+//! answer on each connection is compared byte for byte to catch errors.
+
+use std::fmt;
+
+use junction::proto::mcp1;
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// junctiond.
+    Junction,
+    /// redis-server.
+    Redis,
+    /// The raw echo server (no parsing: the machine's ceiling).
+    Echo,
+}
+
+/// The wire protocol spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// Newline-delimited JSON-RPC 2.0.
+    Jsonrpc,
+    /// Junction's binary framing.
+    Mcp1,
+    /// Redis's RESP.
+    Resp,
+}
+
+/// The request made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// rpc.ping / PING.
+    Ping,
+    /// rpc.echo / ECHO with a payload of `size` bytes.
+    Echo,
+}
+
+/// One request and its answer.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// One request.
+    pub request: Vec<u8>,
+    /// The answer to it, byte for byte.
+    pub response: Vec<u8>,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Jsonrpc => "jsonrpc",
+            Proto::Mcp1 => "mcp1",
+            Proto::Resp => "resp",
+        })
+    }
+}
+
+impl Workload {
+    /// The workload for a target, protocol, method and payload size.
+    pub fn new(
+        target: Target,
+        proto: Proto,
+        method: Method,
+        size: usize,
+    ) -> Result<Workload, String> {
+        let payload = vec![b'x'; size];
+        let text = "x".repeat(size);
+        let (request, response) = match (proto, method) {
+            (Proto::Jsonrpc, Method::Ping) => (
+                b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.ping\",\"id\":1}\n".to_vec(),
+                b"{\"jsonrpc\":\"2.0\",\"result\":\"pong\",\"id\":1}\n".to_vec(),
+            ),
+            (Proto::Jsonrpc, Method::Echo) => (
+                format!("{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{text}\"],\"id\":1}}\n").into_bytes(),
+                format!("{{\"jsonrpc\":\"2.0\",\"result\":[\"{text}\"],\"id\":1}}\n").into_bytes(),
+            ),
+            (Proto::Mcp1, Method::Ping) => {
+                let mut request = Vec::new();
+                mcp1::write_call(&mut request, Some(1), "rpc.ping", b"", false);
+                let mut response = Vec::new();
+                mcp1::write_header(&mut response, mcp1::Kind::Response, 0, 1, 6);
+                response.extend_from_slice(b"\"pong\"");
+                (request, response)
+            }
+            (Proto::Mcp1, Method::Echo) => {
+                let mut request = Vec::new();
+                mcp1::write_call(&mut request, Some(1), "rpc.echo", &payload, true);
+                let mut response = Vec::new();
+                let length = u32::try_from(size).map_err(|_| "payload too large".to_string())?;
+                mcp1::write_header(&mut response, mcp1::Kind::Response, mcp1::FLAG_RAW, 1, length);
+                response.extend_from_slice(&payload);
+                (request, response)
+            }
+            (Proto::Resp, Method::Ping) => (b"*1\r\n$4\r\nPING\r\n".to_vec(), b"+PONG\r\n".to_vec()),
+            (Proto::Resp, Method::Echo) => (
+                format!("*2\r\n$4\r\nECHO\r\n${size}\r\n{text}\r\n").into_bytes(),
+                format!("${size}\r\n{text}\r\n").into_bytes(),
+            ),
+        };
+        let response = match target {
+            // The echo server answers with the request itself.
+            Target::Echo => request.clone(),
+            Target::Junction if proto == Proto::Resp => {
+                return Err("junctiond does not speak RESP: use --proto jsonrpc or mcp1".into());
+            }
+            Target::Redis if proto != Proto::Resp => {
+                return Err("Redis speaks RESP: use --proto resp".into());
+            }
+            _ => response,
+        };
+        Ok(Workload { request, response })
+    }
+
+    /// `pipeline` requests back to back: what one round writes.
+    pub fn block(&self, pipeline: usize) -> Vec<u8> {
+        self.request.repeat(pipeline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_targets_expect_their_own_bytes_back() {
+        let w = Workload::new(Target::Echo, Proto::Mcp1, Method::Ping, 0).expect("workload");
+        assert_eq!(w.request, w.response);
+        assert!(Workload::new(Target::Junction, Proto::Resp, Method::Ping, 0).is_err());
+        let echo = Workload::new(Target::Junction, Proto::Mcp1, Method::Echo, 5).expect("workload");
+        assert_eq!(echo.response.len(), 16 + 5);
+        assert_eq!(
+            Workload::new(Target::Redis, Proto::Resp, Method::Echo, 3)
+                .expect("w")
+                .response,
+            b"$3\r\nxxx\r\n"
+        );
+    }
+}
