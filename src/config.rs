@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::net::listener::default_unix_path;
+use crate::net::tuning::{Preset, SocketOptions};
 
 /// Default TCP address: loopback only.
 pub const DEFAULT_TCP: &str = "127.0.0.1:7710";
@@ -192,7 +193,7 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_MAX_CONNECTIONS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
-    /// Close a connection that has not sent its first 4 bytes by then [default: 5s]
+    /// Close a connection whose protocol is not known by then (no `{`, `[` or MCP1 magic yet) [default: 5s]
     #[arg(long, env = "JUNCTION_SNIFF_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sniff_timeout: Option<Span>,
@@ -200,6 +201,78 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_DRAIN_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Span>,
+    /// Close a connection whose frame has been arriving for this long: the slowloris case (0s: off) [default: 30s]
+    #[arg(long, env = "JUNCTION_FRAME_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_timeout: Option<Span>,
+    /// Close a connection with nothing in flight and no traffic for this long (0s: off) [default: 0s]
+    #[arg(long, env = "JUNCTION_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Span>,
+    /// Close a connection whose peer takes none of its pending output for this long (0s: off) [default: 30s]
+    #[arg(long, env = "JUNCTION_WRITE_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<Span>,
+    /// Socket option preset: default, low-latency or high-throughput [default: default]
+    #[arg(long, env = "JUNCTION_TUNING", value_name = "PRESET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<Preset>,
+    /// TCP_NODELAY on TCP connections [preset default: true]
+    #[arg(long, env = "JUNCTION_TCP_NODELAY", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_nodelay: Option<bool>,
+    /// SO_KEEPALIVE on TCP connections [preset default: true]
+    #[arg(long, env = "JUNCTION_TCP_KEEPALIVE", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<bool>,
+    /// Idle time before the first keepalive probe [preset default: 60s]
+    #[arg(long, env = "JUNCTION_TCP_KEEPALIVE_IDLE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_idle: Option<Span>,
+    /// Time between keepalive probes [preset default: 10s]
+    #[arg(long, env = "JUNCTION_TCP_KEEPALIVE_INTERVAL", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_interval: Option<Span>,
+    /// Unanswered probes before the kernel drops the connection [preset default: 3]
+    #[arg(long, env = "JUNCTION_TCP_KEEPALIVE_COUNT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive_count: Option<u32>,
+    /// SO_RCVBUF for TCP, 0 for the kernel's autotuning [preset default: 0]
+    #[arg(long, env = "JUNCTION_TCP_RCVBUF", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_rcvbuf: Option<ByteSize>,
+    /// SO_SNDBUF for TCP, 0 for the kernel's autotuning [preset default: 0]
+    #[arg(long, env = "JUNCTION_TCP_SNDBUF", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_sndbuf: Option<ByteSize>,
+    /// TCP_USER_TIMEOUT: drop a TCP peer that leaves data unacknowledged this long (0s: off) [preset default: 0s]
+    #[arg(long, env = "JUNCTION_TCP_USER_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_user_timeout: Option<Span>,
+    /// TCP_QUICKACK, re-armed after every read [preset default: false]
+    #[arg(long, env = "JUNCTION_TCP_QUICKACK", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_quickack: Option<bool>,
+    /// TCP_DEFER_ACCEPT: wake for a connection only once it sends data (0s: off) [preset default: 0s]
+    #[arg(long, env = "JUNCTION_TCP_DEFER_ACCEPT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_defer_accept: Option<Span>,
+    /// TCP_FASTOPEN queue length on the listener (0: off) [preset default: 0]
+    #[arg(long, env = "JUNCTION_TCP_FASTOPEN", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_fastopen: Option<u32>,
+    /// SO_REUSEADDR on the TCP listener [preset default: true]
+    #[arg(long, env = "JUNCTION_TCP_REUSEADDR", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_reuseaddr: Option<bool>,
+    /// SO_RCVBUF for Unix connections, 0 for the kernel default [preset default: 0]
+    #[arg(long, env = "JUNCTION_UNIX_RCVBUF", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_rcvbuf: Option<ByteSize>,
+    /// SO_SNDBUF for Unix connections, 0 for the kernel default [preset default: 0]
+    #[arg(long, env = "JUNCTION_UNIX_SNDBUF", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_sndbuf: Option<ByteSize>,
     /// Log line format [default: human]
     #[arg(long, env = "JUNCTION_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,7 +305,11 @@ impl Settings {
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
         merge_fields!(self, lower; unix, unix_mode, tcp, backlog, workers, queue, max_frame,
-            max_batch, max_connections, sniff_timeout, drain_timeout, log_format, log)
+            max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
+            write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
+            tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
+            tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
+            log_format, log)
     }
 }
 
@@ -261,6 +338,14 @@ pub struct Config {
     pub sniff_timeout: Duration,
     /// Drain timeout at shutdown.
     pub drain_timeout: Duration,
+    /// Longest a frame may take to arrive (zero: off).
+    pub frame_timeout: Duration,
+    /// Longest a connection may sit idle (zero: off).
+    pub idle_timeout: Duration,
+    /// Longest pending output may wait for the peer to read (zero: off).
+    pub write_timeout: Duration,
+    /// Socket options.
+    pub sockets: SocketOptions,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -281,6 +366,10 @@ impl Default for Config {
             max_connections: 10_000,
             sniff_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::ZERO,
+            write_timeout: Duration::from_secs(30),
+            sockets: SocketOptions::default(),
             log_format: LogFormat::Human,
             log: "info".into(),
         }
@@ -290,7 +379,10 @@ impl Default for Config {
 impl Config {
     /// Resolves a merged settings layer over the embedded defaults.
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
+        let mut config = Config {
+            sockets: resolve_sockets(&settings)?,
+            ..Config::default()
+        };
         if let Some(unix) = settings.unix {
             config.unix = match unix.as_str() {
                 "off" => None,
@@ -355,6 +447,10 @@ impl Config {
         if let Some(Span(t)) = settings.drain_timeout {
             config.drain_timeout = t;
         }
+        let span = |value: Option<Span>, default: Duration| value.map_or(default, |Span(t)| t);
+        config.frame_timeout = span(settings.frame_timeout, config.frame_timeout);
+        config.idle_timeout = span(settings.idle_timeout, config.idle_timeout);
+        config.write_timeout = span(settings.write_timeout, config.write_timeout);
         if let Some(format) = settings.log_format {
             config.log_format = format;
         }
@@ -382,6 +478,24 @@ impl Config {
             max_connections: Some(self.max_connections),
             sniff_timeout: Some(Span(self.sniff_timeout)),
             drain_timeout: Some(Span(self.drain_timeout)),
+            frame_timeout: Some(Span(self.frame_timeout)),
+            idle_timeout: Some(Span(self.idle_timeout)),
+            write_timeout: Some(Span(self.write_timeout)),
+            tuning: Some(self.sockets.preset),
+            tcp_nodelay: Some(self.sockets.tcp_nodelay),
+            tcp_keepalive: Some(self.sockets.tcp_keepalive),
+            tcp_keepalive_idle: Some(Span(self.sockets.tcp_keepalive_idle)),
+            tcp_keepalive_interval: Some(Span(self.sockets.tcp_keepalive_interval)),
+            tcp_keepalive_count: Some(self.sockets.tcp_keepalive_count),
+            tcp_rcvbuf: Some(ByteSize(self.sockets.tcp_rcvbuf as u64)),
+            tcp_sndbuf: Some(ByteSize(self.sockets.tcp_sndbuf as u64)),
+            tcp_user_timeout: Some(Span(self.sockets.tcp_user_timeout)),
+            tcp_quickack: Some(self.sockets.tcp_quickack),
+            tcp_defer_accept: Some(Span(self.sockets.tcp_defer_accept)),
+            tcp_fastopen: Some(self.sockets.tcp_fastopen),
+            tcp_reuseaddr: Some(self.sockets.tcp_reuseaddr),
+            unix_rcvbuf: Some(ByteSize(self.sockets.unix_rcvbuf as u64)),
+            unix_sndbuf: Some(ByteSize(self.sockets.unix_sndbuf as u64)),
             log_format: Some(self.log_format),
             log: Some(self.log.clone()),
         }
@@ -391,6 +505,46 @@ impl Config {
     pub fn render(&self) -> String {
         toml::to_string(&self.to_settings()).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// The preset named by `tuning`, with each option set on its own applied over it.
+fn resolve_sockets(settings: &Settings) -> Result<SocketOptions, ConfigError> {
+    let mut options = SocketOptions::preset(settings.tuning.unwrap_or_default());
+    let buffer = |option, value: Option<ByteSize>, default: usize| match value {
+        Some(ByteSize(n)) if n > (1 << 30) => Err(invalid(option, "must be at most 1GiB")),
+        Some(ByteSize(n)) => Ok(n as usize),
+        None => Ok(default),
+    };
+    let span = |value: Option<Span>, default: Duration| value.map_or(default, |Span(t)| t);
+    options.tcp_nodelay = settings.tcp_nodelay.unwrap_or(options.tcp_nodelay);
+    options.tcp_keepalive = settings.tcp_keepalive.unwrap_or(options.tcp_keepalive);
+    options.tcp_keepalive_idle = span(settings.tcp_keepalive_idle, options.tcp_keepalive_idle);
+    options.tcp_keepalive_interval = span(
+        settings.tcp_keepalive_interval,
+        options.tcp_keepalive_interval,
+    );
+    options.tcp_keepalive_count = settings
+        .tcp_keepalive_count
+        .unwrap_or(options.tcp_keepalive_count);
+    options.tcp_rcvbuf = buffer("tcp-rcvbuf", settings.tcp_rcvbuf, options.tcp_rcvbuf)?;
+    options.tcp_sndbuf = buffer("tcp-sndbuf", settings.tcp_sndbuf, options.tcp_sndbuf)?;
+    options.tcp_user_timeout = span(settings.tcp_user_timeout, options.tcp_user_timeout);
+    options.tcp_quickack = settings.tcp_quickack.unwrap_or(options.tcp_quickack);
+    options.tcp_defer_accept = span(settings.tcp_defer_accept, options.tcp_defer_accept);
+    options.tcp_fastopen = settings.tcp_fastopen.unwrap_or(options.tcp_fastopen);
+    options.tcp_reuseaddr = settings.tcp_reuseaddr.unwrap_or(options.tcp_reuseaddr);
+    options.unix_rcvbuf = buffer("unix-rcvbuf", settings.unix_rcvbuf, options.unix_rcvbuf)?;
+    options.unix_sndbuf = buffer("unix-sndbuf", settings.unix_sndbuf, options.unix_sndbuf)?;
+    if options.tcp_keepalive
+        && (options.tcp_keepalive_idle.as_secs() == 0
+            || options.tcp_keepalive_interval.as_secs() == 0)
+    {
+        return Err(invalid(
+            "tcp-keepalive-idle/interval",
+            "must be at least 1s while keepalive is on",
+        ));
+    }
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -439,6 +593,23 @@ mod tests {
         .expect("valid");
         let reread: Settings = toml::from_str(&config.render()).expect("toml");
         assert_eq!(Config::resolve(reread).expect("valid"), config);
+    }
+
+    #[test]
+    fn single_socket_options_override_the_preset() {
+        let config = Config::resolve(Settings {
+            tuning: Some(Preset::HighThroughput),
+            tcp_sndbuf: Some(ByteSize(4096)),
+            tcp_nodelay: Some(false),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(config.sockets.preset, Preset::HighThroughput);
+        assert_eq!(config.sockets.tcp_rcvbuf, 1 << 20, "from the preset");
+        assert_eq!(config.sockets.tcp_sndbuf, 4096, "set on its own");
+        assert!(!config.sockets.tcp_nodelay);
+        let rendered: Settings = toml::from_str(&config.render()).expect("toml");
+        assert_eq!(Config::resolve(rendered).expect("valid"), config);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! ```
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -65,6 +66,28 @@ pub enum Finish {
     Linger,
 }
 
+/// The timeouts a connection is held to (zero: off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    /// Longest a frame may take to arrive.
+    pub frame: Duration,
+    /// Longest a connection may sit with nothing to do.
+    pub idle: Duration,
+    /// Longest pending output may wait for the peer to take any of it.
+    pub write: Duration,
+}
+
+/// Which timeout fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A frame took too long to arrive (slowloris).
+    Frame,
+    /// Nothing happened for too long.
+    Idle,
+    /// The peer stopped reading.
+    Write,
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -76,12 +99,21 @@ pub struct Connection {
     out: WriteQueue,
     batches: Slab<PendingBatch>,
     in_flight: usize,
+    /// Last read or write progress.
+    last_activity: Instant,
+    /// When the partial frame at the front of the ring began to arrive.
+    frame_started: Option<Instant>,
+    /// Since when output has waited without the peer taking any of it.
+    stalled_since: Option<Instant>,
 }
 
 impl Connection {
-    /// A fresh connection, sniffing.
-    pub fn new(id: ConnRef, transport: Transport) -> Self {
+    /// A fresh connection, sniffing, accepted at `now`.
+    pub fn new(id: ConnRef, transport: Transport, now: Instant) -> Self {
         Self {
+            last_activity: now,
+            frame_started: None,
+            stalled_since: None,
             id,
             transport,
             phase: Phase::Sniffing,
@@ -130,7 +162,8 @@ impl Connection {
     /// The free space to read into, grown when full (up to what the largest
     /// frame needs).
     pub fn read_space(&mut self, shared: &mut Shared<'_>) -> &mut RingBuffer {
-        let max_ring = (shared.limits.max_frame + 2)
+        // The largest frame plus its framing: a line's \r\n or an MCP1 header.
+        let max_ring = (shared.limits.max_frame + HEADER_LEN + 2)
             .next_power_of_two()
             .max(RING_MIN);
         if !self.ring.has_storage() {
@@ -142,14 +175,22 @@ impl Connection {
         &mut self.ring
     }
 
-    /// Handles `n` bytes just read into the ring.
-    pub fn received(&mut self, n: usize, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
+    /// Handles `n` bytes just read into the ring at `now`.
+    pub fn received(
+        &mut self,
+        n: usize,
+        now: Instant,
+        shared: &mut Shared<'_>,
+        scratch: &mut Vec<u8>,
+    ) {
         self.ring.fill(n);
+        self.last_activity = now;
         shared.stats().bytes_in.fetch_add(n as u64, Relaxed);
         if self.input == Input::Refused {
             self.ring.consume(self.ring.len());
             return;
         }
+        let before = self.ring.len();
         if self.phase == Phase::Sniffing {
             self.sniff(shared);
         }
@@ -158,6 +199,64 @@ impl Connection {
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
         }
+        // The frame clock starts when a frame's first bytes are left waiting.
+        self.frame_started = match self.frame_started {
+            _ if self.ring.is_empty() => None,
+            Some(start) if self.ring.len() == before => Some(start),
+            _ => Some(now),
+        };
+    }
+
+    /// Which timeout, if any, has expired at `now`.
+    pub fn timed_out(&self, now: Instant, limits: &Timeouts) -> Option<Timeout> {
+        let expired = |since: Instant, limit: Duration| {
+            !limit.is_zero() && now.saturating_duration_since(since) >= limit
+        };
+        if self
+            .stalled_since
+            .is_some_and(|since| expired(since, limits.write))
+        {
+            return Some(Timeout::Write);
+        }
+        if self.input == Input::Open
+            && self
+                .frame_started
+                .is_some_and(|since| expired(since, limits.frame))
+        {
+            return Some(Timeout::Frame);
+        }
+        let idle = self.input == Input::Open
+            && self.in_flight == 0
+            && self.out.is_empty()
+            && self.ring.is_empty()
+            && self.batches.is_empty();
+        (idle && expired(self.last_activity, limits.idle)).then_some(Timeout::Idle)
+    }
+
+    /// Answers a frame that took too long with the protocol's error, then
+    /// ends the conversation.
+    pub fn frame_timed_out(&mut self, limit: Duration, shared: &mut Shared<'_>) {
+        let error = RpcError::with(
+            ErrorCode::FrameTimeout,
+            format_args!("a frame took longer than {limit:?} to arrive; closing"),
+        );
+        match self.phase {
+            Phase::Sniffing => {}
+            Phase::JsonRpc { .. } => {
+                self.out.append(shared.chunks, |buf| {
+                    jsonrpc::write_error(buf, None, &error);
+                    buf.push(b'\n');
+                });
+                shared
+                    .stats()
+                    .protocol(Protocol::JsonRpc)
+                    .errors
+                    .fetch_add(1, Relaxed);
+            }
+            Phase::Mcp1 => self.dispatcher(shared).mcp1_error(0, &error),
+        }
+        self.frame_started = None;
+        self.refuse(shared, b"");
     }
 
     /// The peer will send nothing more; a last line without a newline is
@@ -178,7 +277,7 @@ impl Connection {
                     }
                     .jsonrpc_line(line);
                 }
-                Phase::JsonRpc { .. } => {}
+                Phase::JsonRpc { .. } => self.line_too_long(shared),
                 Phase::Mcp1 => self.mcp1_truncated(shared),
             }
         }
@@ -199,10 +298,23 @@ impl Connection {
         &self.out
     }
 
-    /// `n` bytes of the output were written.
-    pub fn wrote(&mut self, n: usize, shared: &mut Shared<'_>) {
+    /// `n` bytes of the output were written at `now`.
+    pub fn wrote(&mut self, n: usize, now: Instant, shared: &mut Shared<'_>) {
         self.out.advance(n, shared.chunks);
         shared.stats().bytes_out.fetch_add(n as u64, Relaxed);
+        if n > 0 {
+            self.last_activity = now;
+            self.stalled_since = None;
+        }
+    }
+
+    /// Call after each flush: starts the write clock when output is left waiting.
+    pub fn flushed(&mut self, now: Instant) {
+        if self.out.is_empty() {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
     }
 
     /// Gives back buffers that hold nothing (call after each round of I/O).
@@ -287,19 +399,7 @@ impl Connection {
                     return;
                 }
                 Line::TooLong => {
-                    let error = RpcError::with(
-                        ErrorCode::FrameTooLarge,
-                        format_args!(
-                            "a line exceeds the limit of {} bytes; closing",
-                            shared.limits.max_frame
-                        ),
-                    );
-                    let stats = shared.stats().protocol(Protocol::JsonRpc);
-                    stats.errors.fetch_add(1, Relaxed);
-                    self.out.append(shared.chunks, |buf| {
-                        jsonrpc::write_error(buf, None, &error);
-                        buf.push(b'\n');
-                    });
+                    self.line_too_long(shared);
                     self.refuse(shared, b"");
                     return;
                 }
@@ -333,6 +433,23 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Answers a line over the size limit (the connection closes after it).
+    fn line_too_long(&mut self, shared: &mut Shared<'_>) {
+        let error = RpcError::with(
+            ErrorCode::FrameTooLarge,
+            format_args!(
+                "a line exceeds the limit of {} bytes; closing",
+                shared.limits.max_frame
+            ),
+        );
+        let stats = shared.stats().protocol(Protocol::JsonRpc);
+        stats.errors.fetch_add(1, Relaxed);
+        self.out.append(shared.chunks, |buf| {
+            jsonrpc::write_error(buf, None, &error);
+            buf.push(b'\n');
+        });
     }
 
     /// The peer ended its side with part of a frame in: say so, then close.

@@ -127,8 +127,11 @@ impl Answer<'_> {
 impl Dispatcher<'_, '_, '_> {
     /// Handles one JSON-RPC line.
     pub fn jsonrpc_line(&mut self, line: &[u8]) {
-        self.count_frame(Protocol::JsonRpc);
-        match jsonrpc::parse_line(line, self.shared.limits.max_batch) {
+        let message = jsonrpc::parse_line(line, self.shared.limits.max_batch);
+        if !matches!(message, Message::Blank) {
+            self.count_frame(Protocol::JsonRpc);
+        }
+        match message {
             Message::Blank => {}
             Message::Invalid(error) => self.send_error(
                 Answer::JsonRpc {

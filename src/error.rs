@@ -24,6 +24,10 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The request's body encoding cannot be carried by the peer's protocol.
     UnsupportedEncoding,
+    /// A frame took longer than the frame timeout to arrive.
+    FrameTimeout,
+    /// The daemon is out of file descriptors.
+    OutOfDescriptors,
 }
 
 impl ErrorCode {
@@ -39,6 +43,8 @@ impl ErrorCode {
             Self::FrameTooLarge => -32001,
             Self::TooManyConnections => -32002,
             Self::UnsupportedEncoding => -32003,
+            Self::FrameTimeout => -32004,
+            Self::OutOfDescriptors => -32005,
         }
     }
 
@@ -54,6 +60,8 @@ impl ErrorCode {
             Self::FrameTooLarge => "Frame too large",
             Self::TooManyConnections => "Too many connections",
             Self::UnsupportedEncoding => "Unsupported body encoding",
+            Self::FrameTimeout => "Frame timeout",
+            Self::OutOfDescriptors => "Out of file descriptors",
         }
     }
 }

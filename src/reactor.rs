@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::fs::File;
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -18,9 +19,10 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::buffer::RingPool;
-use crate::conn::{Connection, Finish};
+use crate::conn::{Connection, Finish, Timeout, Timeouts};
 use crate::dispatch::{Limits, Shared};
 use crate::error::{ErrorCode, RpcError};
+use crate::net::tuning::SocketOptions;
 use crate::net::{Listener, Stream, Transport};
 use crate::proto::jsonrpc;
 use crate::router::Context;
@@ -50,6 +52,10 @@ pub struct LoopConfig {
     pub sniff_timeout: Duration,
     /// Bound on the graceful drain at shutdown.
     pub drain_timeout: Duration,
+    /// Frame, idle and write timeouts.
+    pub timeouts: Timeouts,
+    /// Socket options for accepted connections.
+    pub sockets: SocketOptions,
 }
 
 struct Client {
@@ -63,7 +69,16 @@ struct Client {
 enum TimerKind {
     Sniff,
     Linger,
+    /// Check every connection's frame, idle and write timeouts.
+    Sweep,
+    /// Try the listeners again after running out of descriptors.
+    AcceptRetry,
 }
+
+/// How often fd exhaustion is logged at most.
+const FD_WARNING_EVERY: Duration = Duration::from_secs(5);
+/// How soon accepting is retried when no spare descriptor is left.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 type Timer = Reverse<(Instant, usize, u32, TimerKind)>;
 
@@ -103,6 +118,15 @@ pub struct Reactor {
     touched: Vec<usize>,
     shutdown: Arc<AtomicBool>,
     drain_deadline: Option<Instant>,
+    /// The time of this turn, read once after each poll.
+    now: Instant,
+    /// A descriptor held back so that a connection can still be accepted and
+    /// told "out of descriptors" when the process has none left.
+    spare: Option<File>,
+    /// When fd exhaustion was last logged, and how often it happened since.
+    fd_warning: (Option<Instant>, u64),
+    /// Reused list of connections whose timeouts expired.
+    expired: Vec<(usize, Timeout)>,
 }
 
 impl Reactor {
@@ -137,7 +161,31 @@ impl Reactor {
             touched: Vec::new(),
             shutdown,
             drain_deadline: None,
-        })
+            now: Instant::now(),
+            spare: File::open("/dev/null").ok(),
+            fd_warning: (None, 0),
+            expired: Vec::new(),
+        }
+        .with_sweep())
+    }
+
+    /// Schedules the first timeout sweep, if any timeout is on.
+    fn with_sweep(mut self) -> Self {
+        if let Some(every) = self.sweep_interval() {
+            self.timers
+                .push(Reverse((self.now + every, usize::MAX, 0, TimerKind::Sweep)));
+        }
+        self
+    }
+
+    /// A quarter of the shortest timeout, within 50 ms and 1 s.
+    fn sweep_interval(&self) -> Option<Duration> {
+        let t = self.config.timeouts;
+        [t.frame, t.idle, t.write]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
     }
 
     fn stats(&self) -> &Stats {
@@ -155,6 +203,9 @@ impl Reactor {
                 }
                 return Err(e);
             }
+            self.now = Instant::now();
+            // Connections carried over from the last turn read after this turn's events.
+            let carried = std::mem::take(&mut self.unread);
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
@@ -171,7 +222,7 @@ impl Reactor {
                     }
                 }
             }
-            for key in std::mem::take(&mut self.unread) {
+            for key in carried {
                 self.read(key, true);
             }
             self.take_completions();
@@ -189,7 +240,9 @@ impl Reactor {
                         connections = self.clients.len(),
                         "drain timeout reached; closing connections with work still pending"
                     );
-                    break;
+                    // Jobs still queued are dropped; running ones end on their own.
+                    self.workers.abandon();
+                    return Ok(());
                 }
             }
         }
@@ -215,7 +268,7 @@ impl Reactor {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            match listener.accept() {
+            match listener.accept(&self.config.sockets) {
                 Ok(stream) => self.admit(stream),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -227,12 +280,74 @@ impl Reactor {
                 {
                     continue;
                 }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.shed_one(index) {
+                        return;
+                    }
+                }
                 Err(e) => {
                     Stats::bump(&self.stats().accept_errors);
                     tracing::warn!(error = %e, listener = %listener.local_addr(), "accept failed");
                     return;
                 }
             }
+        }
+    }
+
+    /// Out of descriptors: gives up the spare, accepts one pending client,
+    /// tells it why it cannot be served and closes it, then takes the spare
+    /// back. Returns true when a client was shed and more may wait. Linux
+    /// reports EMFILE before it looks at the queue, so an empty queue shows
+    /// up here as WouldBlock: then there is nothing to do. Without a spare,
+    /// accepting is retried on a timer rather than in a spin.
+    fn shed_one(&mut self, index: usize) -> bool {
+        let Some(spare) = self.spare.take() else {
+            Stats::bump(&self.stats().fd_exhausted);
+            self.warn_fd_exhaustion();
+            self.timers.push(Reverse((
+                self.now + ACCEPT_RETRY,
+                index,
+                0,
+                TimerKind::AcceptRetry,
+            )));
+            return false;
+        };
+        drop(spare);
+        let accepted = self
+            .listeners
+            .get(index)
+            .map(|l| l.accept(&self.config.sockets));
+        let shed = match accepted {
+            Some(Ok(mut stream)) => {
+                let error = RpcError::with(
+                    ErrorCode::OutOfDescriptors,
+                    "the daemon has no file descriptors left; retry shortly",
+                );
+                let mut line = Vec::with_capacity(128);
+                jsonrpc::write_error(&mut line, None, &error);
+                line.push(b'\n');
+                let _ = stream.write(&line);
+                Stats::bump(&self.stats().fd_exhausted);
+                self.warn_fd_exhaustion();
+                true
+            }
+            _ => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        shed && self.spare.is_some()
+    }
+
+    fn warn_fd_exhaustion(&mut self) {
+        let (last, count) = &mut self.fd_warning;
+        *count += 1;
+        if last.is_none_or(|at| self.now.duration_since(at) >= FD_WARNING_EVERY) {
+            tracing::warn!(
+                refused = *count,
+                connections = self.clients.len(),
+                "out of file descriptors: new connections are refused (raise the fd limit, e.g. LimitNOFILE=)"
+            );
+            *last = Some(self.now);
+            *count = 0;
         }
     }
 
@@ -274,9 +389,14 @@ impl Reactor {
             return;
         }
         tracing::debug!(conn = key, peer = %stream.peer(), transport = transport.name(), "accepted");
+        let stats = self.context.stats();
+        if !stats.has_socket(transport.name()) {
+            // The first connection of each transport shows what the kernel took.
+            stats.record_socket(transport.name(), stream.read_back());
+        }
         entry.insert(Client {
             stream,
-            conn: Connection::new(id, transport),
+            conn: Connection::new(id, transport, self.now),
             lingering: false,
         });
         let stats = self.stats().transport(transport);
@@ -291,6 +411,7 @@ impl Reactor {
     /// Without `to_the_end`, a short read ends the round: the socket is empty,
     /// and epoll and kqueue report data arriving later with a new edge.
     fn read(&mut self, key: usize, to_the_end: bool) {
+        let (now, quickack) = (self.now, self.config.sockets.tcp_quickack);
         let mut shared = shared!(self);
         let scratch = &mut self.scratch;
         let Some(client) = self.clients.get_mut(key) else {
@@ -308,6 +429,11 @@ impl Reactor {
                 let mut iov = [IoSliceMut::new(&mut []), IoSliceMut::new(&mut [])];
                 let used = ring.space_iovecs(&mut iov);
                 let room = iov[..used].iter().map(|s| s.len()).sum::<usize>();
+                if room == 0 {
+                    // The codec refuses frames before the ring fills; never read 0 bytes as EOF.
+                    budget_used = false;
+                    break;
+                }
                 client
                     .stream
                     .read_vectored(&mut iov[..used])
@@ -324,7 +450,10 @@ impl Reactor {
                     break;
                 }
                 Ok((n, room)) => {
-                    client.conn.received(n, &mut shared, scratch);
+                    if quickack {
+                        client.stream.rearm_quickack();
+                    }
+                    client.conn.received(n, now, &mut shared, scratch);
                     if n < room && !to_the_end {
                         budget_used = false;
                         break;
@@ -390,6 +519,7 @@ impl Reactor {
 
     /// Writes as much pending output as the socket takes.
     fn flush(&mut self, key: usize) {
+        let now = self.now;
         let mut shared = shared!(self);
         let Some(client) = self.clients.get_mut(key) else {
             return;
@@ -407,7 +537,7 @@ impl Reactor {
             };
             match result {
                 Ok((n, total)) => {
-                    client.conn.wrote(n, &mut shared);
+                    client.conn.wrote(n, now, &mut shared);
                     if n < total {
                         break; // The socket is full: WRITABLE comes later.
                     }
@@ -421,6 +551,7 @@ impl Reactor {
                 }
             }
         }
+        client.conn.flushed(now);
         if failed {
             client.conn.discard_output(&mut shared);
             self.close(key);
@@ -474,6 +605,17 @@ impl Reactor {
                 break;
             }
             self.timers.pop();
+            match kind {
+                TimerKind::Sweep => {
+                    self.sweep_timeouts(now);
+                    continue;
+                }
+                TimerKind::AcceptRetry => {
+                    self.accept_all(key);
+                    continue;
+                }
+                TimerKind::Sniff | TimerKind::Linger => {}
+            }
             let Some(client) = self.clients.get(key) else {
                 continue;
             };
@@ -490,9 +632,51 @@ impl Reactor {
                     self.close(key);
                 }
                 TimerKind::Linger => self.close(key),
-                TimerKind::Sniff => {}
+                TimerKind::Sniff | TimerKind::Sweep | TimerKind::AcceptRetry => {}
             }
         }
+    }
+
+    /// Closes the connections whose frame, idle or write timeout expired.
+    fn sweep_timeouts(&mut self, now: Instant) {
+        let limits = self.config.timeouts;
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(
+            self.clients
+                .iter()
+                .filter(|(_, c)| !c.lingering)
+                .filter_map(|(key, c)| c.conn.timed_out(now, &limits).map(|t| (key, t))),
+        );
+        for (key, timeout) in expired.drain(..) {
+            let stats = self.context.stats();
+            match timeout {
+                Timeout::Frame => {
+                    Stats::bump(&stats.frame_timeouts);
+                    tracing::debug!(conn = key, "frame timeout");
+                    let mut shared = shared!(self);
+                    if let Some(client) = self.clients.get_mut(key) {
+                        client.conn.frame_timed_out(limits.frame, &mut shared);
+                    }
+                    self.mark_dirty(key);
+                }
+                Timeout::Idle => {
+                    Stats::bump(&stats.idle_timeouts);
+                    tracing::debug!(conn = key, "idle timeout");
+                    self.close(key);
+                }
+                Timeout::Write => {
+                    Stats::bump(&stats.write_timeouts);
+                    tracing::debug!(conn = key, "write timeout: the peer stopped reading");
+                    self.close(key);
+                }
+            }
+        }
+        self.expired = expired;
+        if let Some(every) = self.sweep_interval() {
+            self.timers
+                .push(Reverse((now + every, usize::MAX, 0, TimerKind::Sweep)));
+        }
+        self.flush_dirty();
     }
 
     /// Stops accepting and reading; connections close once their answers are out.

@@ -19,10 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::{Poll, Waker};
+use serde_json::json;
 
 use crate::config::Config;
+use crate::conn::Timeouts;
 use crate::dispatch::Limits;
 use crate::methods::register_builtins;
+use crate::net::tuning;
 use crate::net::{BindError, Listener};
 use crate::reactor::{LoopConfig, Reactor, WAKER};
 use crate::router::{Context, Router, RouterError};
@@ -86,9 +89,28 @@ impl Server {
             listeners.push(Listener::bind_unix(path, config.unix_mode, backlog)?);
         }
         if let Some(addr) = config.tcp {
-            listeners.push(Listener::bind_tcp(addr, backlog)?);
+            match Listener::bind_tcp(addr, backlog, &config.sockets) {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => {
+                    // Leave no socket file behind for a daemon that never ran.
+                    listeners.iter().for_each(Listener::remove_socket_file);
+                    return Err(e.into());
+                }
+            }
         }
         let stats = Arc::new(Stats::new(config.workers));
+        stats.record_socket(
+            "backlog",
+            json!({
+                "requested": config.backlog,
+                "somaxconn": tuning::somaxconn(),
+                "effective": tuning::effective_backlog(config.backlog),
+            }),
+        );
+        for listener in &listeners {
+            let key = format!("{}_listener", listener.transport().name());
+            stats.record_socket(&key, listener.read_back());
+        }
         Ok(Server {
             poll,
             waker,
@@ -120,6 +142,11 @@ impl Server {
             .collect()
     }
 
+    /// The listener options and backlog as the kernel took them.
+    pub fn socket_report(&self) -> serde_json::Value {
+        self.context.stats().sockets()
+    }
+
     /// The shared state handlers see (methods, counters).
     pub fn context(&self) -> &Arc<Context> {
         &self.context
@@ -149,6 +176,12 @@ impl Server {
             max_connections: self.config.max_connections,
             sniff_timeout: self.config.sniff_timeout,
             drain_timeout: self.config.drain_timeout,
+            timeouts: Timeouts {
+                frame: self.config.frame_timeout,
+                idle: self.config.idle_timeout,
+                write: self.config.write_timeout,
+            },
+            sockets: self.config.sockets,
         };
         let reactor = Reactor::new(
             self.poll,

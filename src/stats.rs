@@ -1,6 +1,7 @@
 //! The daemon's counters: updated with relaxed atomics (one writer, the loop,
 //! for almost all of them) and read by `rpc.stats`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -42,7 +43,7 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
     /// Connections closed because their first bytes were no known protocol.
     pub sniff_rejected: AtomicU64,
-    /// Connections closed for sending fewer than 4 bytes within the sniff timeout.
+    /// Connections closed for not showing their protocol within the sniff timeout.
     pub sniff_timeouts: AtomicU64,
     /// Connections turned away at the connection limit.
     pub refused_max_connections: AtomicU64,
@@ -50,6 +51,16 @@ pub struct Stats {
     pub rejected_busy: AtomicU64,
     /// Accept calls that failed (other than WouldBlock).
     pub accept_errors: AtomicU64,
+    /// Connections turned away because the process ran out of descriptors.
+    pub fd_exhausted: AtomicU64,
+    /// Connections closed by the frame timeout (slowloris).
+    pub frame_timeouts: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Connections closed by the write timeout (peer not reading).
+    pub write_timeouts: AtomicU64,
+    /// Socket options as the kernel reports them, by listener or transport.
+    sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Stats {
@@ -67,7 +78,32 @@ impl Stats {
             refused_max_connections: AtomicU64::new(0),
             rejected_busy: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            fd_exhausted: AtomicU64::new(0),
+            frame_timeouts: AtomicU64::new(0),
+            idle_timeouts: AtomicU64::new(0),
+            write_timeouts: AtomicU64::new(0),
+            sockets: Mutex::new(serde_json::Map::new()),
         }
+    }
+
+    /// Records the options read back from a socket under `key`.
+    pub fn record_socket(&self, key: &str, value: serde_json::Value) {
+        if let Ok(mut sockets) = self.sockets.lock() {
+            sockets.insert(key.to_string(), value);
+        }
+    }
+
+    /// True once options were recorded under `key`.
+    pub fn has_socket(&self, key: &str) -> bool {
+        self.sockets.lock().is_ok_and(|s| s.contains_key(key))
+    }
+
+    /// Every recorded socket read-back.
+    pub fn sockets(&self) -> serde_json::Value {
+        self.sockets
+            .lock()
+            .map(|s| serde_json::Value::Object(s.clone()))
+            .unwrap_or_default()
     }
 
     /// Counters of `transport`.
@@ -112,6 +148,10 @@ impl Stats {
                 sniff_rejected: self.sniff_rejected.load(Relaxed),
                 sniff_timeouts: self.sniff_timeouts.load(Relaxed),
                 accept_errors: self.accept_errors.load(Relaxed),
+                fd_exhausted: self.fd_exhausted.load(Relaxed),
+                frame_timeouts: self.frame_timeouts.load(Relaxed),
+                idle_timeouts: self.idle_timeouts.load(Relaxed),
+                write_timeouts: self.write_timeouts.load(Relaxed),
             },
             protocols: ProtocolsSnapshot {
                 jsonrpc: protocol(Protocol::JsonRpc),
@@ -120,6 +160,7 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             rejected_busy: self.rejected_busy.load(Relaxed),
+            sockets: self.sockets(),
         }
     }
 }
@@ -141,6 +182,8 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     /// Requests refused because the worker queue was full.
     pub rejected_busy: u64,
+    /// Socket options and backlog as the kernel reports them.
+    pub sockets: serde_json::Value,
 }
 
 /// Connection counters in a snapshot.
@@ -158,6 +201,14 @@ pub struct ConnectionsSnapshot {
     pub sniff_timeouts: u64,
     /// Failed accept calls.
     pub accept_errors: u64,
+    /// Turned away because the process ran out of descriptors.
+    pub fd_exhausted: u64,
+    /// Closed by the frame timeout.
+    pub frame_timeouts: u64,
+    /// Closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Closed by the write timeout.
+    pub write_timeouts: u64,
 }
 
 /// One transport in a snapshot.

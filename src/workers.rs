@@ -128,6 +128,8 @@ pub enum SubmitError {
 pub struct WorkerPool {
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// Set when the drain timed out: workers drop the jobs still queued.
+    abandoned: Arc<AtomicBool>,
 }
 
 /// The loop's end of the completion queue.
@@ -156,6 +158,7 @@ impl WorkerPool {
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(queue_bound);
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<Completion>();
         let pending = Arc::new(AtomicBool::new(false));
+        let abandoned = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(size);
         for index in 0..size {
             let worker = Worker {
@@ -164,6 +167,7 @@ impl WorkerPool {
                 pending: Arc::clone(&pending),
                 waker: Arc::clone(&waker),
                 context: Arc::clone(&context),
+                abandoned: Arc::clone(&abandoned),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("junction-worker-{index}"))
@@ -173,6 +177,7 @@ impl WorkerPool {
         let pool = WorkerPool {
             jobs: Some(job_tx),
             threads,
+            abandoned,
         };
         let completions = Completions {
             queue: done_rx,
@@ -195,6 +200,14 @@ impl WorkerPool {
     /// Number of worker threads.
     pub fn size(&self) -> usize {
         self.threads.len()
+    }
+
+    /// Stops without waiting: queued jobs are dropped, running handlers end
+    /// on their own threads (used when the drain timeout runs out).
+    pub fn abandon(&mut self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.jobs = None;
+        self.threads.clear();
     }
 
     /// Lets the workers finish the queued jobs, then joins them.
@@ -220,11 +233,15 @@ struct Worker {
     pending: Arc<AtomicBool>,
     waker: Arc<Waker>,
     context: Arc<Context>,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Worker {
     fn run(self) {
         for job in self.jobs.iter() {
+            if self.abandoned.load(Ordering::Acquire) {
+                continue;
+            }
             let completion = run_job(&self.context, job);
             if self.done.send(completion).is_err() {
                 return; // The loop is gone.

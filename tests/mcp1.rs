@@ -433,3 +433,22 @@ fn an_oversized_frame_closes_only_its_own_connection() {
     let value: Value = server.stats();
     assert!(value["protocols"]["mcp1"]["errors"].as_u64() >= Some(2));
 }
+
+#[test]
+fn a_payload_exactly_at_any_limit_fits() {
+    // Limits just under a power of two once left no room for the header.
+    for limit in [65_530usize, 65_535, 4_081] {
+        let server = start_with(|c| c.max_frame = limit);
+        for endpoint in server.endpoints() {
+            let mut raw = Raw::connect(&endpoint);
+            let body = vec![b'z'; limit - 2 - "rpc.echo".len()];
+            raw.send(&mcp1_request(1, "rpc.echo", &body, true));
+            let frame = raw.frame();
+            assert_eq!(
+                (frame.kind, frame.payload.len()),
+                (RESPONSE, body.len()),
+                "limit {limit} {endpoint}"
+            );
+        }
+    }
+}

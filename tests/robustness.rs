@@ -358,3 +358,22 @@ fn wait_until_only_one_connection(endpoint: &Endpoint, server: &TestServer) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn an_oversized_last_line_at_eof_is_answered_not_dropped() {
+    let server = start_with(|c| c.max_frame = 1024);
+    for endpoint in server.endpoints() {
+        let mut raw = Raw::connect(&endpoint);
+        raw.send(
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{}\"],\"id\":1}}",
+                "e".repeat(1010)
+            )
+            .as_bytes(),
+        );
+        raw.shutdown_write();
+        let answer = raw.json();
+        assert_eq!(answer["error"]["code"], -32001, "{endpoint}: {answer}");
+        assert!(raw.is_closed());
+    }
+}

@@ -20,14 +20,9 @@ use junction::proto::Protocol;
 #[command(name = "junction", version)]
 struct Args {
     /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock]
-    #[arg(
-        long,
-        env = "JUNCTION_UNIX",
-        value_name = "PATH",
-        conflicts_with = "tcp"
-    )]
+    #[arg(long, env = "JUNCTION_UNIX", value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// TCP address of the daemon, e.g. 127.0.0.1:7710
+    /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix)
     #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<String>,
     /// Protocol to speak: jsonrpc or mcp1 (binary; carries raw bodies)
@@ -120,6 +115,7 @@ fn endpoint(args: &Args) -> Endpoint {
 fn failure(error: ClientError) -> Failure {
     match error {
         ClientError::Rpc(e) => Failure::Rpc(format!("error {}: {}", e.code, e.message)),
+        ClientError::Usage(message) => Failure::Usage(message),
         e if e.is_not_running() => Failure::Connection(format!(
             "{e}\nhint: is junctiond running? Start it with `junctiond`, or point --unix/--tcp at it"
         )),

@@ -56,6 +56,7 @@ fn block_signals() -> Result<SigSet, String> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
     set.thread_block()
         .map_err(|e| format!("cannot block signals: {e}"))?;
     Ok(set)
@@ -67,6 +68,10 @@ fn watch_signals(set: SigSet, handle: ShutdownHandle) -> Result<(), String> {
         .spawn(move || {
             let mut received = 0;
             while let Ok(signal) = set.wait() {
+                if signal == Signal::SIGHUP {
+                    tracing::info!("SIGHUP ignored: configuration reload is not supported; restart to apply changes");
+                    continue;
+                }
                 received += 1;
                 if received == 1 {
                     tracing::info!(signal = %signal, "shutting down (send it again to exit at once)");
@@ -81,6 +86,32 @@ fn watch_signals(set: SigSet, handle: ShutdownHandle) -> Result<(), String> {
         .map_err(|e| format!("cannot start the signal thread: {e}"))
 }
 
+/// Raises the soft open-file limit to the hard one (as Redis does) and warns
+/// when it still cannot hold max-connections.
+fn raise_fd_limit(config: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Listeners, the poller, the waker, the spare, stdio, workers' needs.
+    let needed = config.max_connections as u64 + 32;
+    if limit < needed {
+        tracing::warn!(
+            fd_limit = limit,
+            max_connections = config.max_connections,
+            "the open-file limit is below max-connections; raise it (ulimit -n, LimitNOFILE=) \
+             or connections will be refused with an out-of-descriptors error"
+        );
+    } else {
+        tracing::info!(fd_limit = limit, "open-file limit");
+    }
+}
+
 fn run() -> Result<(), String> {
     let (config, print_only) = load_config(Args::parse())?;
     if print_only {
@@ -88,12 +119,16 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     init_logging(&config)?;
+    // A panic (a bug: handlers' panics are caught) goes to the log, in its format.
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
     let signals = block_signals()?;
+    raise_fd_limit(&config);
     let server = Server::bind(&config, Router::new()).map_err(|e| e.to_string())?;
     tracing::info!(
-        "junctiond {} starting with this configuration:\n{}",
+        "junctiond {} starting with this configuration:\n{}\n# as the kernel took it: {}",
         env!("CARGO_PKG_VERSION"),
-        config.render().trim_end()
+        config.render().trim_end(),
+        server.socket_report()
     );
     for line in server.listening() {
         tracing::info!("listening on {line}");

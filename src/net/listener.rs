@@ -14,6 +14,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::tuning::{self, SocketOptions};
 use super::{Stream, Transport};
 
 /// Why a listener could not be set up.
@@ -95,19 +96,23 @@ impl Listener {
         })
     }
 
-    /// Binds a TCP listener at `addr` (port 0 picks a free port).
-    pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> Result<Self, BindError> {
+    /// Binds a TCP listener at `addr` (port 0 picks a free port) with the
+    /// listener-level socket options.
+    pub fn bind_tcp(
+        addr: SocketAddr,
+        backlog: i32,
+        options: &SocketOptions,
+    ) -> Result<Self, BindError> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
             .map_err(io_err("cannot create a socket for", addr))?;
-        socket
-            .set_reuse_address(true)
-            .map_err(io_err("cannot set SO_REUSEADDR on", addr))?;
+        tuning::before_tcp_listen(&socket, options);
         socket
             .bind(&addr.into())
             .map_err(io_err("cannot bind", addr))?;
         socket
             .listen(backlog)
             .map_err(io_err("cannot listen on", addr))?;
+        tuning::after_tcp_listen(&socket, options);
         socket
             .set_nonblocking(true)
             .map_err(io_err("cannot set non-blocking", addr))?;
@@ -141,18 +146,28 @@ impl Listener {
         }
     }
 
-    /// Accepts one pending connection (non-blocking, close-on-exec).
-    pub fn accept(&self) -> io::Result<Stream> {
+    /// Accepts one pending connection (non-blocking, close-on-exec) and
+    /// applies the per-connection socket options.
+    pub fn accept(&self, options: &SocketOptions) -> io::Result<Stream> {
         match self {
-            Listener::Unix { listener, .. } => listener.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix { listener, .. } => {
+                let (stream, _) = listener.accept()?;
+                tuning::accepted_unix(&stream, options);
+                Ok(Stream::Unix(stream))
+            }
             Listener::Tcp(listener) => {
                 let (stream, _) = listener.accept()?;
-                // Request/response traffic wants every reply sent at once.
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
+                tuning::accepted_tcp(&stream, options);
                 Ok(Stream::Tcp(stream))
             }
+        }
+    }
+
+    /// The listener's options as the kernel reports them.
+    pub fn read_back(&self) -> serde_json::Value {
+        match self {
+            Listener::Tcp(listener) => tuning::read_back_tcp_listener(listener),
+            Listener::Unix { path, .. } => serde_json::json!({ "path": path }),
         }
     }
 

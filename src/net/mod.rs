@@ -2,6 +2,7 @@
 
 pub mod listener;
 pub mod stream;
+pub mod tuning;
 
 pub use listener::{BindError, Listener};
 pub use stream::Stream;

@@ -59,6 +59,21 @@ impl Stream {
         }
     }
 
+    /// The socket options as the kernel reports them.
+    pub fn read_back(&self) -> serde_json::Value {
+        match self {
+            Stream::Unix(s) => super::tuning::read_back_unix(s),
+            Stream::Tcp(s) => super::tuning::read_back_tcp(s),
+        }
+    }
+
+    /// Re-arms TCP_QUICKACK after a read (a no-op on Unix sockets).
+    pub fn rearm_quickack(&self) {
+        if let Stream::Tcp(s) = self {
+            super::tuning::rearm_quickack(s);
+        }
+    }
+
     /// A printable peer description for logs.
     pub fn peer(&self) -> String {
         match self {

@@ -60,12 +60,12 @@ pub fn sniff(first: &[u8]) -> Sniff {
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(first.len());
+    if start > MAX_LEADING_WHITESPACE {
+        // Decided on the count alone, however the bytes were split into reads.
+        return Sniff::Unknown;
+    }
     if start == first.len() {
-        return if first.len() > MAX_LEADING_WHITESPACE {
-            Sniff::Unknown
-        } else {
-            Sniff::NeedMore
-        };
+        return Sniff::NeedMore;
     }
     match first[start] {
         b'{' | b'[' => Sniff::Detected(Protocol::JsonRpc),
@@ -88,6 +88,13 @@ mod tests {
         assert_eq!(sniff(b" \r\n\t{"), Sniff::Detected(Protocol::JsonRpc));
         assert_eq!(sniff(b"\n\n"), Sniff::NeedMore);
         assert_eq!(sniff(&[b' '; MAX_LEADING_WHITESPACE + 1]), Sniff::Unknown);
+        let mut late = vec![b' '; MAX_LEADING_WHITESPACE + 1];
+        late.push(b'{');
+        assert_eq!(
+            sniff(&late),
+            Sniff::Unknown,
+            "same answer in one read as in two"
+        );
     }
 
     #[test]
