@@ -29,6 +29,20 @@ use crate::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
 use crate::workers::{Completion, ConnRef};
 use crate::write_queue::WriteQueue;
 
+/// A dispatcher over the connection's answering fields, borrowed one by one
+/// so that the ring (holding the frame being answered) stays borrowable.
+macro_rules! dispatcher {
+    ($conn:ident, $shared:ident) => {
+        Dispatcher {
+            conn: $conn.id,
+            out: &mut $conn.out,
+            batches: &mut $conn.batches,
+            in_flight: &mut $conn.in_flight,
+            shared: $shared,
+        }
+    };
+}
+
 /// Which protocol the connection speaks, and the codec's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -268,14 +282,7 @@ impl Connection {
                 Phase::Sniffing => {}
                 Phase::JsonRpc { .. } if len <= shared.limits.max_frame => {
                     let line = self.ring.frame(0, len, scratch);
-                    Dispatcher {
-                        conn: self.id,
-                        out: &mut self.out,
-                        batches: &mut self.batches,
-                        in_flight: &mut self.in_flight,
-                        shared,
-                    }
-                    .jsonrpc_line(line);
+                    dispatcher!(self, shared).jsonrpc_line(line);
                 }
                 Phase::JsonRpc { .. } => self.line_too_long(shared),
                 Phase::Mcp1 => self.mcp1_truncated(shared),
@@ -346,13 +353,7 @@ impl Connection {
     }
 
     fn dispatcher<'c, 's, 'a>(&'c mut self, shared: &'s mut Shared<'a>) -> Dispatcher<'c, 's, 'a> {
-        Dispatcher {
-            conn: self.id,
-            out: &mut self.out,
-            batches: &mut self.batches,
-            in_flight: &mut self.in_flight,
-            shared,
-        }
+        dispatcher!(self, shared)
     }
 
     fn sniff(&mut self, shared: &mut Shared<'_>) {
@@ -383,14 +384,7 @@ impl Connection {
             match jsonrpc::next_line(&self.ring, scanned, shared.limits.max_frame) {
                 Line::Complete { len, consumed } => {
                     let line = self.ring.frame(0, len, scratch);
-                    Dispatcher {
-                        conn: self.id,
-                        out: &mut self.out,
-                        batches: &mut self.batches,
-                        in_flight: &mut self.in_flight,
-                        shared,
-                    }
-                    .jsonrpc_line(line);
+                    dispatcher!(self, shared).jsonrpc_line(line);
                     self.ring.consume(consumed);
                     self.phase = Phase::JsonRpc { scanned: 0 };
                 }
@@ -413,14 +407,7 @@ impl Connection {
                 Next::NeedMore => return,
                 Next::Frame(header) => {
                     let payload = self.ring.frame(HEADER_LEN, header.length as usize, scratch);
-                    Dispatcher {
-                        conn: self.id,
-                        out: &mut self.out,
-                        batches: &mut self.batches,
-                        in_flight: &mut self.in_flight,
-                        shared,
-                    }
-                    .mcp1_frame(&header, payload);
+                    dispatcher!(self, shared).mcp1_frame(&header, payload);
                     self.ring.consume(header.frame_len());
                 }
                 Next::Error(error) => {

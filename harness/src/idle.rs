@@ -27,26 +27,31 @@ pub struct IdleResult {
 /// A connection kept open only for its existence.
 type Held = OwnedFd;
 
-fn ping(endpoint: &Endpoint, workload: &Workload) -> Result<Held, String> {
+/// Sends the request and reads the whole answer.
+fn request(stream: &mut (impl Read + Write), workload: &Workload) -> Result<Vec<u8>, String> {
     let mut answer = vec![0u8; workload.response.len()];
-    let held = match endpoint {
+    stream
+        .write_all(&workload.request)
+        .and_then(|()| stream.read_exact(&mut answer))
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(answer)
+}
+
+fn ping(endpoint: &Endpoint, workload: &Workload) -> Result<Held, String> {
+    let timeout = Some(Duration::from_secs(10));
+    let connect = |e: std::io::Error| format!("connect: {e}");
+    let (held, answer) = match endpoint {
         Endpoint::Unix(path) => {
-            let mut s = UnixStream::connect(path).map_err(|e| format!("connect: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            s.write_all(&workload.request)
-                .and_then(|()| s.read_exact(&mut answer))
-                .map_err(|e| format!("request: {e}"))?;
-            OwnedFd::from(s)
+            let mut s = UnixStream::connect(path).map_err(connect)?;
+            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+            let answer = request(&mut s, workload)?;
+            (OwnedFd::from(s), answer)
         }
         Endpoint::Tcp(addr) => {
-            let mut s = TcpStream::connect(addr.as_str()).map_err(|e| format!("connect: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .map_err(|e| e.to_string())?;
-            s.write_all(&workload.request)
-                .and_then(|()| s.read_exact(&mut answer))
-                .map_err(|e| format!("request: {e}"))?;
-            OwnedFd::from(s)
+            let mut s = TcpStream::connect(addr.as_str()).map_err(connect)?;
+            s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+            let answer = request(&mut s, workload)?;
+            (OwnedFd::from(s), answer)
         }
     };
     if answer != workload.response {
