@@ -28,6 +28,11 @@ pub enum BindError {
     /// The path exists and is not a socket: never removed.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    /// The fallback socket directory is not private to this user.
+    #[error(
+        "{0} is not a private directory of this user (owner and mode 0700 expected); remove it or set XDG_RUNTIME_DIR or --unix"
+    )]
+    UnsafeDirectory(PathBuf),
     /// A system call failed.
     #[error("{what} {target}: {source}")]
     Io {
@@ -228,6 +233,9 @@ fn prepare_socket_path(path: &Path) -> Result<(), BindError> {
                 .mode(0o700)
                 .create(dir)
                 .map_err(io_err("cannot create directory", dir.display()))?;
+        } else if Some(dir) == default_unix_path().parent() && default_is_fallback() {
+            // /tmp is shared: someone else may have made the directory first.
+            check_private_dir(dir, nix::unistd::getuid().as_raw())?;
         }
     }
     let meta = match fs::symlink_metadata(path) {
@@ -253,6 +261,19 @@ fn prepare_socket_path(path: &Path) -> Result<(), BindError> {
     }
 }
 
+fn default_is_fallback() -> bool {
+    std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty())
+}
+
+/// Refuses a directory that another user owns or that others can write to.
+fn check_private_dir(dir: &Path, uid: u32) -> Result<(), BindError> {
+    let meta = fs::metadata(dir).map_err(io_err("cannot inspect", dir.display()))?;
+    if meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(BindError::UnsafeDirectory(dir.to_path_buf()));
+    }
+    Ok(())
+}
+
 /// The default Unix socket path: `$XDG_RUNTIME_DIR/junction.sock`, else
 /// `/tmp/junction-<uid>/junction.sock`.
 pub fn default_unix_path() -> PathBuf {
@@ -261,5 +282,28 @@ pub fn default_unix_path() -> PathBuf {
         None => {
             PathBuf::from(format!("/tmp/junction-{}", nix::unistd::getuid())).join("junction.sock")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_private_directory_of_ours_is_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uid = nix::unistd::getuid().as_raw();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(check_private_dir(dir.path(), uid).is_ok());
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(matches!(
+            check_private_dir(dir.path(), uid),
+            Err(BindError::UnsafeDirectory(_))
+        ));
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(matches!(
+            check_private_dir(dir.path(), uid + 1),
+            Err(BindError::UnsafeDirectory(_))
+        ));
     }
 }
