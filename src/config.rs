@@ -185,6 +185,10 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_MAX_FRAME", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_frame: Option<ByteSize>,
+    /// Pending output per connection at which it stops being read until half has drained [default: 4MiB]
+    #[arg(long, env = "JUNCTION_MAX_OUTPUT", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output: Option<ByteSize>,
     /// Most entries in one JSON-RPC batch [default: 1024]
     #[arg(long, env = "JUNCTION_MAX_BATCH", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -304,7 +308,7 @@ impl Settings {
 
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
-        merge_fields!(self, lower; unix, unix_mode, tcp, backlog, workers, queue, max_frame,
+        merge_fields!(self, lower; unix, unix_mode, tcp, backlog, workers, queue, max_frame, max_output,
             max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
@@ -330,6 +334,8 @@ pub struct Config {
     pub queue: usize,
     /// Largest frame in bytes.
     pub max_frame: usize,
+    /// Pending output at which a connection stops being read.
+    pub max_output: usize,
     /// Most entries in a batch.
     pub max_batch: usize,
     /// Most open connections.
@@ -362,6 +368,7 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 65536,
             max_frame: 1 << 20,
+            max_output: 4 << 20,
             max_batch: 1024,
             max_connections: 10_000,
             sniff_timeout: Duration::from_secs(5),
@@ -441,6 +448,12 @@ impl Config {
             }
             config.max_frame = size as usize;
         }
+        if let Some(ByteSize(size)) = settings.max_output {
+            if !(4096..=1 << 32).contains(&size) {
+                return Err(invalid("max-output", "must be between 4KiB and 4GiB"));
+            }
+            config.max_output = size as usize;
+        }
         if let Some(Span(t)) = settings.sniff_timeout {
             config.sniff_timeout = t;
         }
@@ -474,6 +487,7 @@ impl Config {
             workers: Some(self.workers),
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),
+            max_output: Some(ByteSize(self.max_output as u64)),
             max_batch: Some(self.max_batch),
             max_connections: Some(self.max_connections),
             sniff_timeout: Some(Span(self.sniff_timeout)),

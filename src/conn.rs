@@ -119,6 +119,10 @@ pub struct Connection {
     frame_started: Option<Instant>,
     /// Since when output has waited without the peer taking any of it.
     stalled_since: Option<Instant>,
+    /// Output reached max-output: neither read nor parse until it drains to half.
+    paused: bool,
+    /// The output size last added to the server's `output_buffered` gauge.
+    gauged: usize,
 }
 
 impl Connection {
@@ -128,6 +132,8 @@ impl Connection {
             last_activity: now,
             frame_started: None,
             stalled_since: None,
+            paused: false,
+            gauged: 0,
             id,
             transport,
             phase: Phase::Sniffing,
@@ -165,7 +171,50 @@ impl Connection {
 
     /// True while the backend should read from the socket.
     pub fn wants_input(&self) -> bool {
-        self.input != Input::Ended
+        self.input != Input::Ended && !self.paused
+    }
+
+    /// True while backpressure holds the connection's input.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses input once output reaches the cap, and keeps the gauge current.
+    fn account_output(&mut self, shared: &mut Shared<'_>) {
+        let len = self.out.len();
+        let stats = shared.stats();
+        if len >= self.gauged {
+            stats
+                .output_buffered
+                .fetch_add((len - self.gauged) as u64, Relaxed);
+        } else {
+            stats
+                .output_buffered
+                .fetch_sub((self.gauged - len) as u64, Relaxed);
+        }
+        self.gauged = len;
+        if !self.paused && len >= shared.limits.max_output && self.input == Input::Open {
+            self.paused = true;
+            stats.backpressure_pauses.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// After output drained to half the cap: parses what the ring still
+    /// holds. None while still waiting; else Some(read_again): whether the
+    /// socket should be read (edge-triggered readiness will not say so
+    /// itself) or the new output paused the connection again.
+    pub fn resume(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) -> Option<bool> {
+        if !self.paused || self.out.len() > shared.limits.max_output / 2 {
+            return None;
+        }
+        self.paused = false;
+        match self.phase {
+            Phase::Sniffing => {}
+            Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
+            Phase::Mcp1 => self.parse_mcp1(shared, scratch),
+        }
+        self.account_output(shared);
+        Some(!self.paused)
     }
 
     /// Requests handed to the pool and not yet answered.
@@ -219,6 +268,7 @@ impl Connection {
             Some(start) if self.ring.len() == before => Some(start),
             _ => Some(now),
         };
+        self.account_output(shared);
     }
 
     /// Which timeout, if any, has expired at `now`.
@@ -232,7 +282,9 @@ impl Connection {
         {
             return Some(Timeout::Write);
         }
+        // A paused connection's partial frame waits on us, not on the peer.
         if self.input == Input::Open
+            && !self.paused
             && self
                 .frame_started
                 .is_some_and(|since| expired(since, limits.frame))
@@ -271,6 +323,7 @@ impl Connection {
         }
         self.frame_started = None;
         self.refuse(shared, b"");
+        self.account_output(shared);
     }
 
     /// The peer will send nothing more; a last line without a newline is
@@ -298,6 +351,7 @@ impl Connection {
     /// Takes back a response the pool produced.
     pub fn complete(&mut self, done: Completion, shared: &mut Shared<'_>) {
         self.dispatcher(shared).complete(done);
+        self.account_output(shared);
     }
 
     /// The bytes waiting to be written.
@@ -313,6 +367,7 @@ impl Connection {
             self.last_activity = now;
             self.stalled_since = None;
         }
+        self.account_output(shared);
     }
 
     /// Call after each flush: starts the write clock when output is left waiting.
@@ -332,6 +387,7 @@ impl Connection {
     /// Drops unsent output: the peer is gone.
     pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
         self.out.release(shared.chunks);
+        self.account_output(shared);
     }
 
     /// Whether the connection is done, and how to end it.
@@ -381,6 +437,11 @@ impl Connection {
 
     fn parse_jsonrpc(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
         while let Phase::JsonRpc { scanned } = self.phase {
+            if self.out.len() >= shared.limits.max_output {
+                // Backpressure: the rest of the ring waits until output drains.
+                self.account_output(shared);
+                return;
+            }
             match jsonrpc::next_line(&self.ring, scanned, shared.limits.max_frame) {
                 Line::Complete { len, consumed } => {
                     let line = self.ring.frame(0, len, scratch);
@@ -403,6 +464,10 @@ impl Connection {
 
     fn parse_mcp1(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
         while self.input == Input::Open {
+            if self.out.len() >= shared.limits.max_output {
+                self.account_output(shared);
+                return;
+            }
             match mcp1::next_frame(&self.ring, shared.limits.max_frame) {
                 Next::NeedMore => return,
                 Next::Frame(header) => {

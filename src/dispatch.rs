@@ -25,6 +25,8 @@ pub struct Limits {
     pub max_frame: usize,
     /// Most entries in one JSON-RPC batch.
     pub max_batch: usize,
+    /// Pending output at which a connection stops being read (backpressure).
+    pub max_output: usize,
 }
 
 /// What connections borrow from the loop while they run.

@@ -555,6 +555,16 @@ impl Reactor {
         if failed {
             client.conn.discard_output(&mut shared);
             self.close(key);
+            return;
+        }
+        if let Some(read_again) = client.conn.resume(&mut shared, &mut self.scratch) {
+            // Output drained: what the ring held is now answered (flush it),
+            // and the socket is read again next turn, since its readiness
+            // edge went by while the connection was paused.
+            self.dirty.push(key);
+            if read_again {
+                self.unread.push(key);
+            }
         }
     }
 

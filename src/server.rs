@@ -172,6 +172,7 @@ impl Server {
             limits: Limits {
                 max_frame: self.config.max_frame,
                 max_batch: self.config.max_batch,
+                max_output: self.config.max_output,
             },
             max_connections: self.config.max_connections,
             sniff_timeout: self.config.sniff_timeout,

@@ -59,6 +59,10 @@ pub struct Stats {
     pub idle_timeouts: AtomicU64,
     /// Connections closed by the write timeout (peer not reading).
     pub write_timeouts: AtomicU64,
+    /// Output bytes waiting to be written, all connections together.
+    pub output_buffered: AtomicU64,
+    /// Times a connection stopped being read because its output reached max-output.
+    pub backpressure_pauses: AtomicU64,
     /// Socket options as the kernel reports them, by listener or transport.
     sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
@@ -82,6 +86,8 @@ impl Stats {
             frame_timeouts: AtomicU64::new(0),
             idle_timeouts: AtomicU64::new(0),
             write_timeouts: AtomicU64::new(0),
+            output_buffered: AtomicU64::new(0),
+            backpressure_pauses: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
         }
     }
@@ -160,6 +166,8 @@ impl Stats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             rejected_busy: self.rejected_busy.load(Relaxed),
+            output_buffered: self.output_buffered.load(Relaxed),
+            backpressure_pauses: self.backpressure_pauses.load(Relaxed),
             sockets: self.sockets(),
         }
     }
@@ -182,6 +190,10 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     /// Requests refused because the worker queue was full.
     pub rejected_busy: u64,
+    /// Output bytes waiting to be written, all connections together.
+    pub output_buffered: u64,
+    /// Times a connection was paused by backpressure.
+    pub backpressure_pauses: u64,
     /// Socket options and backlog as the kernel reports them.
     pub sockets: serde_json::Value,
 }

@@ -332,3 +332,13 @@ pub fn assert_healthy_mcp1(server: &TestServer) {
         );
     }
 }
+
+impl Raw {
+    /// A second handle on the same socket, for writing from another thread.
+    pub fn writer(&self) -> Box<dyn Write + Send> {
+        match self {
+            Raw::Unix(s) => Box::new(s.get_ref().try_clone().expect("clone")),
+            Raw::Tcp(s) => Box::new(s.get_ref().try_clone().expect("clone")),
+        }
+    }
+}
