@@ -342,3 +342,19 @@ impl Raw {
         }
     }
 }
+
+impl Raw {
+    /// Reads until the daemon ends the connection; Err only on a timeout
+    /// or another failure that is not the end (a reset counts as an end).
+    pub fn read_to_end_or_reset(&mut self) -> std::io::Result<usize> {
+        let mut out = Vec::new();
+        let result = match self {
+            Raw::Unix(s) => s.read_to_end(&mut out),
+            Raw::Tcp(s) => s.read_to_end(&mut out),
+        };
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(out.len()),
+            other => other,
+        }
+    }
+}
