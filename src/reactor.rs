@@ -127,6 +127,8 @@ pub struct Reactor {
     fd_warning: (Option<Instant>, u64),
     /// Reused list of connections whose timeouts expired.
     expired: Vec<(usize, Timeout)>,
+    /// Whether each transport's accepted-socket options were recorded.
+    socket_recorded: [bool; 2],
 }
 
 impl Reactor {
@@ -165,6 +167,7 @@ impl Reactor {
             spare: File::open("/dev/null").ok(),
             fd_warning: (None, 0),
             expired: Vec::new(),
+            socket_recorded: [false; 2],
         }
         .with_sweep())
     }
@@ -389,9 +392,10 @@ impl Reactor {
             return;
         }
         tracing::debug!(conn = key, peer = %stream.peer(), transport = transport.name(), "accepted");
-        let stats = self.context.stats();
-        if !stats.has_socket(transport.name()) {
+        if !self.socket_recorded[transport as usize] {
             // The first connection of each transport shows what the kernel took.
+            self.socket_recorded[transport as usize] = true;
+            let stats = self.context.stats();
             stats.record_socket(transport.name(), stream.read_back());
         }
         entry.insert(Client {

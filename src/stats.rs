@@ -99,11 +99,6 @@ impl Stats {
         }
     }
 
-    /// True once options were recorded under `key`.
-    pub fn has_socket(&self, key: &str) -> bool {
-        self.sockets.lock().is_ok_and(|s| s.contains_key(key))
-    }
-
     /// Every recorded socket read-back.
     pub fn sockets(&self) -> serde_json::Value {
         self.sockets

@@ -256,6 +256,14 @@ struct Round {
     alive: bool,
 }
 
+impl Round {
+    /// The connection is gone (closed or failed): count it and stop using it.
+    fn lose(&mut self, tally: &mut Tally) {
+        self.alive = false;
+        tally.errors += 1;
+    }
+}
+
 struct Driver {
     conns: Vec<Conn>,
     block: Arc<[u8]>,
@@ -334,11 +342,7 @@ impl Driver {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    round.alive = false;
-                    tally.errors += 1;
-                    return;
-                }
+                Err(_) => return round.lose(tally),
             }
         }
     }
@@ -346,11 +350,7 @@ impl Driver {
     fn read(&mut self, i: usize, round: &mut Round, buf: &mut [u8], tally: &mut Tally) {
         loop {
             match self.conns[i].read(buf) {
-                Ok(0) => {
-                    round.alive = false;
-                    tally.errors += 1;
-                    return;
-                }
+                Ok(0) => return round.lose(tally),
                 Ok(n) => {
                     round.received += n;
                     let measuring = self.measuring();
@@ -381,11 +381,7 @@ impl Driver {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    round.alive = false;
-                    tally.errors += 1;
-                    return;
-                }
+                Err(_) => return round.lose(tally),
             }
         }
     }
