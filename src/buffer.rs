@@ -195,6 +195,8 @@ impl RingBuffer {
 pub struct RingPool {
     classes: Vec<Vec<Box<[u8]>>>,
     per_class: usize,
+    /// Bytes of the blocks handed out and not yet given back.
+    in_use: usize,
 }
 
 impl RingPool {
@@ -203,6 +205,7 @@ impl RingPool {
         Self {
             classes: Vec::new(),
             per_class,
+            in_use: 0,
         }
     }
 
@@ -213,6 +216,7 @@ impl RingPool {
     /// A block of at least `min` bytes, rounded up to a power of two.
     pub fn take(&mut self, min: usize) -> Box<[u8]> {
         let size = min.next_power_of_two();
+        self.in_use += size;
         self.classes
             .get_mut(Self::class_of(size))
             .and_then(Vec::pop)
@@ -221,7 +225,11 @@ impl RingPool {
 
     /// Returns a block; dropped when its class is full or it is not a power of two.
     pub fn give(&mut self, block: Box<[u8]>) {
-        if block.is_empty() || !block.len().is_power_of_two() {
+        if block.is_empty() {
+            return;
+        }
+        self.in_use = self.in_use.saturating_sub(block.len());
+        if !block.len().is_power_of_two() {
             return;
         }
         let class = Self::class_of(block.len());
@@ -231,6 +239,11 @@ impl RingPool {
         if self.classes[class].len() < self.per_class {
             self.classes[class].push(block);
         }
+    }
+
+    /// Bytes of the blocks connections hold now.
+    pub fn in_use(&self) -> usize {
+        self.in_use
     }
 
     /// Bytes held by free blocks.

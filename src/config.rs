@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::access::{Access, AuthToken};
 use crate::net::listener::default_unix_path;
 use crate::net::tuning::{Preset, SocketOptions};
 
@@ -165,6 +166,30 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_UNIX_MODE", value_name = "OCTAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix_mode: Option<String>,
+    /// Owner of the Unix socket file: a user name or uid [default: the daemon's user]
+    #[arg(long, env = "JUNCTION_UNIX_OWNER", value_name = "USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_owner: Option<String>,
+    /// Group of the Unix socket file: a group name or gid [default: the daemon's group]
+    #[arg(long, env = "JUNCTION_UNIX_GROUP", value_name = "GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix_group: Option<String>,
+    /// Users allowed on the Unix socket: comma-separated names or uids, or "any" [default: the daemon's user and root]
+    #[arg(long, env = "JUNCTION_ALLOW_UIDS", value_name = "USERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_uids: Option<String>,
+    /// Groups (a peer's primary group) allowed on the Unix socket: comma-separated names or gids [default: none]
+    #[arg(long, env = "JUNCTION_ALLOW_GIDS", value_name = "GROUPS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_gids: Option<String>,
+    /// File holding the token TCP clients must send with rpc.auth before anything else [default: none]
+    #[arg(long, env = "JUNCTION_AUTH_TOKEN_FILE", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Refuse to listen on a non-loopback TCP address without an auth token [default: true]
+    #[arg(long, env = "JUNCTION_PROTECTED_MODE", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected_mode: Option<bool>,
     /// TCP address to listen on, or "off" [default: 127.0.0.1:7710]
     #[arg(long, env = "JUNCTION_TCP", value_name = "HOST:PORT|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -189,6 +214,10 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_MAX_OUTPUT", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output: Option<ByteSize>,
+    /// Ring and output buffer memory of all connections together past which none is read until some drains [default: 1GiB]
+    #[arg(long, env = "JUNCTION_MAX_BUFFER_MEMORY", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_buffer_memory: Option<ByteSize>,
     /// Most entries in one JSON-RPC batch [default: 1024]
     #[arg(long, env = "JUNCTION_MAX_BATCH", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,8 +337,9 @@ impl Settings {
 
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
-        merge_fields!(self, lower; unix, unix_mode, tcp, backlog, workers, queue, max_frame, max_output,
-            max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
+        merge_fields!(self, lower; unix, unix_mode, unix_owner, unix_group, allow_uids, allow_gids,
+            auth_token_file, protected_mode, tcp, backlog, workers, queue, max_frame, max_output,
+            max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
             tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
@@ -324,6 +354,16 @@ pub struct Config {
     pub unix: Option<PathBuf>,
     /// Socket file mode.
     pub unix_mode: u32,
+    /// Socket file owner (uid); None: the daemon's.
+    pub unix_owner: Option<u32>,
+    /// Socket file group (gid); None: the daemon's.
+    pub unix_group: Option<u32>,
+    /// Who may connect: the Unix allow-list and the TCP auth token.
+    pub access: Access,
+    /// Where the auth token was read from (shown instead of the token).
+    pub auth_token_file: Option<PathBuf>,
+    /// Refuse a non-loopback TCP address without a token.
+    pub protected_mode: bool,
     /// TCP address; None when off.
     pub tcp: Option<SocketAddr>,
     /// Listen backlog.
@@ -336,6 +376,8 @@ pub struct Config {
     pub max_frame: usize,
     /// Pending output at which a connection stops being read.
     pub max_output: usize,
+    /// Buffer memory of all connections past which none gets more to read into.
+    pub max_buffer_memory: usize,
     /// Most entries in a batch.
     pub max_batch: usize,
     /// Most open connections.
@@ -363,12 +405,18 @@ impl Default for Config {
         Self {
             unix: Some(default_unix_path()),
             unix_mode: 0o600,
+            unix_owner: None,
+            unix_group: None,
+            access: Access::default(),
+            auth_token_file: None,
+            protected_mode: true,
             tcp: DEFAULT_TCP.parse().ok(),
             backlog: 4096,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 65536,
             max_frame: 1 << 20,
             max_output: 4 << 20,
+            max_buffer_memory: 1 << 30,
             max_batch: 1024,
             max_connections: 10_000,
             sniff_timeout: Duration::from_secs(5),
@@ -407,6 +455,27 @@ impl Config {
                         format_args!("{mode:?} is not an octal mode like 0600"),
                     )
                 })?;
+        }
+        config.unix_owner = settings.unix_owner.as_deref().map(user_id).transpose()?;
+        config.unix_group = settings.unix_group.as_deref().map(group_id).transpose()?;
+        if let Some(users) = &settings.allow_uids {
+            if users.trim() == "any" {
+                config.access.allow.any = true;
+                config.access.allow.uids.clear();
+            } else {
+                config.access.allow.uids = id_list(users, user_id)?;
+            }
+        }
+        if let Some(groups) = &settings.allow_gids {
+            config.access.allow.gids = id_list(groups, group_id)?;
+        }
+        if let Some(path) = settings.auth_token_file {
+            let token = AuthToken::from_file(&path).map_err(|e| invalid("auth-token-file", e))?;
+            config.access.token = Some(token);
+            config.auth_token_file = Some(path);
+        }
+        if let Some(on) = settings.protected_mode {
+            config.protected_mode = on;
         }
         if let Some(tcp) = settings.tcp {
             config.tcp = match tcp.as_str() {
@@ -454,6 +523,12 @@ impl Config {
             }
             config.max_output = size as usize;
         }
+        if let Some(ByteSize(size)) = settings.max_buffer_memory {
+            if size < 1 << 20 {
+                return Err(invalid("max-buffer-memory", "must be at least 1MiB"));
+            }
+            config.max_buffer_memory = usize::try_from(size).unwrap_or(usize::MAX);
+        }
         if let Some(Span(t)) = settings.sniff_timeout {
             config.sniff_timeout = t;
         }
@@ -482,12 +557,24 @@ impl Config {
                     .map_or("off".into(), |p| p.display().to_string()),
             ),
             unix_mode: Some(format!("{:04o}", self.unix_mode)),
+            unix_owner: self.unix_owner.map(|uid| uid.to_string()),
+            unix_group: self.unix_group.map(|gid| gid.to_string()),
+            allow_uids: Some(if self.access.allow.any {
+                "any".into()
+            } else {
+                join_ids(&self.access.allow.uids)
+            }),
+            allow_gids: Some(join_ids(&self.access.allow.gids)),
+            // The token itself is never rendered.
+            auth_token_file: self.auth_token_file.clone(),
+            protected_mode: Some(self.protected_mode),
             tcp: Some(self.tcp.map_or("off".into(), |a| a.to_string())),
             backlog: Some(self.backlog),
             workers: Some(self.workers),
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),
             max_output: Some(ByteSize(self.max_output as u64)),
+            max_buffer_memory: Some(ByteSize(self.max_buffer_memory as u64)),
             max_batch: Some(self.max_batch),
             max_connections: Some(self.max_connections),
             sniff_timeout: Some(Span(self.sniff_timeout)),
@@ -519,6 +606,46 @@ impl Config {
     pub fn render(&self) -> String {
         toml::to_string(&self.to_settings()).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// A user name or numeric uid.
+fn user_id(name: &str) -> Result<u32, ConfigError> {
+    let name = name.trim();
+    if let Ok(uid) = name.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        _ => Err(invalid("user", format_args!("no user named {name:?}"))),
+    }
+}
+
+/// A group name or numeric gid.
+fn group_id(name: &str) -> Result<u32, ConfigError> {
+    let name = name.trim();
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(invalid("group", format_args!("no group named {name:?}"))),
+    }
+}
+
+/// A comma-separated list of names or ids ("" is the empty list).
+fn id_list(
+    text: &str,
+    resolve: fn(&str) -> Result<u32, ConfigError>,
+) -> Result<Vec<u32>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(resolve)
+        .collect()
+}
+
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The preset named by `tuning`, with each option set on its own applied over it.

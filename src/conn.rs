@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::access::{Gate, Peer};
 use crate::buffer::{RING_MIN, RingBuffer};
-use crate::dispatch::{Dispatcher, PendingBatch, Shared};
+use crate::dispatch::{AuthOutcome, Dispatcher, PendingBatch, Shared};
 use crate::error::{ErrorCode, RpcError};
 use crate::net::Transport;
 use crate::proto::jsonrpc::{self, Line};
 use crate::proto::mcp1::{self, HEADER_LEN, Next};
 use crate::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
+use crate::stats::ClientInfo;
 use crate::workers::{Completion, ConnRef};
 use crate::write_queue::WriteQueue;
 
@@ -38,6 +40,7 @@ macro_rules! dispatcher {
             out: &mut $conn.out,
             batches: &mut $conn.batches,
             in_flight: &mut $conn.in_flight,
+            parked: &mut $conn.parked,
             shared: $shared,
         }
     };
@@ -106,13 +109,17 @@ pub enum Timeout {
 #[derive(Debug)]
 pub struct Connection {
     id: ConnRef,
-    transport: Transport,
+    peer: Peer,
+    gate: Gate,
     phase: Phase,
     input: Input,
     ring: RingBuffer,
     out: WriteQueue,
     batches: Slab<PendingBatch>,
     in_flight: usize,
+    /// Jobs waiting on the loop for room in the worker queue: not read meanwhile.
+    parked: u32,
+    accepted: Instant,
     /// Last read or write progress.
     last_activity: Instant,
     /// When the partial frame at the front of the ring began to arrive.
@@ -126,16 +133,20 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A fresh connection, sniffing, accepted at `now`.
-    pub fn new(id: ConnRef, transport: Transport, now: Instant) -> Self {
+    /// A fresh connection from `peer`, sniffing, accepted at `now`; `gate`
+    /// says whether it is served, refused, or must authenticate first.
+    pub fn new(id: ConnRef, peer: Peer, gate: Gate, now: Instant) -> Self {
         Self {
+            peer,
+            gate,
+            parked: 0,
+            accepted: now,
             last_activity: now,
             frame_started: None,
             stalled_since: None,
             paused: false,
             gauged: 0,
             id,
-            transport,
             phase: Phase::Sniffing,
             input: Input::Open,
             ring: RingBuffer::new(),
@@ -152,7 +163,39 @@ impl Connection {
 
     /// The transport it came in on.
     pub fn transport(&self) -> Transport {
-        self.transport
+        self.peer.transport()
+    }
+
+    /// Who is at the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// What `rpc.clients` shows of it at `now`.
+    pub fn info(&self, now: Instant) -> ClientInfo {
+        let cred = match &self.peer {
+            Peer::Unix(cred) => *cred,
+            Peer::Tcp(_) => None,
+        };
+        let since = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+        ClientInfo {
+            id: self.id.token,
+            transport: self.transport(),
+            protocol: self.protocol(),
+            pid: cred.and_then(|c| c.pid),
+            uid: cred.map(|c| c.uid),
+            gid: cred.map(|c| c.gid),
+            address: match &self.peer {
+                Peer::Tcp(addr) => addr.map(|a| a.to_string()),
+                Peer::Unix(_) => None,
+            },
+            authenticated: self.gate == Gate::Open,
+            age_secs: since(self.accepted),
+            idle_secs: since(self.last_activity),
+            in_flight: self.in_flight,
+            output_bytes: self.out.len(),
+            paused: !self.wants_input() && self.input == Input::Open,
+        }
     }
 
     /// The protocol, once sniffed.
@@ -171,7 +214,13 @@ impl Connection {
 
     /// True while the backend should read from the socket.
     pub fn wants_input(&self) -> bool {
-        self.input != Input::Ended && !self.paused
+        self.input != Input::Ended && !self.paused && self.parked == 0
+    }
+
+    /// True while input waits on the daemon (output backpressure, or a job
+    /// parked for a full worker queue) rather than on the peer.
+    fn held(&self) -> bool {
+        self.paused || self.parked > 0
     }
 
     /// True while backpressure holds the connection's input.
@@ -208,13 +257,28 @@ impl Connection {
             return None;
         }
         self.paused = false;
+        self.continue_input(shared, scratch)
+    }
+
+    /// One of its parked jobs went to the pool. Like [`Connection::resume`]:
+    /// Some(read_again) once nothing holds its input any more.
+    pub fn unpark(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) -> Option<bool> {
+        self.parked = self.parked.saturating_sub(1);
+        self.continue_input(shared, scratch)
+    }
+
+    /// Parses what the ring still holds once nothing holds the input.
+    fn continue_input(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) -> Option<bool> {
+        if self.held() {
+            return None;
+        }
         match self.phase {
             Phase::Sniffing => {}
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
         }
         self.account_output(shared);
-        Some(!self.paused)
+        Some(self.wants_input())
     }
 
     /// Requests handed to the pool and not yet answered.
@@ -223,19 +287,32 @@ impl Connection {
     }
 
     /// The free space to read into, grown when full (up to what the largest
-    /// frame needs).
-    pub fn read_space(&mut self, shared: &mut Shared<'_>) -> &mut RingBuffer {
+    /// frame needs). None while buffer memory is past its limit: the
+    /// connection must wait until other connections free some.
+    pub fn read_space(&mut self, shared: &mut Shared<'_>) -> Option<&mut RingBuffer> {
         // The largest frame plus its framing: a line's \r\n or an MCP1 header.
         let max_ring = (shared.limits.max_frame + HEADER_LEN + 2)
             .next_power_of_two()
             .max(RING_MIN);
-        if !self.ring.has_storage() {
-            self.ring.reserve(RING_MIN, shared.rings);
+        let wanted = if !self.ring.has_storage() {
+            RING_MIN
         } else if self.ring.free() == 0 && self.ring.capacity() < max_ring {
-            let doubled = self.ring.capacity() * 2;
-            self.ring.reserve(doubled, shared.rings);
+            self.ring.capacity() * 2
+        } else {
+            0
+        };
+        // Past the limit, connections holding buffers wait; those holding
+        // none may use a small reserve, so heavy peers cannot stall the rest.
+        let limit = shared.limits.max_buffer_memory;
+        let heavy = !self.out.is_empty() || !self.ring.is_empty();
+        let ceiling = if heavy { limit } else { limit + limit / 16 };
+        if shared.buffer_memory() + wanted >= ceiling {
+            return None;
         }
-        &mut self.ring
+        if wanted > 0 {
+            self.ring.reserve(wanted, shared.rings);
+        }
+        Some(&mut self.ring)
     }
 
     /// Handles `n` bytes just read into the ring at `now`.
@@ -282,9 +359,9 @@ impl Connection {
         {
             return Some(Timeout::Write);
         }
-        // A paused connection's partial frame waits on us, not on the peer.
+        // A held connection's partial frame waits on us, not on the peer.
         if self.input == Input::Open
-            && !self.paused
+            && !self.held()
             && self
                 .frame_started
                 .is_some_and(|since| expired(since, limits.frame))
@@ -334,8 +411,7 @@ impl Connection {
             match self.phase {
                 Phase::Sniffing => {}
                 Phase::JsonRpc { .. } if len <= shared.limits.max_frame => {
-                    let line = self.ring.frame(0, len, scratch);
-                    dispatcher!(self, shared).jsonrpc_line(line);
+                    self.take_line(len, len, shared, scratch);
                 }
                 Phase::JsonRpc { .. } => self.line_too_long(shared),
                 Phase::Mcp1 => self.mcp1_truncated(shared),
@@ -418,15 +494,17 @@ impl Connection {
         self.ring.peek(&mut first[..seen]);
         match proto::sniff(&first[..seen]) {
             Sniff::NeedMore => {}
-            Sniff::Detected(Protocol::JsonRpc) => {
-                self.phase = Phase::JsonRpc { scanned: 0 };
-                let stats = shared.stats().protocol(Protocol::JsonRpc);
+            Sniff::Detected(protocol) => {
+                self.phase = match protocol {
+                    Protocol::JsonRpc => Phase::JsonRpc { scanned: 0 },
+                    Protocol::Mcp1 => Phase::Mcp1,
+                };
+                let stats = shared.stats().protocol(protocol);
                 stats.connections.fetch_add(1, Relaxed);
-            }
-            Sniff::Detected(Protocol::Mcp1) => {
-                self.phase = Phase::Mcp1;
-                let stats = shared.stats().protocol(Protocol::Mcp1);
-                stats.connections.fetch_add(1, Relaxed);
+                if self.gate == Gate::Denied {
+                    self.dispatcher(shared).deny(protocol);
+                    self.refuse(shared, b"");
+                }
             }
             Sniff::Unknown => {
                 shared.stats().sniff_rejected.fetch_add(1, Relaxed);
@@ -437,17 +515,13 @@ impl Connection {
 
     fn parse_jsonrpc(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
         while let Phase::JsonRpc { scanned } = self.phase {
-            if self.out.len() >= shared.limits.max_output {
-                // Backpressure: the rest of the ring waits until output drains.
-                self.account_output(shared);
+            if self.input != Input::Open || self.must_wait(shared) {
                 return;
             }
             match jsonrpc::next_line(&self.ring, scanned, shared.limits.max_frame) {
                 Line::Complete { len, consumed } => {
-                    let line = self.ring.frame(0, len, scratch);
-                    dispatcher!(self, shared).jsonrpc_line(line);
-                    self.ring.consume(consumed);
                     self.phase = Phase::JsonRpc { scanned: 0 };
+                    self.take_line(len, consumed, shared, scratch);
                 }
                 Line::Partial { scanned } => {
                     self.phase = Phase::JsonRpc { scanned };
@@ -464,16 +538,21 @@ impl Connection {
 
     fn parse_mcp1(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
         while self.input == Input::Open {
-            if self.out.len() >= shared.limits.max_output {
-                self.account_output(shared);
+            if self.must_wait(shared) {
                 return;
             }
             match mcp1::next_frame(&self.ring, shared.limits.max_frame) {
                 Next::NeedMore => return,
                 Next::Frame(header) => {
                     let payload = self.ring.frame(HEADER_LEN, header.length as usize, scratch);
-                    dispatcher!(self, shared).mcp1_frame(&header, payload);
+                    let outcome = if self.gate == Gate::Open {
+                        dispatcher!(self, shared).mcp1_frame(&header, payload);
+                        AuthOutcome::Passed
+                    } else {
+                        dispatcher!(self, shared).authenticate_mcp1(&header, payload)
+                    };
                     self.ring.consume(header.frame_len());
+                    self.after_auth(outcome, shared);
                 }
                 Next::Error(error) => {
                     self.dispatcher(shared).mcp1_frame_error(&error);
@@ -483,6 +562,46 @@ impl Connection {
                     }
                     self.ring.consume(error.skip_len());
                 }
+            }
+        }
+    }
+
+    /// Backpressure (output at its cap) or a parked job: the rest of the
+    /// ring waits.
+    fn must_wait(&mut self, shared: &mut Shared<'_>) -> bool {
+        if self.out.len() >= shared.limits.max_output {
+            self.account_output(shared);
+        }
+        self.held()
+    }
+
+    /// Answers the line at the front of the ring (`len` bytes, `consumed`
+    /// with its terminator), or judges it as the authentication.
+    fn take_line(
+        &mut self,
+        len: usize,
+        consumed: usize,
+        shared: &mut Shared<'_>,
+        scratch: &mut Vec<u8>,
+    ) {
+        let line = self.ring.frame(0, len, scratch);
+        let outcome = if self.gate == Gate::Open {
+            dispatcher!(self, shared).jsonrpc_line(line);
+            AuthOutcome::Passed
+        } else {
+            dispatcher!(self, shared).authenticate_jsonrpc(line)
+        };
+        self.ring.consume(consumed);
+        self.after_auth(outcome, shared);
+    }
+
+    fn after_auth(&mut self, outcome: AuthOutcome, shared: &mut Shared<'_>) {
+        match outcome {
+            AuthOutcome::Passed => self.gate = Gate::Open,
+            AuthOutcome::Waiting => {}
+            AuthOutcome::Refused => {
+                tracing::warn!(conn = self.id.token, peer = %self.peer, "authentication failed; closing");
+                self.refuse(shared, b"");
             }
         }
     }

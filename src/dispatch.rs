@@ -2,12 +2,14 @@
 //! handler (run here, answered straight into the write queue) or to the
 //! worker pool, assembles batch responses, and takes completions back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::value::RawValue;
 use slab::Slab;
 
+use crate::access::{AUTH_METHOD, offered_token};
 use crate::buffer::RingPool;
 use crate::error::{ErrorCode, RpcError};
 use crate::proto::Protocol;
@@ -18,6 +20,17 @@ use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef, Job, OwnedParams, ReplyTo, SubmitError, WorkerPool};
 use crate::write_queue::{ChunkPool, WriteQueue};
 
+/// What a connection that must authenticate does after its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The token matched: serve requests from now on.
+    Passed,
+    /// Nothing to judge yet (a blank line).
+    Waiting,
+    /// No token, a wrong one, or another request first: the error is sent; close.
+    Refused,
+}
+
 /// Limits every connection applies.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -27,6 +40,9 @@ pub struct Limits {
     pub max_batch: usize,
     /// Pending output at which a connection stops being read (backpressure).
     pub max_output: usize,
+    /// Ring storage plus pending output, all connections together, past
+    /// which no connection gets more ring storage to read into.
+    pub max_buffer_memory: usize,
 }
 
 /// What connections borrow from the loop while they run.
@@ -41,12 +57,31 @@ pub struct Shared<'a> {
     pub chunks: &'a mut ChunkPool,
     /// Limits.
     pub limits: Limits,
+    /// Jobs the loop holds instead of the pool.
+    pub held: &'a mut Held,
+}
+
+/// Jobs the loop holds rather than the pool: loop-mode calls to run once the
+/// current read is parsed, and pooled jobs that found the worker queue full.
+/// A connection with a parked job is not read until the job is queued, so a
+/// full queue pushes back on reading, not on memory.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// [`Mode::Loop`] calls, run by the loop after this turn's reads.
+    pub on_loop: Vec<Job>,
+    /// Pooled jobs waiting for room in the queue, oldest first.
+    pub parked: VecDeque<Job>,
 }
 
 impl Shared<'_> {
     /// The server's counters.
     pub fn stats(&self) -> &Stats {
         self.context.stats()
+    }
+
+    /// Ring storage held plus output pending, all connections together.
+    pub fn buffer_memory(&self) -> usize {
+        self.rings.in_use() + self.stats().output_buffered.load(Relaxed) as usize
     }
 }
 
@@ -73,8 +108,10 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
     pub batches: &'c mut Slab<PendingBatch>,
-    /// Its jobs at the pool.
+    /// Its jobs at the pool (or held by the loop).
     pub in_flight: &'c mut usize,
+    /// Its jobs parked while the worker queue is full.
+    pub parked: &'c mut u32,
     /// The loop's shared state.
     pub shared: &'s mut Shared<'a>,
 }
@@ -173,6 +210,85 @@ impl Dispatcher<'_, '_, '_> {
         }
     }
 
+    /// Handles a JSON-RPC line on a connection that must authenticate first.
+    pub fn authenticate_jsonrpc(&mut self, line: &[u8]) -> AuthOutcome {
+        let message = jsonrpc::parse_line(line, self.shared.limits.max_batch);
+        let (id, offer) = match message {
+            Message::Blank => return AuthOutcome::Waiting,
+            Message::Single(Entry::Request { id, method, params }) if method == AUTH_METHOD => {
+                (id, Some(params.map_or(Params::None, Params::Json)))
+            }
+            Message::Single(Entry::Request { id, .. } | Entry::Invalid { id, .. }) => (id, None),
+            _ => (None, None),
+        };
+        self.count_frame(Protocol::JsonRpc);
+        self.authenticate(Answer::JsonRpc { id, batch: None }, offer)
+    }
+
+    /// Handles an MCP1 frame on a connection that must authenticate first.
+    pub fn authenticate_mcp1(&mut self, header: &Header, payload: &[u8]) -> AuthOutcome {
+        self.count_frame(Protocol::Mcp1);
+        let id = (header.kind == Kind::Request).then_some(header.id);
+        let offer = match header.kind {
+            Kind::Request | Kind::Notification => mcp1::parse_request(header, payload)
+                .ok()
+                .filter(|request| request.method == AUTH_METHOD)
+                .map(|request| request.params),
+            _ => None,
+        };
+        self.authenticate(Answer::Mcp1 { id }, offer)
+    }
+
+    /// Checks the token of an `rpc.auth` call (`offer` None: the first
+    /// request was something else) and answers either way.
+    fn authenticate(&mut self, answer: Answer<'_>, offer: Option<Params<'_>>) -> AuthOutcome {
+        let access = self.shared.context.access();
+        let verdict = match (offer, &access.token) {
+            (None, _) => {
+                Err("authentication required: the first request must be rpc.auth with the token")
+            }
+            (Some(params), Some(token)) => match offered_token(params) {
+                Some(offered) if token.matches(&offered) => Ok(()),
+                Some(_) => Err("authentication failed: wrong token"),
+                None => Err("rpc.auth takes {\"token\": \"...\"} (or [\"...\"], or a raw body)"),
+            },
+            (Some(_), None) => Ok(()), // No token configured: nothing to check.
+        };
+        match verdict {
+            Ok(()) => {
+                Stats::bump(&self.shared.stats().auth_successes);
+                self.send_result(answer, |reply| reply.json(&true));
+                AuthOutcome::Passed
+            }
+            Err(why) => {
+                Stats::bump(&self.shared.stats().auth_failures);
+                // A refusal is always answered; over MCP1 with id 0 when the frame had none.
+                let answer = match answer {
+                    Answer::Mcp1 { id: None } => Answer::Mcp1 { id: Some(0) },
+                    other => other,
+                };
+                self.send_error(answer, &RpcError::with(ErrorCode::Unauthorized, why));
+                AuthOutcome::Refused
+            }
+        }
+    }
+
+    /// Tells a peer refused by the allow-list why, in its protocol.
+    pub fn deny(&mut self, protocol: Protocol) {
+        let error = RpcError::with(
+            ErrorCode::AccessDenied,
+            "this user may not use the daemon's socket (see allow-uids / allow-gids)",
+        );
+        let answer = match protocol {
+            Protocol::JsonRpc => Answer::JsonRpc {
+                id: None,
+                batch: None,
+            },
+            Protocol::Mcp1 => Answer::Mcp1 { id: Some(0) },
+        };
+        self.send_error(answer, &error);
+    }
+
     /// Handles one whole MCP1 frame.
     pub fn mcp1_frame(&mut self, header: &Header, payload: &[u8]) {
         self.count_frame(Protocol::Mcp1);
@@ -229,45 +345,58 @@ impl Dispatcher<'_, '_, '_> {
             }
             return;
         };
-        if handler.mode() == Mode::Pooled {
-            let job = Job {
-                conn: self.conn,
-                method: Arc::clone(handler),
-                params: OwnedParams::from(params),
-                reply: answer.to_owned(),
+        if handler.mode() == Mode::Inline {
+            let call = Call {
+                method,
+                params,
+                context,
+                clients: None,
             };
-            return self.submit(job, answer);
+            return self.send_result(answer, |reply| handler.invoke(&call, reply));
         }
-        let call = Call {
-            method,
-            params,
-            context,
+        let job = Job {
+            conn: self.conn,
+            method: Arc::clone(handler),
+            params: OwnedParams::from(params),
+            reply: answer.to_owned(),
         };
-        self.send_result(answer, |reply| handler.invoke(&call, reply));
+        if handler.mode() == Mode::Loop {
+            self.shared.held.on_loop.push(job);
+            return self.expect_completion(answer);
+        }
+        self.submit(job, answer);
     }
 
+    /// Queues a pooled job; a full queue parks it on the loop (oldest first)
+    /// and the connection stops being read until it is queued.
     fn submit(&mut self, job: Job, answer: Answer<'_>) {
-        let error = match self.shared.workers.submit(job) {
-            Ok(()) => {
-                *self.in_flight += 1;
-                if let Some(b) = answer.batch().and_then(|key| self.batches.get_mut(key)) {
-                    b.waiting += 1;
+        let job = if self.shared.held.parked.is_empty() {
+            match self.shared.workers.submit(job) {
+                Ok(()) => return self.expect_completion(answer),
+                Err(SubmitError::Full(job)) => job,
+                Err(SubmitError::Closed(_)) => {
+                    if !answer.is_notification() {
+                        let error =
+                            RpcError::with(ErrorCode::ServerBusy, "the daemon is shutting down");
+                        self.send_error(answer, &error);
+                    }
+                    return;
                 }
-                return;
             }
-            Err(SubmitError::Full(_)) => {
-                Stats::bump(&self.shared.stats().rejected_busy);
-                RpcError::with(
-                    ErrorCode::ServerBusy,
-                    "the worker queue is full; retry later",
-                )
-            }
-            Err(SubmitError::Closed(_)) => {
-                RpcError::with(ErrorCode::ServerBusy, "the daemon is shutting down")
-            }
+        } else {
+            job // Others already wait: keep their order.
         };
-        if !answer.is_notification() {
-            self.send_error(answer, &error);
+        Stats::bump(&self.shared.stats().queue_full_waits);
+        self.shared.held.parked.push_back(job);
+        *self.parked += 1;
+        self.expect_completion(answer);
+    }
+
+    /// Counts a job whose answer comes back as a completion.
+    fn expect_completion(&mut self, answer: Answer<'_>) {
+        *self.in_flight += 1;
+        if let Some(b) = answer.batch().and_then(|key| self.batches.get_mut(key)) {
+            b.waiting += 1;
         }
     }
 

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     FrameTimeout,
     /// The daemon is out of file descriptors.
     OutOfDescriptors,
+    /// The peer's credentials are not on the allow-list.
+    AccessDenied,
+    /// The connection must authenticate first, or presented a wrong token.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -45,6 +49,8 @@ impl ErrorCode {
             Self::UnsupportedEncoding => -32003,
             Self::FrameTimeout => -32004,
             Self::OutOfDescriptors => -32005,
+            Self::AccessDenied => -32006,
+            Self::Unauthorized => -32007,
         }
     }
 
@@ -62,6 +68,8 @@ impl ErrorCode {
             Self::UnsupportedEncoding => "Unsupported body encoding",
             Self::FrameTimeout => "Frame timeout",
             Self::OutOfDescriptors => "Out of file descriptors",
+            Self::AccessDenied => "Access denied",
+            Self::Unauthorized => "Unauthorized",
         }
     }
 }

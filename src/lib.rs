@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod buffer;
 pub mod client;
 pub mod config;

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::access::{AUTH_METHOD, offered_token};
+use crate::error::{ErrorCode, RpcError};
 use crate::router::{Mode, Params, Router, RouterError};
 
 /// One entry of `rpc.methods`.
@@ -12,7 +14,8 @@ struct MethodInfo<'a> {
     mode: Mode,
 }
 
-/// Adds `rpc.ping`, `rpc.echo`, `rpc.stats` and `rpc.methods` to `router`.
+/// Adds `rpc.ping`, `rpc.echo`, `rpc.stats`, `rpc.methods`, `rpc.clients`
+/// and `rpc.auth` to `router`.
 pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
     router.insert(
         "rpc.ping",
@@ -56,6 +59,31 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
                 })
                 .collect();
             reply.json(&list)
+        }),
+    )?;
+    router.insert(
+        "rpc.clients",
+        "lists open connections: transport, protocol, peer pid/uid/gid or address, age, in-flight work",
+        Mode::Loop,
+        Box::new(|call, reply| reply.json(&call.clients.unwrap_or_default())),
+    )?;
+    router.insert(
+        AUTH_METHOD,
+        "authenticates a TCP connection: {\"token\": \"...\"}; must be its first request when a token is set",
+        Mode::Inline,
+        Box::new(|call, reply| {
+            // The first request of a connection that must authenticate never
+            // gets here (the connection judges it); this answers later calls.
+            let Some(token) = &call.context.access().token else {
+                return Err(RpcError::with(
+                    ErrorCode::Unauthorized,
+                    "authentication is not enabled on this daemon (no auth-token-file)",
+                ));
+            };
+            match offered_token(call.params) {
+                Some(offered) if token.matches(&offered) => reply.json(&true),
+                _ => Err(RpcError::with(ErrorCode::Unauthorized, "wrong or missing token")),
+            }
         }),
     )?;
     Ok(())

@@ -18,16 +18,17 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::access::Gate;
 use crate::buffer::RingPool;
 use crate::conn::{Connection, Finish, Timeout, Timeouts};
-use crate::dispatch::{Limits, Shared};
+use crate::dispatch::{Held, Limits, Shared};
 use crate::error::{ErrorCode, RpcError};
 use crate::net::tuning::SocketOptions;
 use crate::net::{Listener, Stream, Transport};
 use crate::proto::jsonrpc;
 use crate::router::Context;
 use crate::stats::Stats;
-use crate::workers::{Completions, ConnRef, WorkerPool};
+use crate::workers::{Completion, Completions, ConnRef, SubmitError, WorkerPool};
 use crate::write_queue::{ChunkPool, MAX_IOVECS};
 
 /// The token of the waker the pool and the shutdown handle use.
@@ -92,6 +93,7 @@ macro_rules! shared {
             rings: &mut $reactor.rings,
             chunks: &mut $reactor.chunks,
             limits: $reactor.config.limits,
+            held: &mut $reactor.held,
         }
     };
 }
@@ -129,6 +131,12 @@ pub struct Reactor {
     expired: Vec<(usize, Timeout)>,
     /// Whether each transport's accepted-socket options were recorded.
     socket_recorded: [bool; 2],
+    /// Loop-mode calls to run, and jobs parked while the worker queue is full.
+    held: Held,
+    /// Connections waiting for buffer memory before they can be read.
+    starved: Vec<usize>,
+    /// When a refused peer was last logged, and how many since.
+    denial_warning: (Option<Instant>, u64),
 }
 
 impl Reactor {
@@ -168,6 +176,9 @@ impl Reactor {
             fd_warning: (None, 0),
             expired: Vec::new(),
             socket_recorded: [false; 2],
+            held: Held::default(),
+            starved: Vec::new(),
+            denial_warning: (None, 0),
         }
         .with_sweep())
     }
@@ -228,9 +239,12 @@ impl Reactor {
             for key in carried {
                 self.read(key, true);
             }
+            self.run_loop_jobs();
             self.take_completions();
+            self.queue_parked();
             self.flush_dirty();
             self.fire_timers();
+            self.feed_starved();
             if self.shutdown.load(Relaxed) && self.drain_deadline.is_none() {
                 self.begin_drain();
             }
@@ -245,6 +259,7 @@ impl Reactor {
                     );
                     // Jobs still queued are dropped; running ones end on their own.
                     self.workers.abandon();
+                    self.held.parked.clear();
                     return Ok(());
                 }
             }
@@ -354,6 +369,18 @@ impl Reactor {
         }
     }
 
+    /// Logs a peer refused by the allow-list, at most once per
+    /// FD_WARNING_EVERY with a count of the rest.
+    fn warn_denied(&mut self, peer: &crate::access::Peer) {
+        let (last, count) = &mut self.denial_warning;
+        *count += 1;
+        if last.is_none_or(|at| self.now.duration_since(at) >= FD_WARNING_EVERY) {
+            tracing::warn!(peer = %peer, refused = *count, "connection refused: peer not on the allow-list (allow-uids / allow-gids)");
+            *last = Some(self.now);
+            *count = 0;
+        }
+    }
+
     fn admit(&mut self, mut stream: Stream) {
         let transport = stream.transport();
         if self.clients.len() >= self.config.max_connections {
@@ -376,6 +403,13 @@ impl Reactor {
             );
             return;
         }
+        let peer = stream.identity();
+        let gate = self.context.access().gate(&peer);
+        if gate == Gate::Denied {
+            // Answered with an error once its protocol is known, then closed.
+            Stats::bump(&self.stats().access_denied);
+            self.warn_denied(&peer);
+        }
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -391,7 +425,7 @@ impl Reactor {
             tracing::warn!(error = %e, "cannot register a new connection");
             return;
         }
-        tracing::debug!(conn = key, peer = %stream.peer(), transport = transport.name(), "accepted");
+        tracing::debug!(conn = key, peer = %peer, "accepted");
         if !self.socket_recorded[transport as usize] {
             // The first connection of each transport shows what the kernel took.
             self.socket_recorded[transport as usize] = true;
@@ -400,7 +434,7 @@ impl Reactor {
         }
         entry.insert(Client {
             stream,
-            conn: Connection::new(id, transport, self.now),
+            conn: Connection::new(id, peer, gate, self.now),
             lingering: false,
         });
         let stats = self.stats().transport(transport);
@@ -423,13 +457,19 @@ impl Reactor {
         };
         let mut budget_used = true;
         let mut failed = false;
+        let mut starved = false;
         for _ in 0..READS_PER_TURN {
             if !client.conn.wants_input() {
                 budget_used = false;
                 break;
             }
             let result = {
-                let ring = client.conn.read_space(&mut shared);
+                let Some(ring) = client.conn.read_space(&mut shared) else {
+                    // Buffer memory is at its limit: read once some is freed.
+                    starved = true;
+                    budget_used = false;
+                    break;
+                };
                 let mut iov = [IoSliceMut::new(&mut []), IoSliceMut::new(&mut [])];
                 let used = ring.space_iovecs(&mut iov);
                 let room = iov[..used].iter().map(|s| s.len()).sum::<usize>();
@@ -485,25 +525,90 @@ impl Reactor {
         if budget_used {
             self.unread.push(key);
         }
+        if starved {
+            Stats::bump(&self.stats().memory_waits);
+            self.starved.push(key);
+        }
         self.mark_dirty(key);
+    }
+
+    /// Reads the connections that waited for buffer memory, once there is
+    /// some: next turn, in the order they started waiting.
+    fn feed_starved(&mut self) {
+        self.stats()
+            .ring_bytes
+            .store(self.rings.in_use() as u64, Relaxed);
+        if self.starved.is_empty() {
+            return;
+        }
+        let shared = shared!(self);
+        if shared.buffer_memory() < self.config.limits.max_buffer_memory {
+            self.unread.append(&mut self.starved);
+        }
+    }
+
+    /// Runs the loop-mode calls read this turn, with a view of every
+    /// connection, and answers them like pool completions.
+    fn run_loop_jobs(&mut self) {
+        if self.held.on_loop.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let clients: Vec<_> = self.clients.iter().map(|(_, c)| c.conn.info(now)).collect();
+        let jobs = std::mem::take(&mut self.held.on_loop);
+        for job in jobs {
+            let done = job.run(&self.context, Some(&clients));
+            self.deliver(done);
+        }
+    }
+
+    /// Moves parked jobs to the pool while it has room; a connection whose
+    /// last parked job leaves is parsed and read again.
+    fn queue_parked(&mut self) {
+        while let Some(job) = self.held.parked.pop_front() {
+            let key = job.conn.token;
+            let alive = self
+                .clients
+                .get(key)
+                .is_some_and(|c| c.conn.id() == job.conn);
+            if !alive {
+                continue; // Its connection closed while it waited.
+            }
+            match self.workers.submit(job) {
+                Ok(()) => {}
+                // The pool closes only after the loop has stopped.
+                Err(SubmitError::Full(job) | SubmitError::Closed(job)) => {
+                    self.held.parked.push_front(job);
+                    return;
+                }
+            }
+            let mut shared = shared!(self);
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if let Some(read_again) = client.conn.unpark(&mut shared, &mut self.scratch) {
+                if read_again {
+                    self.unread.push(key);
+                }
+                self.dirty.push(key);
+            }
+        }
     }
 
     fn take_completions(&mut self) {
         let mut shared = shared!(self);
         let mut touched = std::mem::take(&mut self.touched);
         for done in self.completions.drain() {
-            let key = done.conn.token;
-            match self.clients.get_mut(key) {
-                Some(client) if client.conn.id() == done.conn => {
-                    client.conn.complete(done, &mut shared);
-                    touched.push(key);
-                }
-                // The connection closed while its job ran.
-                _ => shared.chunks.give(done.frame),
-            }
+            deliver(&mut self.clients, &mut shared, &mut touched, done);
         }
         self.dirty.append(&mut touched);
         self.touched = touched;
+    }
+
+    /// Hands one completion to its connection.
+    fn deliver(&mut self, done: Completion) {
+        let mut shared = shared!(self);
+        deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
     }
 
     fn mark_dirty(&mut self, key: usize) {
@@ -718,6 +823,24 @@ impl Reactor {
             self.mark_dirty(key);
         }
         self.flush_dirty();
+    }
+}
+
+/// Hands a completion to its connection, or drops it when the connection
+/// closed while the job ran.
+fn deliver(
+    clients: &mut Slab<Client>,
+    shared: &mut Shared<'_>,
+    touched: &mut Vec<usize>,
+    done: Completion,
+) {
+    let key = done.conn.token;
+    match clients.get_mut(key) {
+        Some(client) if client.conn.id() == done.conn => {
+            client.conn.complete(done, shared);
+            touched.push(key);
+        }
+        _ => shared.chunks.give(done.frame),
     }
 }
 

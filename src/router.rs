@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use crate::access::Access;
 use crate::error::RpcError;
-use crate::stats::Stats;
+use crate::stats::{ClientInfo, Stats};
 
 /// The signature every handler has.
 pub type Handler = dyn Fn(&Call<'_>, &mut Reply<'_>) -> Result<(), RpcError> + Send + Sync;
@@ -31,6 +32,9 @@ pub enum Mode {
     Inline,
     /// On the worker pool: anything that may block or take time.
     Pooled,
+    /// On the event loop once the current read is parsed, with a view of
+    /// every connection ([`Call::clients`]): for introspection.
+    Loop,
 }
 
 /// The params of a call, borrowed from the frame they arrived in.
@@ -68,6 +72,8 @@ pub struct Call<'a> {
     pub params: Params<'a>,
     /// The server's shared state.
     pub context: &'a Context,
+    /// Every open connection: Some only for [`Mode::Loop`] methods.
+    pub clients: Option<&'a [ClientInfo]>,
 }
 
 /// The result a handler writes; it lands directly in the response frame.
@@ -304,16 +310,33 @@ impl Router {
     }
 }
 
-/// What every handler can see of the server: its methods and its counters.
+/// What every handler can see of the server: its methods, its counters and
+/// its access policy.
 pub struct Context {
     router: Router,
     stats: Arc<Stats>,
+    access: Access,
 }
 
 impl Context {
-    /// Builds the context from a complete router.
+    /// Builds the context from a complete router (default access policy).
     pub fn new(router: Router, stats: Arc<Stats>) -> Self {
-        Self { router, stats }
+        Self {
+            router,
+            stats,
+            access: Access::default(),
+        }
+    }
+
+    /// The same context with this access policy.
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Who may connect, and the TCP auth token.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The method table.
@@ -343,6 +366,7 @@ impl Context {
             method,
             params: raw.map_or(Params::None, Params::Json),
             context: self,
+            clients: None,
         };
         let mut out = Vec::new();
         let mut reply = Reply::new(&mut out);

@@ -41,6 +41,14 @@ pub enum ServerError {
     /// The router clashes with the built-in methods.
     #[error("cannot install the built-in methods: {0}")]
     Router(#[from] RouterError),
+    /// A non-loopback TCP address without an auth token (protected mode).
+    #[error(
+        "refusing to listen on {0} without an auth token (protected mode): anyone who can reach \
+         that address could call every method. Set auth-token-file (clients then send rpc.auth \
+         first), listen on loopback (e.g. --tcp 127.0.0.1:7710), or turn protected mode off \
+         (--protected-mode false) if a firewall guards the port"
+    )]
+    Unprotected(SocketAddr),
     /// The poller, the waker or a worker thread could not be created, or polling failed.
     #[error("event loop: {0}")]
     Io(#[from] io::Error),
@@ -78,6 +86,12 @@ impl Server {
     /// Binds the configured listeners and installs the built-in methods
     /// beside the router's own.
     pub fn bind(config: &Config, router: Router) -> Result<Server, ServerError> {
+        if let Some(addr) = config.tcp {
+            let unprotected = !addr.ip().is_loopback() && config.access.token.is_none();
+            if unprotected && config.protected_mode {
+                return Err(ServerError::Unprotected(addr));
+            }
+        }
         let mut methods = Router::new();
         register_builtins(&mut methods)?;
         methods.merge(router)?;
@@ -86,7 +100,8 @@ impl Server {
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
         let mut listeners = Vec::new();
         if let Some(path) = &config.unix {
-            listeners.push(Listener::bind_unix(path, config.unix_mode, backlog)?);
+            let owner = (config.unix_owner, config.unix_group);
+            listeners.push(Listener::bind_unix(path, config.unix_mode, owner, backlog)?);
         }
         if let Some(addr) = config.tcp {
             match Listener::bind_tcp(addr, backlog, &config.sockets) {
@@ -98,7 +113,8 @@ impl Server {
                 }
             }
         }
-        let stats = Arc::new(Stats::new(config.workers));
+        let stats =
+            Arc::new(Stats::new(config.workers).with_memory_limit(config.max_buffer_memory));
         stats.record_socket(
             "backlog",
             json!({
@@ -115,7 +131,7 @@ impl Server {
             poll,
             waker,
             listeners,
-            context: Arc::new(Context::new(methods, stats)),
+            context: Arc::new(Context::new(methods, stats).with_access(config.access.clone())),
             config: config.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
         })
@@ -173,6 +189,7 @@ impl Server {
                 max_frame: self.config.max_frame,
                 max_batch: self.config.max_batch,
                 max_output: self.config.max_output,
+                max_buffer_memory: self.config.max_buffer_memory,
             },
             max_connections: self.config.max_connections,
             sniff_timeout: self.config.sniff_timeout,

@@ -47,8 +47,21 @@ pub struct Stats {
     pub sniff_timeouts: AtomicU64,
     /// Connections turned away at the connection limit.
     pub refused_max_connections: AtomicU64,
-    /// Requests turned away because the worker queue was full.
-    pub rejected_busy: AtomicU64,
+    /// Pooled requests that found the worker queue full and waited on the
+    /// loop (their connection stopped being read meanwhile).
+    pub queue_full_waits: AtomicU64,
+    /// Unix connections refused by the uid/gid allow-list.
+    pub access_denied: AtomicU64,
+    /// TCP connections closed for a missing or wrong auth token.
+    pub auth_failures: AtomicU64,
+    /// TCP connections that authenticated.
+    pub auth_successes: AtomicU64,
+    /// Bytes of ring-buffer storage held by connections.
+    pub ring_bytes: AtomicU64,
+    /// Times a connection waited to be read because buffer memory was at its limit.
+    pub memory_waits: AtomicU64,
+    /// The buffer-memory limit (rings plus output), in bytes.
+    memory_limit: u64,
     /// Accept calls that failed (other than WouldBlock).
     pub accept_errors: AtomicU64,
     /// Connections turned away because the process ran out of descriptors.
@@ -80,7 +93,13 @@ impl Stats {
             sniff_rejected: AtomicU64::new(0),
             sniff_timeouts: AtomicU64::new(0),
             refused_max_connections: AtomicU64::new(0),
-            rejected_busy: AtomicU64::new(0),
+            queue_full_waits: AtomicU64::new(0),
+            access_denied: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            auth_successes: AtomicU64::new(0),
+            ring_bytes: AtomicU64::new(0),
+            memory_waits: AtomicU64::new(0),
+            memory_limit: 0,
             accept_errors: AtomicU64::new(0),
             fd_exhausted: AtomicU64::new(0),
             frame_timeouts: AtomicU64::new(0),
@@ -90,6 +109,12 @@ impl Stats {
             backpressure_pauses: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
         }
+    }
+
+    /// The same counters, reporting `limit` as the buffer-memory limit.
+    pub fn with_memory_limit(mut self, limit: usize) -> Self {
+        self.memory_limit = limit as u64;
+        self
     }
 
     /// Records the options read back from a socket under `key`.
@@ -160,9 +185,21 @@ impl Stats {
             },
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
-            rejected_busy: self.rejected_busy.load(Relaxed),
+            queue_full_waits: self.queue_full_waits.load(Relaxed),
             output_buffered: self.output_buffered.load(Relaxed),
             backpressure_pauses: self.backpressure_pauses.load(Relaxed),
+            memory: MemorySnapshot {
+                ring_bytes: self.ring_bytes.load(Relaxed),
+                output_bytes: self.output_buffered.load(Relaxed),
+                total_bytes: self.ring_bytes.load(Relaxed) + self.output_buffered.load(Relaxed),
+                limit_bytes: self.memory_limit,
+                waits: self.memory_waits.load(Relaxed),
+            },
+            access: AccessSnapshot {
+                denied: self.access_denied.load(Relaxed),
+                auth_failures: self.auth_failures.load(Relaxed),
+                auth_successes: self.auth_successes.load(Relaxed),
+            },
             sockets: self.sockets(),
         }
     }
@@ -183,14 +220,79 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// Bytes written to clients.
     pub bytes_out: u64,
-    /// Requests refused because the worker queue was full.
-    pub rejected_busy: u64,
+    /// Pooled requests that waited for room in the worker queue.
+    pub queue_full_waits: u64,
     /// Output bytes waiting to be written, all connections together.
     pub output_buffered: u64,
     /// Times a connection was paused by backpressure.
     pub backpressure_pauses: u64,
+    /// Buffer memory held by connections, against its limit.
+    pub memory: MemorySnapshot,
+    /// Access-control decisions.
+    pub access: AccessSnapshot,
     /// Socket options and backlog as the kernel reports them.
     pub sockets: serde_json::Value,
+}
+
+/// Buffer memory in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct MemorySnapshot {
+    /// Ring-buffer storage held by connections.
+    pub ring_bytes: u64,
+    /// Output waiting to be written.
+    pub output_bytes: u64,
+    /// The two together.
+    pub total_bytes: u64,
+    /// The limit past which connections wait to be read (`max-buffer-memory`).
+    pub limit_bytes: u64,
+    /// Times a connection waited for buffer memory.
+    pub waits: u64,
+}
+
+/// Access-control counters in a snapshot.
+#[derive(Debug, Serialize)]
+pub struct AccessSnapshot {
+    /// Unix peers refused by the uid/gid allow-list.
+    pub denied: u64,
+    /// TCP connections closed for a missing or wrong token.
+    pub auth_failures: u64,
+    /// TCP connections that authenticated.
+    pub auth_successes: u64,
+}
+
+/// One open connection, as `rpc.clients` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientInfo {
+    /// The connection's number (its slot; reused after it closes).
+    pub id: usize,
+    /// `unix` or `tcp`.
+    pub transport: Transport,
+    /// The protocol, once sniffed.
+    pub protocol: Option<Protocol>,
+    /// The peer's process id (Unix, where the platform reports it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// The peer's user id (Unix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The peer's group id (Unix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The peer's address (TCP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// False until a TCP connection has sent the auth token (when one is required).
+    pub authenticated: bool,
+    /// Seconds since it was accepted.
+    pub age_secs: f64,
+    /// Seconds since it last read or wrote anything.
+    pub idle_secs: f64,
+    /// Requests handed to workers and not yet answered.
+    pub in_flight: usize,
+    /// Output bytes waiting to be written.
+    pub output_bytes: usize,
+    /// True while it is not read (backpressure, a full worker queue or the memory limit).
+    pub paused: bool,
 }
 
 /// Connection counters in a snapshot.

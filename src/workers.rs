@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::router::{Call, Context, Method, Params, Reply};
+use crate::stats::ClientInfo;
 
 /// Names one connection across slot reuse: a completion for a closed
 /// connection whose slab slot was reused carries the old generation and is
@@ -242,7 +243,7 @@ impl Worker {
             if self.abandoned.load(Ordering::Acquire) {
                 continue;
             }
-            let completion = run_job(&self.context, job);
+            let completion = job.run(&self.context, None);
             if self.done.send(completion).is_err() {
                 return; // The loop is gone.
             }
@@ -255,16 +256,30 @@ impl Worker {
     }
 }
 
-/// Runs one job and encodes its response frame.
-fn run_job(context: &Context, job: Job) -> Completion {
-    let call = Call {
-        method: job.method.name(),
-        params: job.params.borrow(),
-        context,
-    };
-    let run = |reply: &mut Reply<'_>| job.method.invoke(&call, reply);
+impl Job {
+    /// Runs the job and encodes its response frame: on a worker, or on the
+    /// loop for [`crate::router::Mode::Loop`] methods (which see `clients`).
+    pub fn run(self, context: &Context, clients: Option<&[ClientInfo]>) -> Completion {
+        let job = self;
+        let call = Call {
+            method: job.method.name(),
+            params: job.params.borrow(),
+            context,
+            clients,
+        };
+        let run = |reply: &mut Reply<'_>| job.method.invoke(&call, reply);
+        encode(job.conn, &job.reply, run)
+    }
+}
+
+/// Encodes the response to `reply_to` that `run` writes.
+fn encode(
+    conn: ConnRef,
+    reply_to: &ReplyTo,
+    run: impl FnOnce(&mut Reply<'_>) -> Result<(), crate::error::RpcError>,
+) -> Completion {
     let mut frame = Vec::new();
-    let (protocol, batch, sent_error) = match &job.reply {
+    let (protocol, batch, sent_error) = match reply_to {
         ReplyTo::JsonRpc {
             id: Some(id),
             batch,
@@ -293,7 +308,7 @@ fn run_job(context: &Context, job: Job) -> Completion {
         }
     };
     Completion {
-        conn: job.conn,
+        conn,
         protocol,
         batch,
         frame,

@@ -77,3 +77,123 @@ fn a_client_that_does_not_read_is_paused_not_buffered_and_loses_nothing() {
     let stats = server.stats();
     assert_eq!(stats["protocols"]["jsonrpc"]["errors"], 0, "{stats}");
 }
+
+/// A pooled request that finds the worker queue full waits on the loop, and
+/// its connection stops being read until the job is queued: every call is
+/// answered (no "server busy"), batches included, and other clients are served.
+#[test]
+fn a_full_worker_queue_pushes_back_on_reading_instead_of_refusing() {
+    use junction::client::{BatchEntry, Client, ClientError};
+    use junction::proto::Protocol;
+    let server = start_with(|c| {
+        c.workers = 1;
+        c.queue = 2;
+    });
+    const CALLS: u64 = 24;
+    for endpoint in server.endpoints() {
+        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+            let mut hog = Client::connect_with(&endpoint, protocol).expect("connect");
+            hog.set_timeout(Some(PATIENCE)).expect("timeout");
+            let ids: Vec<u64> = (0..CALLS)
+                .map(|_| {
+                    hog.send("test.sleep", Some(serde_json::json!([3])))
+                        .expect("send")
+                })
+                .collect();
+            hog.flush().expect("flush");
+            assert_healthy(&server);
+            for id in ids {
+                let answer = hog.wait(id).expect("answer");
+                let result = answer.result.map_err(ClientError::Rpc).expect("no error");
+                assert_eq!(
+                    result.into_json().expect("json"),
+                    3,
+                    "{endpoint} {protocol:?}"
+                );
+            }
+        }
+        // A batch wider than the queue is answered whole.
+        let mut client = Client::connect(&endpoint).expect("connect");
+        client.set_timeout(Some(PATIENCE)).expect("timeout");
+        let calls: Vec<BatchEntry> = (0..10)
+            .map(|_| BatchEntry {
+                method: "test.sleep".into(),
+                params: Some(serde_json::json!([1])),
+                notification: false,
+            })
+            .collect();
+        let answers = client.batch(&calls).expect("batch");
+        assert_eq!(answers.len(), 10);
+        assert!(
+            answers.iter().all(|a| a.as_ref().is_ok_and(|v| *v == 1)),
+            "{answers:?}"
+        );
+    }
+    let stats = server.stats();
+    assert!(stats["queue_full_waits"].as_u64() > Some(0), "{stats}");
+    assert_eq!(stats["protocols"]["jsonrpc"]["errors"], 0, "{stats}");
+    assert_eq!(stats["protocols"]["mcp1"]["errors"], 0, "{stats}");
+}
+
+/// Past max-buffer-memory, connections holding buffers are not read until
+/// memory drains; a connection holding none is still served from a small
+/// reserve; nothing read is lost.
+#[test]
+fn total_buffer_memory_is_capped_and_light_clients_are_still_served() {
+    const LIMIT: usize = 1 << 20;
+    const REQUESTS: usize = 40;
+    let server = start_with(|c| {
+        c.max_buffer_memory = LIMIT;
+        c.max_output = 8 << 20;
+        c.write_timeout = Duration::from_secs(60);
+    });
+    let payload = "m".repeat(64 * 1024);
+    for (round, endpoint) in server.endpoints().into_iter().enumerate() {
+        let mut hog = Raw::connect(&endpoint);
+        let mut writer = hog.writer();
+        let line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{payload}\"],\"id\":0}}\n"
+        );
+        let sender = std::thread::spawn(move || {
+            for _ in 0..REQUESTS {
+                writer.write_all(line.as_bytes()).expect("send");
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut peak = 0;
+        loop {
+            let stats = server.stats();
+            peak = peak.max(stats["memory"]["total_bytes"].as_u64().expect("gauge"));
+            if stats["memory"]["waits"].as_u64() > Some(round as u64) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never held back: {stats}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_healthy(&server);
+        for _ in 0..20 {
+            let stats = server.stats();
+            peak = peak.max(stats["memory"]["total_bytes"].as_u64().expect("gauge"));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Past the limit by at most what one read had already brought in.
+        assert!(
+            peak < (LIMIT + 512 * 1024) as u64,
+            "{endpoint}: buffers grew to {peak} bytes"
+        );
+        for n in 0..REQUESTS {
+            let line = hog
+                .line()
+                .unwrap_or_else(|| panic!("{endpoint}: EOF after {n} answers"));
+            let answer: Value = serde_json::from_str(&line).expect("json");
+            assert_eq!(
+                answer["result"][0].as_str().map(str::len),
+                Some(payload.len())
+            );
+        }
+        sender.join().expect("sender");
+    }
+    let stats = server.stats();
+    assert_eq!(stats["memory"]["limit_bytes"], LIMIT, "{stats}");
+    assert_eq!(stats["protocols"]["jsonrpc"]["errors"], 0, "{stats}");
+}

@@ -28,6 +28,9 @@ struct Args {
     /// Protocol to speak: jsonrpc or mcp1 (binary; carries raw bodies)
     #[arg(long, env = "JUNCTION_PROTO", default_value = "jsonrpc", value_parser = parse_protocol)]
     proto: Protocol,
+    /// File holding the daemon's auth token, sent with rpc.auth on TCP connections
+    #[arg(long, env = "JUNCTION_AUTH_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<PathBuf>,
     /// How long to wait for an answer
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     timeout: Span,
@@ -148,6 +151,16 @@ fn read_raw(path: &PathBuf) -> Result<Vec<u8>, Failure> {
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
+fn read_token(path: &PathBuf) -> Result<String, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim().to_string())
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
@@ -157,6 +170,9 @@ fn run(args: Args) -> Result<(), Failure> {
     let connect = || -> Result<Client, Failure> {
         let mut client = Client::connect_with(&endpoint, args.proto).map_err(failure)?;
         client.set_timeout(Some(args.timeout.0)).map_err(failure)?;
+        if let (Endpoint::Tcp(_), Some(path)) = (&endpoint, &args.token_file) {
+            client.authenticate(&read_token(path)?).map_err(failure)?;
+        }
         Ok(client)
     };
     match &args.command {

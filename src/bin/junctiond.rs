@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
+use junction::access::SHORT_TOKEN;
 use junction::config::{Config, LogFormat, Settings};
 use junction::{Router, Server, ShutdownHandle};
 
@@ -112,6 +113,27 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
+/// Says how TCP clients are let in; the token itself is never logged.
+fn report_access(config: &Config) {
+    let Some(addr) = config.tcp else { return };
+    match &config.access.token {
+        Some(token) => {
+            tracing::info!("TCP connections must send rpc.auth with the token first");
+            if token.len() < SHORT_TOKEN {
+                tracing::warn!(
+                    bytes = token.len(),
+                    "the auth token is short; use at least {SHORT_TOKEN} random bytes"
+                );
+            }
+        }
+        None if !addr.ip().is_loopback() => tracing::warn!(
+            %addr,
+            "protected mode is off: anyone who can reach this address can call every method"
+        ),
+        None => {}
+    }
+}
+
 fn run() -> Result<(), String> {
     let (config, print_only) = load_config(Args::parse())?;
     if print_only {
@@ -133,6 +155,7 @@ fn run() -> Result<(), String> {
     for line in server.listening() {
         tracing::info!("listening on {line}");
     }
+    report_access(&config);
     watch_signals(signals, server.shutdown_handle())?;
     server.run().map_err(|e| e.to_string())?;
     tracing::info!("stopped");

@@ -180,6 +180,14 @@ impl Client {
         Ok(())
     }
 
+    /// Sends `rpc.auth` with `token`: the first request a TCP connection
+    /// makes to a daemon that has an auth token. A wrong token is an
+    /// [`ClientError::Rpc`] error (-32007), and the daemon then closes.
+    pub fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
+        self.call("rpc.auth", Some(serde_json::json!({ "token": token })))?;
+        Ok(())
+    }
+
     /// Calls `method` with JSON params and waits for its JSON result.
     pub fn call(&mut self, method: &str, params: Option<Value>) -> Result<Value, ClientError> {
         self.call_body(method, params.map(Body::Json))?.into_json()

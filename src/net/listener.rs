@@ -74,8 +74,14 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds the Unix socket at `path` with file mode `mode`.
-    pub fn bind_unix(path: &Path, mode: u32, backlog: i32) -> Result<Self, BindError> {
+    /// Binds the Unix socket at `path` with file mode `mode` and, when set,
+    /// owner uid and group gid.
+    pub fn bind_unix(
+        path: &Path,
+        mode: u32,
+        owner: (Option<u32>, Option<u32>),
+        backlog: i32,
+    ) -> Result<Self, BindError> {
         prepare_socket_path(path)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
             .map_err(io_err("cannot create a socket for", path.display()))?;
@@ -86,6 +92,12 @@ impl Listener {
         // Set the mode before listen(): until then nobody can connect.
         fs::set_permissions(path, fs::Permissions::from_mode(mode))
             .map_err(io_err("cannot chmod", path.display()))?;
+        if owner != (None, None) {
+            if let Err(e) = std::os::unix::fs::chown(path, owner.0, owner.1) {
+                let _ = fs::remove_file(path);
+                return Err(io_err("cannot chown", path.display())(e));
+            }
+        }
         socket
             .listen(backlog)
             .map_err(io_err("cannot listen on", path.display()))?;

@@ -8,6 +8,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::Transport;
+use crate::access::{Peer, peer_credentials};
 
 /// A non-blocking stream socket, Unix or TCP.
 #[derive(Debug)]
@@ -74,13 +75,11 @@ impl Stream {
         }
     }
 
-    /// A printable peer description for logs.
-    pub fn peer(&self) -> String {
+    /// Who is at the other end: a Unix peer's credentials, a TCP peer's address.
+    pub fn identity(&self) -> Peer {
         match self {
-            Stream::Unix(_) => "unix".into(),
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map_or_else(|_| "tcp".into(), |a| a.to_string()),
+            Stream::Unix(s) => Peer::Unix(peer_credentials(s).ok()),
+            Stream::Tcp(s) => Peer::Tcp(s.peer_addr().ok()),
         }
     }
 }
