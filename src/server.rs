@@ -27,7 +27,8 @@ use crate::dispatch::Limits;
 use crate::methods::register_builtins;
 use crate::net::tuning;
 use crate::net::{BindError, Listener};
-use crate::reactor::{LoopConfig, Reactor, WAKER};
+use crate::reactor::LoopConfig;
+use crate::reactor::epoll::{EpollLoop, WAKER};
 use crate::router::{Context, Router, RouterError};
 use crate::stats::Stats;
 use crate::workers::WorkerPool;
@@ -201,7 +202,7 @@ impl Server {
             },
             sockets: self.config.sockets,
         };
-        let reactor = Reactor::new(
+        let reactor = EpollLoop::new(
             self.poll,
             self.listeners,
             self.context,

@@ -1,0 +1,544 @@
+//! The event loop, split at the seam between what a turn decides and how
+//! bytes move.
+//!
+//! [`Core`] owns the listeners, every connection (a slab; the key is the
+//! token), the worker pool's completions, the timers and the drain. It makes
+//! no readiness or completion assumption: a driver asks it where to read
+//! ([`Core::read_target`]) and what to write ([`Core::write_target`]), does
+//! the I/O its own way, and reports each result ([`Core::on_read`],
+//! [`Core::on_write`]). [`epoll`] is the readiness driver (mio: epoll on
+//! Linux, kqueue on macOS). Connections the core closes are handed to the
+//! driver ([`Core::take_closed`]), which gives their buffers back once no
+//! I/O of its own still points into them.
+
+pub mod epoll;
+mod io;
+mod timers;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::access::{Gate, Peer};
+use crate::buffer::RingPool;
+use crate::conn::{Connection, Finish, Timeout, Timeouts};
+use crate::dispatch::{Held, Limits, Shared};
+use crate::error::{ErrorCode, RpcError};
+use crate::net::tuning::SocketOptions;
+use crate::net::{Listener, Stream};
+use crate::proto::jsonrpc;
+use crate::router::Context;
+use crate::stats::Stats;
+use crate::workers::{Completion, Completions, ConnRef, SubmitError, WorkerPool};
+use crate::write_queue::ChunkPool;
+
+pub use timers::TimerKind;
+
+/// Reads per connection per turn, so that one busy client cannot starve the rest.
+pub const READS_PER_TURN: usize = 16;
+/// How long a connection closed for a protocol error may take to send its EOF.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Loop settings taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Frame and batch limits.
+    pub limits: Limits,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Close connections that have not been sniffed after this long.
+    pub sniff_timeout: Duration,
+    /// Bound on the graceful drain at shutdown.
+    pub drain_timeout: Duration,
+    /// Frame, idle and write timeouts.
+    pub timeouts: Timeouts,
+    /// Socket options for accepted connections.
+    pub sockets: SocketOptions,
+}
+
+/// One connection: its socket and its state machine.
+pub struct Client {
+    /// The socket.
+    pub stream: Stream,
+    /// The state machine.
+    pub conn: Connection,
+    /// Write side shut down; closing when the peer's EOF comes or LINGER ends.
+    lingering: bool,
+}
+
+/// Borrows what connections need from the loop, field by field, so that the
+/// slab of clients stays borrowable beside it.
+macro_rules! shared {
+    ($core:expr) => {
+        $crate::dispatch::Shared {
+            context: &$core.context,
+            workers: &$core.workers,
+            rings: &mut $core.rings,
+            chunks: &mut $core.chunks,
+            limits: $core.config.limits,
+            held: &mut $core.held,
+        }
+    };
+}
+use shared;
+
+/// What the loop owns and decides, whatever moves the bytes.
+pub struct Core {
+    listeners: Vec<Listener>,
+    clients: Slab<Client>,
+    next_generation: u32,
+    context: Arc<Context>,
+    workers: WorkerPool,
+    completions: Completions,
+    rings: RingPool,
+    chunks: ChunkPool,
+    scratch: Vec<u8>,
+    config: LoopConfig,
+    timers: BinaryHeap<timers::Timer>,
+    /// Connections with output to flush at the end of this turn.
+    dirty: Vec<usize>,
+    /// Connections that used their read budget and may have more to read.
+    unread: Vec<usize>,
+    /// Connections accepted this turn, for the driver to start watching.
+    admitted: Vec<usize>,
+    /// Connections closed this turn, for the driver to retire.
+    closed: Vec<Client>,
+    shutdown: Arc<AtomicBool>,
+    drain_deadline: Option<Instant>,
+    /// The time of this turn, read once after each wait.
+    now: Instant,
+    /// A descriptor held back so that a connection can still be accepted and
+    /// told "out of descriptors" when the process has none left.
+    spare: Option<File>,
+    /// When fd exhaustion was last logged, and how often it happened since.
+    fd_warning: (Option<Instant>, u64),
+    /// When a refused peer was last logged, and how many since.
+    denial_warning: (Option<Instant>, u64),
+    /// Reused list of connections whose timeouts expired.
+    expired: Vec<(usize, Timeout)>,
+    /// Whether each transport's accepted-socket options were recorded.
+    socket_recorded: [bool; 2],
+    /// Loop-mode calls to run, and jobs parked while the worker queue is full.
+    held: Held,
+    /// Connections waiting for buffer memory before they can be read.
+    starved: Vec<usize>,
+}
+
+/// How the drain at shutdown stands after a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Not shutting down, or still draining.
+    Running,
+    /// Every connection is done: stop and let the workers finish.
+    Done,
+    /// The drain timeout ran out: stop now, abandoning queued jobs.
+    TimedOut,
+}
+
+impl Core {
+    /// Assembles the core; listeners must already be bound.
+    pub fn new(
+        listeners: Vec<Listener>,
+        context: Arc<Context>,
+        workers: (WorkerPool, Completions),
+        config: LoopConfig,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        let mut core = Self {
+            listeners,
+            clients: Slab::new(),
+            next_generation: 0,
+            context,
+            workers: workers.0,
+            completions: workers.1,
+            rings: RingPool::new(256),
+            chunks: ChunkPool::new(256),
+            scratch: Vec::new(),
+            config,
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            unread: Vec::new(),
+            admitted: Vec::new(),
+            closed: Vec::new(),
+            shutdown,
+            drain_deadline: None,
+            now: Instant::now(),
+            spare: File::open("/dev/null").ok(),
+            fd_warning: (None, 0),
+            denial_warning: (None, 0),
+            expired: Vec::new(),
+            socket_recorded: [false; 2],
+            held: Held::default(),
+            starved: Vec::new(),
+        };
+        core.schedule_sweep();
+        core
+    }
+
+    fn stats(&self) -> &Stats {
+        self.context.stats()
+    }
+
+    /// The listeners, for the driver to watch.
+    pub fn listeners_mut(&mut self) -> &mut [Listener] {
+        &mut self.listeners
+    }
+
+    /// The connection under `key`, if open.
+    pub fn client_mut(&mut self, key: usize) -> Option<&mut Client> {
+        self.clients.get_mut(key)
+    }
+
+    /// Starts a turn: reads the clock once for everything the turn does.
+    pub fn begin_turn(&mut self) {
+        self.now = Instant::now();
+    }
+
+    /// Connections that still had input when their read budget ran out
+    /// (read them again this turn, after the fresh events).
+    pub fn take_unread(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.unread)
+    }
+
+    /// True when some connection is known to have input waiting.
+    pub fn has_unread(&self) -> bool {
+        !self.unread.is_empty()
+    }
+
+    /// Connections accepted since the last call.
+    pub fn take_admitted(&mut self) -> std::vec::Drain<'_, usize> {
+        self.admitted.drain(..)
+    }
+
+    /// Connections closed since the last call: the driver stops watching
+    /// them and gives their buffers back with [`Core::release`].
+    pub fn take_closed(&mut self) -> Vec<Client> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Gives a closed connection's buffers back to the pools. The driver
+    /// calls it once no I/O it started points into them any more.
+    pub fn release(&mut self, mut client: Client) {
+        let mut shared = shared!(self);
+        client.conn.discard_output(&mut shared);
+        client.conn.release_idle_buffers(&mut shared);
+    }
+
+    /// Marks a connection as having output to write this turn.
+    pub fn mark_dirty(&mut self, key: usize) {
+        self.dirty.push(key);
+    }
+
+    /// Connections with output to write, each once.
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        dirty
+    }
+
+    /// Gives back the (emptied) list from [`Core::take_dirty`], keeping its allocation.
+    pub fn return_dirty(&mut self, mut list: Vec<usize>) {
+        list.clear();
+        if self.dirty.is_empty() {
+            self.dirty = list;
+        }
+    }
+
+    /// The work of a turn after its reads: loop-mode calls, the pool's
+    /// completions, and parked jobs that now fit in the queue.
+    pub fn after_reads(&mut self) {
+        self.run_loop_jobs();
+        self.take_completions();
+        self.queue_parked();
+    }
+
+    /// The work at the end of a turn: starved connections are fed when
+    /// memory allows, and the drain begins or is checked.
+    pub fn end_turn(&mut self) -> Drain {
+        self.feed_starved();
+        if self.shutdown.load(Relaxed) && self.drain_deadline.is_none() {
+            self.begin_drain();
+        }
+        let Some(deadline) = self.drain_deadline else {
+            return Drain::Running;
+        };
+        if self.clients.is_empty() {
+            self.workers.shutdown();
+            return Drain::Done;
+        }
+        if Instant::now() < deadline {
+            return Drain::Running;
+        }
+        tracing::warn!(
+            connections = self.clients.len(),
+            "drain timeout reached; closing connections with work still pending"
+        );
+        // Jobs still queued are dropped; running ones end on their own.
+        self.workers.abandon();
+        self.held.parked.clear();
+        Drain::TimedOut
+    }
+
+    /// How long the driver may wait for I/O before the next timer or deadline.
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        if !self.unread.is_empty() || !self.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+        [timer, self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Takes in an accepted stream, or turns it away at the connection limit.
+    /// Returns its key; the driver starts watching it (see [`Core::take_admitted`]).
+    pub fn admit(&mut self, mut stream: Stream) -> Option<usize> {
+        if self.clients.len() >= self.config.max_connections {
+            Stats::bump(&self.stats().refused_max_connections);
+            let error = RpcError::with(
+                ErrorCode::TooManyConnections,
+                format_args!(
+                    "the daemon serves at most {} connections",
+                    self.config.max_connections
+                ),
+            );
+            turn_away(&mut stream, &error);
+            tracing::warn!(
+                limit = self.config.max_connections,
+                "connection refused: limit reached"
+            );
+            return None;
+        }
+        let transport = stream.transport();
+        let peer = stream.identity();
+        let gate = self.context.access().gate(&peer);
+        if gate == Gate::Denied {
+            // Answered with an error once its protocol is known, then closed.
+            Stats::bump(&self.stats().access_denied);
+            self.warn_denied(&peer);
+        }
+        if !self.socket_recorded[transport as usize] {
+            // The first connection of each transport shows what the kernel took.
+            self.socket_recorded[transport as usize] = true;
+            self.stats()
+                .record_socket(transport.name(), stream.read_back());
+        }
+        let entry = self.clients.vacant_entry();
+        let key = entry.key();
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let id = ConnRef {
+            token: key,
+            generation: self.next_generation,
+        };
+        tracing::debug!(conn = key, peer = %peer, "accepted");
+        entry.insert(Client {
+            stream,
+            conn: Connection::new(id, peer, gate, self.now),
+            lingering: false,
+        });
+        let stats = self.stats().transport(transport);
+        Stats::bump(&stats.current);
+        Stats::bump(&stats.total);
+        self.add_timer(
+            Instant::now() + self.config.sniff_timeout,
+            key,
+            id.generation,
+            TimerKind::Sniff,
+        );
+        self.admitted.push(key);
+        Some(key)
+    }
+
+    /// Logs a peer refused by the allow-list, at most once per
+    /// [`timers::WARNING_EVERY`] with a count of the rest.
+    fn warn_denied(&mut self, peer: &Peer) {
+        let now = self.now;
+        let (last, count) = &mut self.denial_warning;
+        *count += 1;
+        if last.is_none_or(|at| now.duration_since(at) >= timers::WARNING_EVERY) {
+            tracing::warn!(
+                peer = %peer,
+                refused = *count,
+                "connection refused: peer not on the allow-list (allow-uids / allow-gids)"
+            );
+            *last = Some(now);
+            *count = 0;
+        }
+    }
+
+    /// Closes or half-closes a connection that has nothing left to do.
+    pub fn settle(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        match client.conn.finish() {
+            Finish::Open => {}
+            Finish::Close => self.close(key),
+            Finish::Linger if !client.lingering => {
+                client.lingering = true;
+                let _ = client.stream.shutdown(std::net::Shutdown::Write);
+                let generation = client.conn.id().generation;
+                self.add_timer(Instant::now() + LINGER, key, generation, TimerKind::Linger);
+            }
+            Finish::Linger => {}
+        }
+    }
+
+    /// Removes a connection and hands it to the driver to retire.
+    pub fn close(&mut self, key: usize) {
+        if !self.clients.contains(key) {
+            return;
+        }
+        let client = self.clients.remove(key);
+        self.stats()
+            .transport(client.conn.transport())
+            .current
+            .fetch_sub(1, Relaxed);
+        tracing::debug!(conn = key, "closed");
+        self.closed.push(client);
+    }
+
+    /// Reads the connections that waited for buffer memory, once there is
+    /// some: next turn, in the order they started waiting.
+    fn feed_starved(&mut self) {
+        self.stats()
+            .ring_bytes
+            .store(self.rings.in_use() as u64, Relaxed);
+        if self.starved.is_empty() {
+            return;
+        }
+        let shared = shared!(self);
+        if shared.buffer_memory() < self.config.limits.max_buffer_memory {
+            self.unread.append(&mut self.starved);
+        }
+    }
+
+    /// Runs the loop-mode calls read this turn, with a view of every
+    /// connection, and answers them like pool completions.
+    fn run_loop_jobs(&mut self) {
+        if self.held.on_loop.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let clients: Vec<_> = self.clients.iter().map(|(_, c)| c.conn.info(now)).collect();
+        for job in std::mem::take(&mut self.held.on_loop) {
+            let done = job.run(&self.context, Some(&clients));
+            self.deliver(done);
+        }
+    }
+
+    /// Moves parked jobs to the pool while it has room; a connection whose
+    /// last parked job leaves is parsed and read again.
+    fn queue_parked(&mut self) {
+        while let Some(job) = self.held.parked.pop_front() {
+            let key = job.conn.token;
+            let alive = self
+                .clients
+                .get(key)
+                .is_some_and(|c| c.conn.id() == job.conn);
+            if !alive {
+                continue; // Its connection closed while it waited.
+            }
+            match self.workers.submit(job) {
+                Ok(()) => {}
+                // The pool closes only after the loop has stopped.
+                Err(SubmitError::Full(job) | SubmitError::Closed(job)) => {
+                    self.held.parked.push_front(job);
+                    return;
+                }
+            }
+            let mut shared = shared!(self);
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if let Some(read_again) = client.conn.unpark(&mut shared, &mut self.scratch) {
+                if read_again {
+                    self.unread.push(key);
+                }
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn take_completions(&mut self) {
+        let mut shared = shared!(self);
+        for done in self.completions.drain() {
+            deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
+        }
+    }
+
+    /// Hands one completion to its connection.
+    fn deliver(&mut self, done: Completion) {
+        let mut shared = shared!(self);
+        deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
+    }
+
+    /// Stops accepting and reading; connections close once their answers are out.
+    fn begin_drain(&mut self) {
+        self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+        // Dropping them closes them; the driver's watch ends with the descriptor.
+        self.listeners.clear();
+        let in_flight: usize = self.clients.iter().map(|(_, c)| c.conn.in_flight()).sum();
+        tracing::info!(
+            connections = self.clients.len(),
+            in_flight,
+            "shutting down: draining in-flight requests"
+        );
+        let mut shared = shared!(self);
+        for (key, client) in self.clients.iter_mut() {
+            client.conn.stop_input(&mut shared);
+            self.dirty.push(key);
+        }
+    }
+
+    /// True once the drain has begun (listeners are gone).
+    pub fn draining(&self) -> bool {
+        self.drain_deadline.is_some()
+    }
+}
+
+/// Writes one error line to a socket about to be dropped (best effort).
+fn turn_away(stream: &mut Stream, error: &RpcError) {
+    let mut line = Vec::with_capacity(160);
+    jsonrpc::write_error(&mut line, None, error);
+    line.push(b'\n');
+    let _ = stream.write(&line);
+}
+
+/// Hands a completion to its connection, or drops it when the connection
+/// closed while the job ran.
+fn deliver(
+    clients: &mut Slab<Client>,
+    shared: &mut Shared<'_>,
+    dirty: &mut Vec<usize>,
+    done: Completion,
+) {
+    let key = done.conn.token;
+    match clients.get_mut(key) {
+        Some(client) if client.conn.id() == done.conn => {
+            client.conn.complete(done, shared);
+            dirty.push(key);
+        }
+        _ => shared.chunks.give(done.frame),
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.remove_socket_file();
+        }
+    }
+}

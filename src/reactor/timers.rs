@@ -1,0 +1,129 @@
+//! The loop's timers: sniff and linger deadlines per connection, the
+//! periodic sweep of frame, idle and write timeouts, and the accept retry
+//! after running out of descriptors.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use super::{Core, shared};
+use crate::conn::Timeout;
+use crate::stats::Stats;
+
+/// How often a repeated warning (fd exhaustion, refused peers) is logged at most.
+pub const WARNING_EVERY: Duration = Duration::from_secs(5);
+/// How soon accepting is retried when no spare descriptor is left.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// The connection must have shown its protocol by now.
+    Sniff,
+    /// A refused connection's lingering close ends now.
+    Linger,
+    /// Check every connection's frame, idle and write timeouts.
+    Sweep,
+    /// Try a listener again after running out of descriptors.
+    AcceptRetry,
+}
+
+/// When, which connection (key and generation, or the listener index for
+/// AcceptRetry), and what for; the heap pops the earliest first.
+pub type Timer = Reverse<(Instant, usize, u32, TimerKind)>;
+
+impl Core {
+    pub(super) fn add_timer(&mut self, at: Instant, key: usize, generation: u32, kind: TimerKind) {
+        self.timers.push(Reverse((at, key, generation, kind)));
+    }
+
+    /// Schedules the next timeout sweep, if any timeout is on.
+    pub(super) fn schedule_sweep(&mut self) {
+        if let Some(every) = self.sweep_interval() {
+            self.add_timer(self.now + every, usize::MAX, 0, TimerKind::Sweep);
+        }
+    }
+
+    /// A quarter of the shortest timeout, within 50 ms and 1 s.
+    fn sweep_interval(&self) -> Option<Duration> {
+        let t = self.config.timeouts;
+        [t.frame, t.idle, t.write]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+    }
+
+    /// Fires every timer that is due.
+    pub fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, key, generation, kind))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match kind {
+                TimerKind::Sweep => {
+                    self.sweep_timeouts(now);
+                    continue;
+                }
+                TimerKind::AcceptRetry => {
+                    self.accept_all(key);
+                    continue;
+                }
+                TimerKind::Sniff | TimerKind::Linger => {}
+            }
+            let Some(client) = self.clients.get(key) else {
+                continue;
+            };
+            if client.conn.id().generation != generation {
+                continue;
+            }
+            match kind {
+                TimerKind::Sniff if client.conn.is_sniffing() => {
+                    Stats::bump(&self.stats().sniff_timeouts);
+                    tracing::debug!(
+                        conn = key,
+                        "closed: nothing recognisable within the sniff timeout"
+                    );
+                    self.close(key);
+                }
+                TimerKind::Linger => self.close(key),
+                TimerKind::Sniff | TimerKind::Sweep | TimerKind::AcceptRetry => {}
+            }
+        }
+    }
+
+    /// Acts on the connections whose frame, idle or write timeout expired:
+    /// a slow frame is answered with the protocol's error, the others close.
+    fn sweep_timeouts(&mut self, now: Instant) {
+        let limits = self.config.timeouts;
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.extend(
+            self.clients
+                .iter()
+                .filter(|(_, c)| !c.lingering)
+                .filter_map(|(key, c)| c.conn.timed_out(now, &limits).map(|t| (key, t))),
+        );
+        for (key, timeout) in expired.drain(..) {
+            let stats = self.context.stats();
+            let counter = match timeout {
+                Timeout::Frame => &stats.frame_timeouts,
+                Timeout::Idle => &stats.idle_timeouts,
+                Timeout::Write => &stats.write_timeouts,
+            };
+            Stats::bump(counter);
+            tracing::debug!(conn = key, ?timeout, "timeout");
+            if timeout == Timeout::Frame {
+                let mut shared = shared!(self);
+                if let Some(client) = self.clients.get_mut(key) {
+                    client.conn.frame_timed_out(limits.frame, &mut shared);
+                }
+                self.mark_dirty(key);
+            } else {
+                self.close(key);
+            }
+        }
+        self.expired = expired;
+        self.schedule_sweep();
+    }
+}
