@@ -153,6 +153,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the event loop moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// io_uring where the kernel allows it, else epoll (with one warning).
+    #[default]
+    Auto,
+    /// Readiness: epoll on Linux, kqueue on macOS.
+    Epoll,
+    /// Completions: io_uring (Linux); refuses to start where unavailable.
+    IoUring,
+}
+
+impl Backend {
+    /// The name used in flags, logs and stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Epoll => "epoll",
+            Backend::IoUring => "io-uring",
+        }
+    }
+}
+
 /// One layer of settings: every field optional, so layers can be merged.
 /// The same struct is read from flags/env (clap) and from the TOML file.
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
@@ -198,6 +222,10 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_BACKLOG", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u32>,
+    /// Event loop backend: auto, epoll or io-uring [default: auto]
+    #[arg(long, env = "JUNCTION_BACKEND", value_name = "BACKEND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     /// Worker threads for pooled methods [default: number of cores]
     #[arg(long, env = "JUNCTION_WORKERS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -338,7 +366,7 @@ impl Settings {
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
         merge_fields!(self, lower; unix, unix_mode, unix_owner, unix_group, allow_uids, allow_gids,
-            auth_token_file, protected_mode, tcp, backlog, workers, queue, max_frame, max_output,
+            auth_token_file, protected_mode, tcp, backlog, backend, workers, queue, max_frame, max_output,
             max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
@@ -368,6 +396,8 @@ pub struct Config {
     pub tcp: Option<SocketAddr>,
     /// Listen backlog.
     pub backlog: u32,
+    /// Event loop backend.
+    pub backend: Backend,
     /// Worker threads.
     pub workers: usize,
     /// Job queue bound.
@@ -412,6 +442,7 @@ impl Default for Config {
             protected_mode: true,
             tcp: DEFAULT_TCP.parse().ok(),
             backlog: 4096,
+            backend: Backend::Auto,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 65536,
             max_frame: 1 << 20,
@@ -503,6 +534,7 @@ impl Config {
             .backlog
             .unwrap_or(config.backlog)
             .clamp(1, i32::MAX as u32);
+        config.backend = settings.backend.unwrap_or(config.backend);
         config.workers = positive("workers", settings.workers, config.workers)?;
         config.queue = positive("queue", settings.queue, config.queue)?;
         config.max_batch = positive("max-batch", settings.max_batch, config.max_batch)?;
@@ -570,6 +602,7 @@ impl Config {
             protected_mode: Some(self.protected_mode),
             tcp: Some(self.tcp.map_or("off".into(), |a| a.to_string())),
             backlog: Some(self.backlog),
+            backend: Some(self.backend),
             workers: Some(self.workers),
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),

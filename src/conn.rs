@@ -326,7 +326,8 @@ impl Connection {
         self.ring.fill(n);
         self.last_activity = now;
         shared.stats().bytes_in.fetch_add(n as u64, Relaxed);
-        if self.input == Input::Refused {
+        if self.input != Input::Open {
+            // Refused, or shutting down while a read was in flight: discard.
             self.ring.consume(self.ring.len());
             return;
         }
@@ -435,6 +436,11 @@ impl Connection {
         &self.out
     }
 
+    /// A write from [`Connection::output`] is in flight: keep its bytes where they are.
+    pub fn seal_output(&mut self) {
+        self.out.seal();
+    }
+
     /// `n` bytes of the output were written at `now`.
     pub fn wrote(&mut self, n: usize, now: Instant, shared: &mut Shared<'_>) {
         self.out.advance(n, shared.chunks);
@@ -478,9 +484,10 @@ impl Connection {
     }
 
     /// Stops taking requests (shutdown): answers already owed still go out.
-    pub fn stop_input(&mut self, shared: &mut Shared<'_>) {
+    /// The ring keeps its storage: a completion driver may have a read in
+    /// flight into it, so only the end of a read or the close gives it back.
+    pub fn stop_input(&mut self) {
         self.ring.consume(self.ring.len());
-        self.ring.release_if_empty(shared.rings);
         self.input = Input::Ended;
     }
 

@@ -18,17 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mio::{Poll, Waker};
+use mio::Poll;
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::conn::Timeouts;
 use crate::dispatch::Limits;
 use crate::methods::register_builtins;
 use crate::net::tuning;
 use crate::net::{BindError, Listener};
-use crate::reactor::LoopConfig;
 use crate::reactor::epoll::{EpollLoop, WAKER};
+use crate::reactor::{LoopConfig, Waker};
 use crate::router::{Context, Router, RouterError};
 use crate::stats::Stats;
 use crate::workers::WorkerPool;
@@ -50,6 +50,9 @@ pub enum ServerError {
          (--protected-mode false) if a firewall guards the port"
     )]
     Unprotected(SocketAddr),
+    /// `--backend io-uring` was asked for where io_uring cannot run.
+    #[error("{0}; run with --backend epoll (or auto)")]
+    Backend(String),
     /// The poller, the waker or a worker thread could not be created, or polling failed.
     #[error("event loop: {0}")]
     Io(#[from] io::Error),
@@ -73,9 +76,51 @@ impl ShutdownHandle {
     }
 }
 
+/// The event loop driver chosen at bind time.
+enum Driver {
+    Epoll(Poll),
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    Uring,
+}
+
+impl Driver {
+    fn name(&self) -> &'static str {
+        match self {
+            Driver::Epoll(_) => Backend::Epoll.name(),
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Driver::Uring => Backend::IoUring.name(),
+        }
+    }
+}
+
+/// Picks the backend: io_uring when asked for (or, for auto, when the
+/// kernel allows it), else epoll; with its waker.
+fn choose_driver(backend: Backend) -> Result<(Driver, Waker), ServerError> {
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    if backend != Backend::Epoll {
+        match crate::reactor::uring::probe() {
+            Ok(()) => return Ok((Driver::Uring, crate::reactor::uring::waker()?)),
+            Err(why) if backend == Backend::IoUring => {
+                return Err(ServerError::Backend(why.to_string()));
+            }
+            Err(why) => tracing::warn!("{why}; running on epoll"),
+        }
+    }
+    #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+    if backend == Backend::IoUring {
+        return Err(ServerError::Backend(
+            "io_uring is unavailable: this build has no io-uring backend (Linux, feature \"io-uring\")"
+                .into(),
+        ));
+    }
+    let poll = Poll::new()?;
+    let waker = Waker::Mio(mio::Waker::new(poll.registry(), WAKER)?);
+    Ok((Driver::Epoll(poll), waker))
+}
+
 /// A bound, not yet running server.
 pub struct Server {
-    poll: Poll,
+    driver: Driver,
     waker: Arc<Waker>,
     listeners: Vec<Listener>,
     context: Arc<Context>,
@@ -96,8 +141,8 @@ impl Server {
         let mut methods = Router::new();
         register_builtins(&mut methods)?;
         methods.merge(router)?;
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (driver, waker) = choose_driver(config.backend)?;
+        let waker = Arc::new(waker);
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
         let mut listeners = Vec::new();
         if let Some(path) = &config.unix {
@@ -114,8 +159,11 @@ impl Server {
                 }
             }
         }
-        let stats =
-            Arc::new(Stats::new(config.workers).with_memory_limit(config.max_buffer_memory));
+        let stats = Arc::new(
+            Stats::new(config.workers)
+                .with_memory_limit(config.max_buffer_memory)
+                .with_backend(driver.name()),
+        );
         stats.record_socket(
             "backlog",
             json!({
@@ -129,7 +177,7 @@ impl Server {
             stats.record_socket(&key, listener.read_back());
         }
         Ok(Server {
-            poll,
+            driver,
             waker,
             listeners,
             context: Arc::new(Context::new(methods, stats).with_access(config.access.clone())),
@@ -202,16 +250,33 @@ impl Server {
             },
             sockets: self.config.sockets,
         };
-        let reactor = EpollLoop::new(
-            self.poll,
-            self.listeners,
-            self.context,
-            workers,
-            loop_config,
-            self.shutdown,
-        )?;
-        reactor.run()?;
+        match self.driver {
+            Driver::Epoll(poll) => EpollLoop::new(
+                poll,
+                self.listeners,
+                self.context,
+                workers,
+                loop_config,
+                self.shutdown,
+            )?
+            .run()?,
+            #[cfg(all(target_os = "linux", feature = "io-uring"))]
+            Driver::Uring => crate::reactor::uring::UringLoop::new(
+                self.listeners,
+                self.context,
+                workers,
+                loop_config,
+                self.shutdown,
+                self.waker,
+            )?
+            .run()?,
+        }
         Ok(())
+    }
+
+    /// The event loop backend that runs: "epoll" or "io-uring".
+    pub fn backend(&self) -> &'static str {
+        self.driver.name()
     }
 
     /// Runs the server on a new thread; returns the handle to stop it and the

@@ -35,6 +35,7 @@ pub struct ProtocolStats {
 pub struct Stats {
     started: Instant,
     workers: usize,
+    backend: &'static str,
     transports: [TransportStats; 2],
     protocols: [ProtocolStats; 2],
     /// Bytes read from clients.
@@ -86,6 +87,7 @@ impl Stats {
         Self {
             started: Instant::now(),
             workers,
+            backend: "epoll",
             transports: Default::default(),
             protocols: Default::default(),
             bytes_in: AtomicU64::new(0),
@@ -109,6 +111,12 @@ impl Stats {
             backpressure_pauses: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
         }
+    }
+
+    /// The same counters, naming the event loop backend that runs.
+    pub fn with_backend(mut self, backend: &'static str) -> Self {
+        self.backend = backend;
+        self
     }
 
     /// The same counters, reporting `limit` as the buffer-memory limit.
@@ -166,6 +174,7 @@ impl Stats {
         };
         StatsSnapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
+            backend: self.backend,
             workers: self.workers,
             connections: ConnectionsSnapshot {
                 unix: transport(Transport::Unix),
@@ -210,6 +219,8 @@ impl Stats {
 pub struct StatsSnapshot {
     /// Seconds since the server started.
     pub uptime_secs: f64,
+    /// The event loop backend: "epoll" (or kqueue) or "io-uring".
+    pub backend: &'static str,
     /// Worker pool size.
     pub workers: usize,
     /// Connection counters.

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use mio::Waker;
 use serde_json::value::RawValue;
 
 use crate::proto::{Protocol, jsonrpc, mcp1};
+use crate::reactor::Waker;
 use crate::router::{Call, Context, Method, Params, Reply};
 use crate::stats::ClientInfo;
 

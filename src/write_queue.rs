@@ -21,6 +21,8 @@ pub struct WriteQueue {
     /// Bytes of the front chunk already written.
     written: usize,
     pending: usize,
+    /// Front chunks a write in flight reads from: not to be extended.
+    sealed: usize,
 }
 
 impl WriteQueue {
@@ -42,10 +44,11 @@ impl WriteQueue {
     /// Appends bytes through `write`, which gets the tail chunk to extend.
     /// Returns what `write` returns.
     pub fn append<R>(&mut self, pool: &mut ChunkPool, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        let reuse_tail = self
-            .chunks
-            .back()
-            .is_some_and(|c| c.len() < CHUNK_SIZE && c.capacity() >= CHUNK_SIZE);
+        let reuse_tail = self.chunks.len() > self.sealed
+            && self
+                .chunks
+                .back()
+                .is_some_and(|c| c.len() < CHUNK_SIZE && c.capacity() >= CHUNK_SIZE);
         if !reuse_tail {
             self.chunks.push_back(pool.take());
         }
@@ -88,8 +91,17 @@ impl WriteQueue {
         used
     }
 
+    /// Freezes the chunks queued now until the next [`WriteQueue::advance`]:
+    /// a write the kernel performs later (io_uring) reads them in place, so
+    /// new output must go to fresh chunks rather than grow (and maybe move)
+    /// the tail.
+    pub fn seal(&mut self) {
+        self.sealed = self.chunks.len();
+    }
+
     /// Marks `n` bytes as written and returns drained chunks to `pool`.
     pub fn advance(&mut self, mut n: usize, pool: &mut ChunkPool) {
+        self.sealed = 0;
         n = n.min(self.pending);
         self.pending -= n;
         while n > 0 {
@@ -119,6 +131,7 @@ impl WriteQueue {
         }
         self.written = 0;
         self.pending = 0;
+        self.sealed = 0;
     }
 }
 
@@ -202,5 +215,31 @@ mod tests {
         assert!(q.is_empty());
         assert!(drain(&q).is_empty());
         assert!(pool.free_chunks() >= 1, "chunks returned to the pool");
+    }
+
+    #[test]
+    fn sealed_chunks_do_not_move_while_a_write_reads_them() {
+        let mut pool = ChunkPool::new(8);
+        let mut q = WriteQueue::new();
+        q.append(&mut pool, |b| b.extend_from_slice(b"first"));
+        let before = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            q.iovecs(&mut iov);
+            iov[0].as_ptr()
+        };
+        q.seal();
+        // A large answer while sealed must not grow (and so move) the sealed tail.
+        q.append(&mut pool, |b| b.extend_from_slice(&[b'z'; 3 * CHUNK_SIZE]));
+        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+        let used = q.iovecs(&mut iov);
+        assert_eq!(used, 2, "the new output is in a chunk of its own");
+        assert_eq!(iov[0].as_ptr(), before);
+        assert_eq!(&*iov[0], b"first");
+        q.advance(5, &mut pool);
+        q.append(&mut pool, |b| b.extend_from_slice(b"!"));
+        assert!(
+            drain(&q).ends_with(b"z!"),
+            "unsealed: the tail is packed again"
+        );
     }
 }

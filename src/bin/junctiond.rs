@@ -147,9 +147,10 @@ fn run() -> Result<(), String> {
     raise_fd_limit(&config);
     let server = Server::bind(&config, Router::new()).map_err(|e| e.to_string())?;
     tracing::info!(
-        "junctiond {} starting with this configuration:\n{}\n# as the kernel took it: {}",
+        "junctiond {} starting with this configuration:\n{}\n# event loop: {}\n# as the kernel took it: {}",
         env!("CARGO_PKG_VERSION"),
         config.render().trim_end(),
+        server.backend(),
         server.socket_report()
     );
     for line in server.listening() {

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 
 use mio::event::Source;
-use mio::net::{TcpListener, UnixListener};
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -177,6 +177,32 @@ impl Listener {
                 tuning::accepted_tcp(&stream, options);
                 Ok(Stream::Tcp(stream))
             }
+        }
+    }
+
+    /// Wraps a connection accepted on this listener by other means (an
+    /// io_uring accept, already non-blocking) and applies the options.
+    pub fn adopt(&self, fd: OwnedFd, options: &SocketOptions) -> Stream {
+        match self {
+            Listener::Unix { .. } => {
+                let stream = UnixStream::from_std(StdUnixStream::from(fd));
+                tuning::accepted_unix(&stream, options);
+                Stream::Unix(stream)
+            }
+            Listener::Tcp(_) => {
+                let stream = TcpStream::from_std(std::net::TcpStream::from(fd));
+                tuning::accepted_tcp(&stream, options);
+                Stream::Tcp(stream)
+            }
+        }
+    }
+
+    /// The listening socket's descriptor (for a completion driver's accept).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Unix { listener, .. } => listener.as_raw_fd(),
+            Listener::Tcp(listener) => listener.as_raw_fd(),
         }
     }
 

@@ -14,6 +14,9 @@
 pub mod epoll;
 mod io;
 mod timers;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub mod uring;
+mod waker;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -38,6 +41,7 @@ use crate::workers::{Completion, Completions, ConnRef, SubmitError, WorkerPool};
 use crate::write_queue::ChunkPool;
 
 pub use timers::TimerKind;
+pub use waker::Waker;
 
 /// Reads per connection per turn, so that one busy client cannot starve the rest.
 pub const READS_PER_TURN: usize = 16;
@@ -496,9 +500,8 @@ impl Core {
             in_flight,
             "shutting down: draining in-flight requests"
         );
-        let mut shared = shared!(self);
         for (key, client) in self.clients.iter_mut() {
-            client.conn.stop_input(&mut shared);
+            client.conn.stop_input();
             self.dirty.push(key);
         }
     }

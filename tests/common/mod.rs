@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use junction::client::{Client, Endpoint};
+use junction::config::Backend;
 use junction::{Config, Mode, Router, RpcError, RunningServer, Server};
 use serde_json::Value;
 
@@ -108,11 +109,19 @@ pub fn test_router() -> Router {
 }
 
 /// A config on a temp dir and TCP port 0.
+/// The backend under test: JUNCTION_BACKEND (epoll or io-uring), as the
+/// daemon reads it; the suite runs once per backend.
 pub fn test_config(dir: &tempfile::TempDir) -> Config {
+    let backend = match std::env::var("JUNCTION_BACKEND").as_deref() {
+        Ok("io-uring") => Backend::IoUring,
+        Ok("auto") => Backend::Auto,
+        _ => Backend::Epoll,
+    };
     Config {
         unix: Some(dir.path().join("junction.sock")),
         tcp: "127.0.0.1:0".parse().ok(),
         workers: 2,
+        backend,
         ..Config::default()
     }
 }

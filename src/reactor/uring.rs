@@ -1,0 +1,705 @@
+//! The completion driver: io_uring (Linux).
+//!
+//! Multishot ACCEPT on each listener. A connection waiting for input has a
+//! one-shot POLL_ADD posted, which holds no buffer, so an idle connection
+//! costs no ring memory; when it fires, a READV goes into the free regions
+//! of the connection's ring buffer. Output goes out with WRITEV from the
+//! write queue, whose chunks are sealed while the kernel reads them. The
+//! pool wakes the loop through an eventfd with a READ posted on it. One
+//! `io_uring_enter` per turn submits everything and waits.
+//!
+//! Buffers the kernel may touch are never moved or freed while an operation
+//! is in flight: a closed connection is retired only after every operation
+//! it had in flight has completed (or been cancelled).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use super::io::{Progress, ReadTarget};
+use super::{Client, Core, Drain, LoopConfig, Waker};
+use crate::net::Listener;
+use crate::router::Context;
+use crate::workers::{Completions, WorkerPool};
+use crate::write_queue::MAX_IOVECS;
+
+/// Submission queue entries; the completion queue gets twice as many.
+const ENTRIES: u32 = 4096;
+
+/// What a completion is for: the top byte of its user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    Wake = 1,
+    Accept = 2,
+    Poll = 3,
+    Read = 4,
+    Write = 5,
+    Cancel = 6,
+}
+
+/// Packs an operation, a connection's generation (low 24 bits) and key.
+fn tag(op: Op, generation: u32, key: usize) -> u64 {
+    (op as u64) << 56 | u64::from(generation & 0x00FF_FFFF) << 32 | (key as u64 & 0xFFFF_FFFF)
+}
+
+fn untag(data: u64) -> (Option<Op>, u32, usize) {
+    let op = match (data >> 56) as u8 {
+        1 => Some(Op::Wake),
+        2 => Some(Op::Accept),
+        3 => Some(Op::Poll),
+        4 => Some(Op::Read),
+        5 => Some(Op::Write),
+        6 => Some(Op::Cancel),
+        _ => None,
+    };
+    (
+        op,
+        (data >> 32) as u32 & 0x00FF_FFFF,
+        (data & 0xFFFF_FFFF) as usize,
+    )
+}
+
+/// Why io_uring cannot be used here.
+#[derive(Debug, thiserror::Error)]
+#[error("io_uring is unavailable: {0}")]
+pub struct Unavailable(String);
+
+/// Checks that this kernel (and any seccomp filter or sysctl) allows an
+/// io_uring with everything the driver needs.
+pub fn probe() -> Result<(), Unavailable> {
+    let ring = IoUring::new(8).map_err(|e| {
+        Unavailable(match e.raw_os_error() {
+            Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)".into(),
+            Some(libc::EPERM) => {
+                "io_uring is not permitted (kernel.io_uring_disabled, or a seccomp filter: EPERM)"
+                    .into()
+            }
+            _ => format!("io_uring_setup failed: {e}"),
+        })
+    })?;
+    let params = ring.params();
+    if !params.is_feature_nodrop() || !params.is_feature_submit_stable() {
+        return Err(Unavailable(
+            "the kernel lacks IORING_FEAT_NODROP or SUBMIT_STABLE (Linux 5.5+)".into(),
+        ));
+    }
+    if !params.is_feature_ext_arg() {
+        return Err(Unavailable(
+            "the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11+)".into(),
+        ));
+    }
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| Unavailable(format!("cannot probe io_uring opcodes: {e}")))?;
+    for (code, name) in [
+        (opcode::AcceptMulti::CODE, "ACCEPT"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::Readv::CODE, "READV"),
+        (opcode::Writev::CODE, "WRITEV"),
+        (opcode::Read::CODE, "READ"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(Unavailable(format!("the kernel lacks IORING_OP_{name}")));
+        }
+    }
+    Ok(())
+}
+
+/// The eventfd the pool wakes the loop with.
+pub fn waker() -> io::Result<Waker> {
+    let fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+    Ok(Waker::EventFd(fd))
+}
+
+/// A ring with the flags that suit one thread doing all submissions, or a
+/// plain one on kernels without them.
+fn new_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_cqsize(ENTRIES * 2)
+        .setup_single_issuer()
+        .setup_coop_taskrun()
+        .build(ENTRIES)
+        .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 2).build(ENTRIES))
+}
+
+/// The operations a connection has in flight.
+#[derive(Debug, Clone, Copy, Default)]
+struct InFlight {
+    generation: u32,
+    poll: bool,
+    read: bool,
+    write: bool,
+    /// Bytes the posted READV may fill, and the posted WRITEV covers.
+    read_room: u32,
+    write_total: u32,
+}
+
+impl InFlight {
+    fn count(&self) -> usize {
+        usize::from(self.poll) + usize::from(self.read) + usize::from(self.write)
+    }
+}
+
+/// A closed connection whose operations have not all completed yet.
+struct Retiring {
+    client: Client,
+    key: usize,
+    ops: InFlight,
+}
+
+/// The loop on io_uring.
+pub struct UringLoop {
+    ring: IoUring,
+    core: Core,
+    wake_fd: RawFd,
+    /// Keeps the eventfd open for as long as a read may be posted on it.
+    _waker: Arc<Waker>,
+    /// Where the posted eventfd read lands; leaked, since the kernel may
+    /// still write it after the ring is dropped.
+    wake_buf: &'static mut u64,
+    /// Per connection key.
+    ops: Vec<InFlight>,
+    retiring: Vec<Retiring>,
+    /// iovec arrays of entries not yet submitted; cleared after each submit
+    /// (the kernel copies them at submission: IORING_FEAT_SUBMIT_STABLE).
+    iovecs: Vec<libc::iovec>,
+    /// Whether each listener has a multishot accept posted.
+    accepting: Vec<bool>,
+    /// Out of descriptors: no accept is posted again before this.
+    accept_pause: Option<std::time::Instant>,
+    /// The accepts were cancelled for the drain.
+    accepts_cancelled: bool,
+    /// Connections that want a poll posted at the end of the turn.
+    rearm: Vec<usize>,
+    /// Completions of this turn, copied out of the queue.
+    completed: Vec<(u64, i32, u32)>,
+}
+
+impl UringLoop {
+    /// Assembles the loop; listeners must already be bound and `waker` be
+    /// the eventfd from [`waker`], shared with the pool.
+    pub fn new(
+        listeners: Vec<Listener>,
+        context: Arc<Context>,
+        workers: (WorkerPool, Completions),
+        config: LoopConfig,
+        shutdown: Arc<AtomicBool>,
+        waker: Arc<Waker>,
+    ) -> io::Result<Self> {
+        let Waker::EventFd(fd) = waker.as_ref() else {
+            return Err(io::Error::other("the io_uring loop needs an eventfd waker"));
+        };
+        let wake_fd = fd.as_fd().as_raw_fd();
+        let listener_count = listeners.len();
+        let core = Core::new(listeners, context, workers, config, shutdown);
+        let mut this = Self {
+            ring: new_ring()?,
+            core,
+            wake_fd,
+            _waker: waker,
+            wake_buf: Box::leak(Box::new(0)),
+            ops: Vec::new(),
+            retiring: Vec::new(),
+            iovecs: Vec::with_capacity(ENTRIES as usize * MAX_IOVECS),
+            accepting: vec![false; listener_count],
+            accept_pause: None,
+            accepts_cancelled: false,
+            rearm: Vec::new(),
+            completed: Vec::with_capacity(ENTRIES as usize * 2),
+        };
+        this.post_wake_read()?;
+        for index in 0..listener_count {
+            this.post_accept(index)?;
+        }
+        Ok(this)
+    }
+
+    /// Runs until shutdown is requested and the drain completes.
+    pub fn run(mut self) -> io::Result<()> {
+        loop {
+            self.submit_and_wait()?;
+            self.core.begin_turn();
+            let carried = self.core.take_unread();
+            self.reap()?;
+            for key in carried {
+                self.start_read(key)?;
+            }
+            self.core.after_reads();
+            self.flush_dirty()?;
+            self.core.fire_timers();
+            self.flush_dirty()?;
+            let drain = self.core.end_turn();
+            self.watch_admitted()?;
+            self.rearm_polls()?;
+            self.retire_closed()?;
+            self.rearm_accepts()?;
+            if drain != Drain::Running {
+                return self.shut_down();
+            }
+        }
+    }
+
+    /// Submits what this turn queued and waits for a completion, a timer,
+    /// or (with work already waiting) not at all.
+    fn submit_and_wait(&mut self) -> io::Result<()> {
+        let result = match self.core.wait_timeout() {
+            Some(Duration::ZERO) => self.ring.submit(),
+            None => self.ring.submit_and_wait(1),
+            Some(timeout) => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        self.iovecs.clear();
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes room for one entry (and `iovecs` iovecs), submitting what is
+    /// queued when the submission queue or the iovec arena is full.
+    fn make_room(&mut self, iovecs: usize) -> io::Result<()> {
+        let full =
+            self.ring.submission().is_full() || self.iovecs.len() + iovecs > self.iovecs.capacity();
+        if full {
+            self.ring.submit()?;
+            self.iovecs.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues an entry whose buffers stay valid until it completes.
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        self.make_room(0)?;
+        // SAFETY: every entry built here points at memory that outlives the
+        // operation: the loop's own wake buffer, iovecs in the arena (copied
+        // by the kernel at submission, IORING_FEAT_SUBMIT_STABLE), and ring
+        // or write-queue memory of a connection that is neither moved nor
+        // freed until the operation's completion has been reaped.
+        unsafe { self.ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))
+    }
+
+    fn post_wake_read(&mut self) -> io::Result<()> {
+        let buf = std::ptr::from_mut::<u64>(self.wake_buf).cast::<u8>();
+        let entry = opcode::Read::new(types::Fd(self.wake_fd), buf, 8)
+            .build()
+            .user_data(tag(Op::Wake, 0, 0));
+        self.push(entry)
+    }
+
+    fn post_accept(&mut self, index: usize) -> io::Result<()> {
+        let Some(listener) = self.core.listeners_mut().get(index) else {
+            return Ok(());
+        };
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.raw_fd()))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(tag(Op::Accept, 0, index));
+        self.push(entry)?;
+        self.accepting[index] = true;
+        Ok(())
+    }
+
+    /// Multishot accepts end on errors (EMFILE among them): post them again,
+    /// unless the listeners are gone (draining).
+    fn rearm_accepts(&mut self) -> io::Result<()> {
+        if self.core.draining() {
+            return self.cancel_accepts();
+        }
+        if self
+            .accept_pause
+            .is_some_and(|until| std::time::Instant::now() < until)
+        {
+            return Ok(());
+        }
+        for index in 0..self.accepting.len() {
+            if !self.accepting[index] {
+                self.post_accept(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The drain closed the listeners, but a posted accept holds its socket
+    /// open in the kernel: cancel them so no connection is taken any more.
+    fn cancel_accepts(&mut self) -> io::Result<()> {
+        if self.accepts_cancelled {
+            return Ok(());
+        }
+        self.accepts_cancelled = true;
+        for index in 0..self.accepting.len() {
+            if self.accepting[index] {
+                let entry = opcode::AsyncCancel::new(tag(Op::Accept, 0, index))
+                    .build()
+                    .user_data(tag(Op::Cancel, 0, index));
+                self.push(entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn in_flight(&mut self, key: usize) -> &mut InFlight {
+        if self.ops.len() <= key {
+            self.ops.resize(key + 1, InFlight::default());
+        }
+        &mut self.ops[key]
+    }
+
+    /// Handles every completion waiting in the queue.
+    fn reap(&mut self) -> io::Result<()> {
+        let mut completed = std::mem::take(&mut self.completed);
+        completed.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(data, result, flags) in &completed {
+            let (op, generation, key) = untag(data);
+            match op {
+                Some(Op::Wake) => self.post_wake_read()?,
+                Some(Op::Accept) => self.accepted(key, result, flags),
+                Some(Op::Poll) => {
+                    if self.settle_op(key, generation, Op::Poll) {
+                        self.start_read(key)?;
+                    }
+                }
+                Some(Op::Read) => {
+                    let room = self.ops.get(key).map_or(0, |o| o.read_room as usize);
+                    if self.settle_op(key, generation, Op::Read) {
+                        self.read_done(key, result, room)?;
+                    }
+                }
+                Some(Op::Write) => {
+                    let total = self.ops.get(key).map_or(0, |o| o.write_total as usize);
+                    if self.settle_op(key, generation, Op::Write) {
+                        self.write_done(key, result, total);
+                    }
+                }
+                Some(Op::Cancel) | None => {}
+            }
+        }
+        completed.clear();
+        self.completed = completed;
+        Ok(())
+    }
+
+    /// Records that an operation completed. True when it belongs to a live
+    /// connection; a retired connection's last completion releases it.
+    fn settle_op(&mut self, key: usize, generation: u32, op: Op) -> bool {
+        let live = self
+            .core
+            .client_mut(key)
+            .is_some_and(|c| c.conn.id().generation & 0x00FF_FFFF == generation);
+        if live {
+            let ops = self.in_flight(key);
+            clear(ops, op);
+            return true;
+        }
+        let Some(pos) = self
+            .retiring
+            .iter()
+            .position(|r| r.key == key && r.ops.generation == generation)
+        else {
+            return false;
+        };
+        clear(&mut self.retiring[pos].ops, op);
+        if self.retiring[pos].ops.count() == 0 {
+            let retired = self.retiring.swap_remove(pos);
+            self.core.release(retired.client);
+        }
+        false
+    }
+
+    fn accepted(&mut self, index: usize, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            if let Some(armed) = self.accepting.get_mut(index) {
+                *armed = false;
+            }
+        }
+        if result >= 0 {
+            // SAFETY: a successful accept completion carries a new descriptor
+            // that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(result) };
+            let options = self.core.config.sockets;
+            if let Some(listener) = self.core.listeners_mut().get(index) {
+                let stream = listener.adopt(fd, &options);
+                self.core.admit(stream);
+            }
+            return;
+        }
+        match -result {
+            libc::EMFILE | libc::ENFILE => {
+                while self.core.shed_one(index) {}
+                // Post the accept again only once descriptors may be free;
+                // the timer wakes the loop then.
+                let retry = std::time::Instant::now() + super::timers::ACCEPT_RETRY;
+                self.accept_pause = Some(retry);
+                self.core
+                    .add_timer(retry, index, 0, super::TimerKind::AcceptRetry);
+            }
+            libc::ECONNABORTED | libc::EINTR | libc::EAGAIN | libc::ECANCELED => {}
+            errno => {
+                crate::stats::Stats::bump(&self.core.stats().accept_errors);
+                tracing::warn!(error = %io::Error::from_raw_os_error(errno), "accept failed");
+            }
+        }
+    }
+
+    /// Starts a READV into the connection's ring, if it wants input now.
+    fn start_read(&mut self, key: usize) -> io::Result<()> {
+        let busy = self.ops.get(key).is_some_and(|o| o.read);
+        if busy {
+            return Ok(());
+        }
+        let Some(generation) = self.generation_of(key) else {
+            return Ok(());
+        };
+        self.make_room(2)?;
+        let start = self.iovecs.len();
+        let (fd, room) = match self.core.read_target(key) {
+            ReadTarget::Read {
+                stream,
+                iov,
+                used,
+                room,
+            } => {
+                for slice in &iov[..used] {
+                    self.iovecs.push(libc::iovec {
+                        iov_base: slice.as_ptr() as *mut libc::c_void,
+                        iov_len: slice.len(),
+                    });
+                }
+                (stream.as_raw_fd(), room)
+            }
+            ReadTarget::NotNow => return Ok(()),
+        };
+        let used = self.iovecs.len() - start;
+        let entry = opcode::Readv::new(types::Fd(fd), self.iovecs[start..].as_ptr(), used as u32)
+            .build()
+            .user_data(tag(Op::Read, generation, key));
+        self.push(entry)?;
+        let ops = self.in_flight(key);
+        ops.generation = generation & 0x00FF_FFFF;
+        ops.read = true;
+        ops.read_room = room as u32;
+        Ok(())
+    }
+
+    fn generation_of(&mut self, key: usize) -> Option<u32> {
+        self.core.client_mut(key).map(|c| c.conn.id().generation)
+    }
+
+    fn read_done(&mut self, key: usize, result: i32, room: usize) -> io::Result<()> {
+        let result = if result >= 0 {
+            Ok(result as usize)
+        } else {
+            Err(io::Error::from_raw_os_error(-result))
+        };
+        let progress = self.core.on_read(key, result, room, false);
+        // Whatever was read is answered this turn.
+        self.core.end_read(key, false);
+        match progress {
+            // The ring filled: there may be more right now.
+            Progress::Again => self.start_read(key),
+            Progress::Stop => {
+                self.rearm.push(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn write_done(&mut self, key: usize, result: i32, total: usize) {
+        let result = if result >= 0 {
+            Ok(result as usize)
+        } else {
+            Err(io::Error::from_raw_os_error(-result))
+        };
+        if self.core.on_write(key, result, total) == Progress::Again {
+            self.core.mark_dirty(key);
+        } else if self.core.client_mut(key).is_some() {
+            // A short write: the socket is full. Write again once it drains.
+            self.core.mark_dirty(key);
+        }
+        self.core.end_write(key);
+    }
+
+    /// Posts a WRITEV for each dirty connection with output and no write in
+    /// flight; connections with nothing to write are settled.
+    fn flush_dirty(&mut self) -> io::Result<()> {
+        let dirty = self.core.take_dirty();
+        for &key in &dirty {
+            if self.ops.get(key).is_some_and(|o| o.write) {
+                continue; // Its completion marks it dirty again.
+            }
+            self.make_room(MAX_IOVECS)?;
+            let start = self.iovecs.len();
+            let mut iov = [io::IoSlice::new(&[]); MAX_IOVECS];
+            let target = self
+                .core
+                .write_target(key, &mut iov)
+                .map(|(stream, used, total)| (stream.as_raw_fd(), used, total));
+            let Some((fd, used, total)) = target else {
+                self.core.end_write(key);
+                continue;
+            };
+            self.iovecs.extend(iov[..used].iter().map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            }));
+            let Some(client) = self.core.client_mut(key) else {
+                continue;
+            };
+            client.conn.seal_output();
+            let generation = client.conn.id().generation;
+            let entry =
+                opcode::Writev::new(types::Fd(fd), self.iovecs[start..].as_ptr(), used as u32)
+                    .build()
+                    .user_data(tag(Op::Write, generation, key));
+            self.push(entry)?;
+            let ops = self.in_flight(key);
+            ops.generation = generation & 0x00FF_FFFF;
+            ops.write = true;
+            ops.write_total = total as u32;
+        }
+        self.core.return_dirty(dirty);
+        Ok(())
+    }
+
+    /// Posts the first poll of connections accepted this turn.
+    fn watch_admitted(&mut self) -> io::Result<()> {
+        let admitted: Vec<usize> = self.core.take_admitted().collect();
+        for key in admitted {
+            if let Some(ops) = self.ops.get_mut(key) {
+                // A fresh connection in a reused slot starts with nothing in flight.
+                if ops.count() == 0 {
+                    *ops = InFlight::default();
+                }
+            }
+            self.rearm.push(key);
+        }
+        Ok(())
+    }
+
+    /// Posts a poll for each connection that finished reading and wants more.
+    fn rearm_polls(&mut self) -> io::Result<()> {
+        let mut rearm = std::mem::take(&mut self.rearm);
+        rearm.sort_unstable();
+        rearm.dedup();
+        for &key in &rearm {
+            let Some(client) = self.core.client_mut(key) else {
+                continue;
+            };
+            if !client.conn.wants_input() {
+                continue;
+            }
+            let fd = client.stream.as_raw_fd();
+            let generation = client.conn.id().generation;
+            let ops = self.in_flight(key);
+            if ops.poll || ops.read {
+                continue;
+            }
+            let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+            let entry = opcode::PollAdd::new(types::Fd(fd), events)
+                .build()
+                .user_data(tag(Op::Poll, generation, key));
+            self.push(entry)?;
+            let ops = self.in_flight(key);
+            ops.generation = generation & 0x00FF_FFFF;
+            ops.poll = true;
+        }
+        rearm.clear();
+        self.rearm = rearm;
+        Ok(())
+    }
+
+    /// Retires connections the core closed: at once when nothing is in
+    /// flight, else after cancelling what is and reaping the completions.
+    fn retire_closed(&mut self) -> io::Result<()> {
+        for client in self.core.take_closed() {
+            let key = client.conn.id().token;
+            let generation = client.conn.id().generation & 0x00FF_FFFF;
+            let ops = match self.ops.get_mut(key) {
+                Some(ops) if ops.generation == generation && ops.count() > 0 => std::mem::take(ops),
+                _ => {
+                    self.core.release(client);
+                    continue;
+                }
+            };
+            for (on, op) in [
+                (ops.poll, Op::Poll),
+                (ops.read, Op::Read),
+                (ops.write, Op::Write),
+            ] {
+                if on {
+                    let entry = opcode::AsyncCancel::new(tag(op, generation, key))
+                        .build()
+                        .user_data(tag(Op::Cancel, generation, key));
+                    self.push(entry)?;
+                }
+            }
+            self.retiring.push(Retiring { client, key, ops });
+        }
+        Ok(())
+    }
+
+    /// Stops: cancels what is still in flight and waits (briefly) for the
+    /// kernel to let go of every buffer before they are dropped.
+    fn shut_down(mut self) -> io::Result<()> {
+        for key in 0..self.ops.len() {
+            if self.core.client_mut(key).is_some() {
+                self.core.close(key);
+            }
+        }
+        self.retire_closed()?;
+        for _ in 0..100 {
+            if self.retiring.is_empty() {
+                break;
+            }
+            let ts = types::Timespec::from(Duration::from_millis(10));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                Err(e) => return Err(e),
+            }
+            self.reap()?;
+        }
+        if !self.retiring.is_empty() {
+            // Never free memory the kernel may still write: leak it instead.
+            tracing::warn!(
+                connections = self.retiring.len(),
+                "io_uring operations still in flight at exit"
+            );
+            std::mem::forget(std::mem::take(&mut self.retiring));
+        }
+        Ok(())
+    }
+}
+
+fn clear(ops: &mut InFlight, op: Op) {
+    match op {
+        Op::Poll => ops.poll = false,
+        Op::Read => ops.read = false,
+        Op::Write => ops.write = false,
+        Op::Wake | Op::Accept | Op::Cancel => {}
+    }
+}
