@@ -216,6 +216,27 @@ impl Access {
     }
 }
 
+/// How often a failed authentication is logged at most.
+const AUTH_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Logs a failed authentication (never the token), at most once per
+/// [`AUTH_WARNING_EVERY`] with the number since the last line, so that a
+/// peer guessing tokens cannot flood the log.
+pub fn warn_auth_failure(conn: usize, peer: &Peer) {
+    static LAST: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
+        std::sync::Mutex::new((None, 0));
+    let Ok(mut last) = LAST.lock() else { return };
+    let now = std::time::Instant::now();
+    last.1 += 1;
+    if last
+        .0
+        .is_none_or(|at| now.duration_since(at) >= AUTH_WARNING_EVERY)
+    {
+        tracing::warn!(conn, peer = %peer, failures = last.1, "authentication failed; closing");
+        *last = (Some(now), 0);
+    }
+}
+
 /// The method a TCP client authenticates with.
 pub const AUTH_METHOD: &str = "rpc.auth";
 

@@ -230,7 +230,7 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_WORKERS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
-    /// Jobs that may wait for a worker before requests are refused as busy [default: 65536]
+    /// Jobs that may wait for a worker; past that, a connection's pooled call waits on the loop and the connection is not read [default: 65536]
     #[arg(long, env = "JUNCTION_QUEUE", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<usize>,
@@ -487,18 +487,29 @@ impl Config {
                     )
                 })?;
         }
-        config.unix_owner = settings.unix_owner.as_deref().map(user_id).transpose()?;
-        config.unix_group = settings.unix_group.as_deref().map(group_id).transpose()?;
+        let named = |option, text: &str, resolve: fn(&str) -> Result<u32, String>| {
+            resolve(text).map_err(|e| invalid(option, e))
+        };
+        config.unix_owner = match &settings.unix_owner {
+            Some(user) => Some(named("unix-owner", user, user_id)?),
+            None => None,
+        };
+        config.unix_group = match &settings.unix_group {
+            Some(group) => Some(named("unix-group", group, group_id)?),
+            None => None,
+        };
         if let Some(users) = &settings.allow_uids {
             if users.trim() == "any" {
                 config.access.allow.any = true;
                 config.access.allow.uids.clear();
             } else {
-                config.access.allow.uids = id_list(users, user_id)?;
+                config.access.allow.uids =
+                    id_list(users, user_id).map_err(|e| invalid("allow-uids", e))?;
             }
         }
         if let Some(groups) = &settings.allow_gids {
-            config.access.allow.gids = id_list(groups, group_id)?;
+            config.access.allow.gids =
+                id_list(groups, group_id).map_err(|e| invalid("allow-gids", e))?;
         }
         if let Some(path) = settings.auth_token_file {
             let token = AuthToken::from_file(&path).map_err(|e| invalid("auth-token-file", e))?;
@@ -642,34 +653,31 @@ impl Config {
 }
 
 /// A user name or numeric uid.
-fn user_id(name: &str) -> Result<u32, ConfigError> {
+fn user_id(name: &str) -> Result<u32, String> {
     let name = name.trim();
     if let Ok(uid) = name.parse() {
         return Ok(uid);
     }
     match nix::unistd::User::from_name(name) {
         Ok(Some(user)) => Ok(user.uid.as_raw()),
-        _ => Err(invalid("user", format_args!("no user named {name:?}"))),
+        _ => Err(format!("no user named {name:?}")),
     }
 }
 
 /// A group name or numeric gid.
-fn group_id(name: &str) -> Result<u32, ConfigError> {
+fn group_id(name: &str) -> Result<u32, String> {
     let name = name.trim();
     if let Ok(gid) = name.parse() {
         return Ok(gid);
     }
     match nix::unistd::Group::from_name(name) {
         Ok(Some(group)) => Ok(group.gid.as_raw()),
-        _ => Err(invalid("group", format_args!("no group named {name:?}"))),
+        _ => Err(format!("no group named {name:?}")),
     }
 }
 
 /// A comma-separated list of names or ids ("" is the empty list).
-fn id_list(
-    text: &str,
-    resolve: fn(&str) -> Result<u32, ConfigError>,
-) -> Result<Vec<u32>, ConfigError> {
+fn id_list(text: &str, resolve: fn(&str) -> Result<u32, String>) -> Result<Vec<u32>, String> {
     text.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
@@ -817,6 +825,21 @@ mod tests {
                 ..Default::default()
             })
             .contains("nothing to serve")
+        );
+        let owner = bad(Settings {
+            unix_owner: Some("no-such-user-here".into()),
+            ..Default::default()
+        });
+        assert!(
+            owner.contains("unix-owner") && owner.contains("no-such-user-here"),
+            "{owner}"
+        );
+        assert!(
+            bad(Settings {
+                allow_gids: Some("0,no-such-group-here".into()),
+                ..Default::default()
+            })
+            .contains("allow-gids")
         );
         assert!(toml::from_str::<Settings>("no-such-option = 1").is_err());
     }

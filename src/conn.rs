@@ -302,10 +302,13 @@ impl Connection {
             0
         };
         // Past the limit, connections holding buffers wait; those holding
-        // none may use a small reserve, so heavy peers cannot stall the rest.
+        // none may use a reserve, so heavy peers cannot stall the rest. The
+        // answers to one read can take a heavy peer past the limit by about
+        // a ring's worth, so the reserve is never less than that.
         let limit = shared.limits.max_buffer_memory;
         let heavy = !self.out.is_empty() || !self.ring.is_empty();
-        let ceiling = if heavy { limit } else { limit + limit / 16 };
+        let reserve = (limit / 16).max(2 * max_ring);
+        let ceiling = if heavy { limit } else { limit + reserve };
         if shared.buffer_memory() + wanted >= ceiling {
             return None;
         }
@@ -607,7 +610,7 @@ impl Connection {
             AuthOutcome::Passed => self.gate = Gate::Open,
             AuthOutcome::Waiting => {}
             AuthOutcome::Refused => {
-                tracing::warn!(conn = self.id.token, peer = %self.peer, "authentication failed; closing");
+                crate::access::warn_auth_failure(self.id.token, &self.peer);
                 self.refuse(shared, b"");
             }
         }

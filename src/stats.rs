@@ -302,7 +302,8 @@ pub struct ClientInfo {
     pub in_flight: usize,
     /// Output bytes waiting to be written.
     pub output_bytes: usize,
-    /// True while it is not read (backpressure, a full worker queue or the memory limit).
+    /// True while it is not read because of output backpressure or a full
+    /// worker queue (a wait for buffer memory is not shown here).
     pub paused: bool,
 }
 

@@ -137,6 +137,7 @@ impl Core {
         }
         let Some(ring) = client.conn.read_space(&mut shared) else {
             Stats::bump(&shared.stats().memory_waits);
+            self.starved_at = shared.buffer_memory();
             self.starved.push(key);
             return ReadTarget::NotNow;
         };

@@ -131,6 +131,9 @@ pub struct Core {
     held: Held,
     /// Connections waiting for buffer memory before they can be read.
     starved: Vec<usize>,
+    /// Buffer memory when a connection last had to wait: they are tried
+    /// again only once memory drops below it, never in a spin.
+    starved_at: usize,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -179,6 +182,7 @@ impl Core {
             socket_recorded: [false; 2],
             held: Held::default(),
             starved: Vec::new(),
+            starved_at: 0,
         };
         core.schedule_sweep();
         core
@@ -420,8 +424,8 @@ impl Core {
         if self.starved.is_empty() {
             return;
         }
-        let shared = shared!(self);
-        if shared.buffer_memory() < self.config.limits.max_buffer_memory {
+        let memory = shared!(self).buffer_memory();
+        if memory < self.config.limits.max_buffer_memory && memory < self.starved_at {
             self.unread.append(&mut self.starved);
         }
     }
