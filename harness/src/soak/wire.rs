@@ -19,6 +19,9 @@ pub const POOLED_ECHO: &str = "soak.echo_pooled";
 /// A method no server has: its call gets -32601 and the connection stays.
 pub const MISSING: &str = "soak.nope";
 
+/// No answer the soak asks for is near this size: a larger length is garbage.
+const MAX_ANSWER: usize = 1 << 30;
+
 /// One socket to the daemon, read through a buffer.
 pub struct Link {
     reader: BufReader<Socket>,
@@ -127,6 +130,12 @@ impl Link {
             ));
         }
         let length = u32::from_le_bytes([out[12], out[13], out[14], out[15]]) as usize;
+        if length > MAX_ANSWER {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("an answer of {length} bytes announced"),
+            ));
+        }
         out.resize(mcp1::HEADER_LEN + length, 0);
         self.reader.read_exact(&mut out[mcp1::HEADER_LEN..])
     }
