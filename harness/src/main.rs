@@ -2,25 +2,28 @@
 //!
 //! Modes: `throughput` (C connections, pipeline P, payload S), `latency`
 //! (one connection, one request at a time), `burst` (many connects, one
-//! request each), `idle` (RSS per idle connection) and `alloc` (server heap
-//! allocations per request). Targets: junctiond, Redis (RESP) and the raw
-//! echo server, all driven by this same generator so that ratios compare
-//! servers, not clients.
+//! request each), `idle` (RSS per idle connection), `alloc` (server heap
+//! allocations per request) and `soak` (a long mixed load watching the
+//! daemon's RSS and descriptors for leaks). Targets: junctiond, Redis (RESP)
+//! and the raw echo server, all driven by this same generator so that ratios
+//! compare servers, not clients.
 
 mod alloc;
 mod burst;
 mod idle;
 mod load;
+mod soak;
 mod sys;
 mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
 use junction::client::Endpoint;
-use junction::config::Span;
+use junction::config::{ByteSize, Settings, Span};
 use serde_json::{Value, json};
 
 use workload::{Method, Proto, Target, Workload};
@@ -28,7 +31,7 @@ use workload::{Method, Proto, Target, Workload};
 #[global_allocator]
 static COUNTING: alloc::Counting = alloc::Counting;
 
-/// Junction's load generator: throughput, latency, bursts, idle memory, allocations.
+/// Junction's load generator: throughput, latency, bursts, idle memory, allocations, soak.
 #[derive(Parser)]
 #[command(name = "junction-bench", version)]
 struct Cli {
@@ -48,6 +51,11 @@ enum Mode {
     Idle(IdleArgs),
     /// Count the server's heap allocations per request (in-process junctiond)
     Alloc(AllocArgs),
+    /// Mixed load for a long time; watch the daemon's RSS and descriptors for leaks
+    Soak(SoakArgs),
+    /// The embedded server `soak --embedded` starts (junctiond's flags)
+    #[command(hide = true)]
+    SoakServer(Settings),
 }
 
 #[derive(Args, Clone)]
@@ -174,6 +182,58 @@ struct AllocArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct SoakArgs {
+    /// Time under load
+    #[arg(short = 'd', long, default_value = "10m")]
+    duration: Span,
+    /// Time before the warm RSS reading [default: 10% of the duration, at least 10s (a quarter of a shorter run), at most 30s]
+    #[arg(long)]
+    warmup: Option<Span>,
+    /// Time between samples of RSS, descriptors and rpc.stats
+    #[arg(long, default_value = "1s")]
+    interval: Span,
+    /// Most RSS growth allowed after the warm-up: a size (4MiB, 2048KiB) or a percentage of the warm RSS (25%)
+    #[arg(long, default_value = "4MiB", value_name = "SIZE|PCT%")]
+    max_rss_growth: soak::RssLimit,
+    /// The junctiond binary to start [default: the junctiond next to this executable]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["embedded", "server_pid"])]
+    daemon: Option<PathBuf>,
+    /// Start the embedded server instead (the library's server with the stock methods and a pooled echo)
+    #[arg(long, conflicts_with = "server_pid")]
+    embedded: bool,
+    /// Soak the daemon already running as PID (at --unix and/or --tcp) instead of starting one
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Unix socket of the running daemon
+    #[arg(long, value_name = "PATH", requires = "server_pid")]
+    unix: Option<PathBuf>,
+    /// TCP address of the running daemon
+    #[arg(long, value_name = "HOST:PORT", requires = "server_pid")]
+    tcp: Option<String>,
+    /// How long descriptors may take to come back once the clients have left
+    #[arg(long, default_value = "5s")]
+    settle: Span,
+    /// Longest wait for any answer; a longer one counts as a hang
+    #[arg(long, default_value = "10s")]
+    timeout: Span,
+    /// The daemon's max-frame: bounds the payloads and sizes the oversized cases
+    #[arg(long, default_value = "1MiB")]
+    max_frame: ByteSize,
+    /// Connections per second the churning clients open together
+    #[arg(long, default_value_t = 200.0)]
+    churn_rate: f64,
+    /// Seed of the mix
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Extra arguments for the daemon the harness starts (after --)
+    #[arg(last = true, value_name = "DAEMON ARGS")]
+    daemon_args: Vec<String>,
+}
+
 fn main() -> ExitCode {
     let fd_limit = sys::raise_fd_limit();
     let outcome = match Cli::parse().mode {
@@ -187,6 +247,8 @@ fn main() -> ExitCode {
         Mode::Burst(args) => run_burst(args, fd_limit),
         Mode::Idle(args) => run_idle(args),
         Mode::Alloc(args) => run_alloc(args),
+        Mode::Soak(args) => run_soak(args),
+        Mode::SoakServer(settings) => soak::serve(settings),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -425,4 +487,84 @@ fn run_alloc(args: AllocArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn run_soak(args: SoakArgs) -> Result<(), String> {
+    let launch = match (args.server_pid, args.embedded, args.daemon) {
+        (Some(pid), _, _) => {
+            if args.unix.is_none() && args.tcp.is_none() {
+                return Err("--server-pid needs --unix or --tcp (or both)".into());
+            }
+            soak::Launch::Attach {
+                pid,
+                unix: args.unix,
+                tcp: args.tcp,
+            }
+        }
+        (None, true, _) => soak::Launch::Embedded(args.daemon_args),
+        (None, false, Some(path)) => soak::Launch::Binary(path, args.daemon_args),
+        (None, false, None) => {
+            let exe = std::env::current_exe().map_err(|e| format!("this executable: {e}"))?;
+            let path = exe.with_file_name("junctiond");
+            if !path.exists() {
+                return Err(format!(
+                    "no junctiond at {}: build it (cargo build --release --workspace), \
+                     or pass --daemon PATH, --embedded or --server-pid",
+                    path.display()
+                ));
+            }
+            soak::Launch::Binary(path, args.daemon_args)
+        }
+    };
+    let duration = args.duration.0;
+    // 10% of the run, but at least 10 s (or a quarter of a short run) and at most 30 s.
+    let warmup = args.warmup.map_or_else(
+        || {
+            (duration / 10)
+                .max((duration / 4).min(Duration::from_secs(10)))
+                .min(Duration::from_secs(30))
+        },
+        |w| w.0,
+    );
+    let spec = soak::SoakSpec {
+        launch,
+        duration,
+        warmup,
+        interval: args.interval.0.max(Duration::from_millis(50)),
+        max_rss_growth: args.max_rss_growth,
+        settle: args.settle.0,
+        timeout: args.timeout.0,
+        max_frame: usize::try_from(args.max_frame.0).map_err(|_| "--max-frame too large")?,
+        churn_rate: args.churn_rate,
+        seed: args.seed,
+    };
+    let mut last = std::time::Instant::now();
+    let mut progress = |s: &soak::Sample, tally: &soak::Tally| {
+        if last.elapsed() >= Duration::from_secs(10) {
+            last = std::time::Instant::now();
+            eprintln!(
+                "  {:6.0}s  RSS {:>7} KiB  fds {:>4}  conns {:>3}  {:>11} answers  {} wrong  {} errors",
+                s.t,
+                s.rss_kib,
+                s.fds,
+                s.connections,
+                s.answers,
+                tally.mismatches.load(std::sync::atomic::Ordering::Relaxed),
+                tally.errors.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+    };
+    let report = soak::run(spec, &mut progress)?;
+    if args.json {
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        value["mode"] = json!("soak");
+        println!("{value}");
+    } else {
+        soak::print_table(&report);
+    }
+    if report.verdict == "flat" {
+        Ok(())
+    } else {
+        Err(format!("soak failed: {}", report.reasons.join("; ")))
+    }
 }

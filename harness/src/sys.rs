@@ -1,4 +1,4 @@
-//! What the harness reads from the OS: CPU time, RSS, and the fd limit.
+//! What the harness reads from the OS: CPU time, RSS, open descriptors and the fd limit.
 
 use std::time::Duration;
 
@@ -50,4 +50,10 @@ pub fn raise_fd_limit() -> u64 {
         Ok((soft, _)) => soft,
         Err(_) => 1024,
     }
+}
+
+/// Open file descriptors of process `pid`: the entries of /proc/PID/fd.
+pub fn process_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.filter(|e| e.is_ok()).count() as u64)
 }

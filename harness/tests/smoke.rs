@@ -175,3 +175,67 @@ fn the_server_allocates_nothing_per_request_in_steady_state() {
         assert!(case["requests"].as_u64() >= Some(20_000));
     }
 }
+
+#[test]
+fn a_short_soak_is_flat_and_gives_back_every_descriptor() {
+    // The embedded server: the library's daemon plus a pooled echo, in its own
+    // process, so that its descriptors are its own. RSS is not judged here
+    // (the bound is one that cannot flake); behaviour is.
+    let report = bench(&[
+        "soak",
+        "--embedded",
+        "-d",
+        "6s",
+        "--interval",
+        "500ms",
+        "--max-rss-growth",
+        "256MiB",
+        "--timeout",
+        "30s",
+        "--settle",
+        "10s",
+    ]);
+    assert_eq!(report["verdict"], "flat", "{:?}", report["reasons"]);
+    assert_eq!(report["mismatches"], 0, "{:?}", report["failures"]);
+    assert_eq!(report["errors"], 0, "{:?}", report["failures"]);
+    assert_eq!(report["pooled"], true);
+    let fds = &report["fds"];
+    assert!(fds["end"].as_u64() <= fds["baseline"].as_u64(), "{fds}");
+    assert!(fds["max"].as_u64() > fds["baseline"].as_u64(), "{fds}");
+    for counter in ["answers", "provoked_errors", "churned", "abrupt"] {
+        assert!(report[counter].as_u64() > Some(0), "{counter}: {report}");
+    }
+    assert_eq!(report["open_connections"][0], report["open_connections"][1]);
+    assert_eq!(
+        report["exit"]["code"], 0,
+        "the daemon's drain after SIGTERM"
+    );
+    assert!(!report["samples"].as_array().expect("samples").is_empty());
+}
+
+#[test]
+fn a_soak_that_gets_no_answer_fails() {
+    // Told that max-frame is 64KiB, the soak expects -32001 for a 64KiB + 1
+    // payload the daemon (1MiB) accepts and waits for: no answer in time.
+    let out = Command::new(BENCH)
+        .args([
+            "soak",
+            "--embedded",
+            "-d",
+            "2s",
+            "--interval",
+            "500ms",
+            "--max-frame",
+            "64KiB",
+            "--timeout",
+            "1s",
+            "--json",
+        ])
+        .output()
+        .expect("run junction-bench");
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["verdict"], "failed");
+    assert!(report["errors"].as_u64() > Some(0), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soak failed"));
+}
