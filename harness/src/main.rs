@@ -55,7 +55,7 @@ enum Mode {
     Soak(SoakArgs),
     /// The embedded server `soak --embedded` starts (junctiond's flags)
     #[command(hide = true)]
-    SoakServer(Settings),
+    SoakServer(Box<Settings>),
 }
 
 #[derive(Args, Clone)]
@@ -248,7 +248,7 @@ fn main() -> ExitCode {
         Mode::Idle(args) => run_idle(args),
         Mode::Alloc(args) => run_alloc(args),
         Mode::Soak(args) => run_soak(args),
-        Mode::SoakServer(settings) => soak::serve(settings),
+        Mode::SoakServer(settings) => soak::serve(*settings),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

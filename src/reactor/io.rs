@@ -84,7 +84,8 @@ impl Core {
         let Some(spare) = self.spare.take() else {
             Stats::bump(&self.stats().fd_exhausted);
             self.warn_fd_exhaustion();
-            self.add_timer(self.now + ACCEPT_RETRY, index, 0, TimerKind::AcceptRetry);
+            let retry = std::time::Instant::now() + ACCEPT_RETRY;
+            self.add_timer(retry, index, 0, TimerKind::AcceptRetry);
             return false;
         };
         drop(spare);

@@ -104,6 +104,8 @@ pub struct Core {
     scratch: Vec<u8>,
     config: LoopConfig,
     timers: BinaryHeap<timers::Timer>,
+    /// Reused list of the timers due in one `fire_timers`.
+    due: Vec<timers::Timer>,
     /// Connections with output to flush at the end of this turn.
     dirty: Vec<usize>,
     /// Connections that used their read budget and may have more to read.
@@ -168,6 +170,7 @@ impl Core {
             scratch: Vec::new(),
             config,
             timers: BinaryHeap::new(),
+            due: Vec::new(),
             dirty: Vec::new(),
             unread: Vec::new(),
             admitted: Vec::new(),
@@ -184,7 +187,7 @@ impl Core {
             starved: Vec::new(),
             starved_at: 0,
         };
-        core.schedule_sweep();
+        core.schedule_sweep(Instant::now());
         core
     }
 

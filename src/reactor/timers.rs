@@ -36,10 +36,13 @@ impl Core {
         self.timers.push(Reverse((at, key, generation, kind)));
     }
 
-    /// Schedules the next timeout sweep, if any timeout is on.
-    pub(super) fn schedule_sweep(&mut self) {
+    /// Schedules the next timeout sweep one interval after `from`, if any
+    /// timeout is on. `from` must be the time the sweep ran, never the start
+    /// of a turn that may be older than the interval: the new timer would
+    /// be due at once and `fire_timers` would sweep forever.
+    pub(super) fn schedule_sweep(&mut self, from: Instant) {
         if let Some(every) = self.sweep_interval() {
-            self.add_timer(self.now + every, usize::MAX, 0, TimerKind::Sweep);
+            self.add_timer(from + every, usize::MAX, 0, TimerKind::Sweep);
         }
     }
 
@@ -53,14 +56,18 @@ impl Core {
             .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
     }
 
-    /// Fires every timer that is due.
+    /// Fires every timer that is due. Timers a firing one adds wait for the
+    /// next turn, even if already due, so that this can never spin.
     pub fn fire_timers(&mut self) {
         let now = Instant::now();
-        while let Some(Reverse((at, key, generation, kind))) = self.timers.peek().copied() {
-            if at > now {
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(Reverse((at, ..))) = self.timers.peek() {
+            if *at > now {
                 break;
             }
-            self.timers.pop();
+            due.extend(self.timers.pop());
+        }
+        for Reverse((_, key, generation, kind)) in due.drain(..) {
             match kind {
                 TimerKind::Sweep => {
                     self.sweep_timeouts(now);
@@ -91,6 +98,7 @@ impl Core {
                 TimerKind::Sniff | TimerKind::Sweep | TimerKind::AcceptRetry => {}
             }
         }
+        self.due = due;
     }
 
     /// Acts on the connections whose frame, idle or write timeout expired:
@@ -124,6 +132,6 @@ impl Core {
             }
         }
         self.expired = expired;
-        self.schedule_sweep();
+        self.schedule_sweep(now);
     }
 }

@@ -73,6 +73,13 @@ pub struct Unavailable(String);
 /// Checks that this kernel (and any seccomp filter or sysctl) allows an
 /// io_uring with everything the driver needs.
 pub fn probe() -> Result<(), Unavailable> {
+    // Multishot accept came in 5.19; the opcode probe cannot tell it apart.
+    if let Some(release) = kernel_release().filter(|r| *r < (5, 19)) {
+        return Err(Unavailable(format!(
+            "Linux {}.{} is older than 5.19 (multishot accept)",
+            release.0, release.1
+        )));
+    }
     let ring = IoUring::new(8).map_err(|e| {
         Unavailable(match e.raw_os_error() {
             Some(libc::ENOSYS) => "the kernel has no io_uring (ENOSYS)".into(),
@@ -111,6 +118,15 @@ pub fn probe() -> Result<(), Unavailable> {
         }
     }
     Ok(())
+}
+
+/// The running kernel's major and minor version, if it can be read.
+fn kernel_release() -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = text.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// The eventfd the pool wakes the loop with.
