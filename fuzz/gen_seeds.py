@@ -107,6 +107,8 @@ def main():
         # Was -32700 before the fix of ecc0d86: an ignored member's name with a
         # lone surrogate escape.
         "surrogate-name": lines('{"jsonrpc":"2.0","method":"m","id":1,"\\ud800":0}'),
+        # Must stay -32700: a raw control character in a member name.
+        "control-char-name": b'{"jsonrpc":"2.0","method":"m","\0":1,"id":1}\n',
     }
     for name, data in framer.items():
         write("jsonrpc_framer", name, setup + data)
