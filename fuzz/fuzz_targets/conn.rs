@@ -259,15 +259,12 @@ fn jsonrpc_expected(stream: &[u8], limits: Limits, eof: bool) -> Expected {
                     }
                 }
             },
-            LineEvent::TooLong => replies.push(Reply::Error {
+            // An unterminated last line over the limit is answered the same
+            // way (jsonrpc.md section 3; fuzz/regressions/conn-eof-overlong-line).
+            LineEvent::TooLong | LineEvent::TooLongAtEof => replies.push(Reply::Error {
                 id: "null".into(),
                 code: -32001,
             }),
-            // jsonrpc.md section 3: "A longer unterminated last line is
-            // dropped without a reply." The connection answers it with
-            // -32001 instead (fuzz/regressions/conn-eof-overlong-line); the
-            // check is relaxed so that fuzzing can go past it: see `relaxed`.
-            LineEvent::DroppedAtEof => {}
         }
     }
     Expected { replies, deferred }
@@ -376,13 +373,6 @@ fn debug() -> bool {
     *ON.get_or_init(|| std::env::var_os("JUNCTION_FUZZ_DEBUG").is_some())
 }
 
-/// `JUNCTION_FUZZ_STRICT=1`: no allowance for the known divergences (to
-/// replay fuzz/regressions/).
-fn strict() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("JUNCTION_FUZZ_STRICT").is_some())
-}
-
 /// How a run went.
 struct Run {
     written: Vec<u8>,
@@ -482,32 +472,11 @@ fn check(stream: &[u8], limits: Limits, eof: bool, run: &Run) {
         _ => jsonrpc_expected(stream, limits, eof),
     };
     let mut want_replies = want.replies;
-    if !strict() {
-        relaxed(stream, limits, eof, &mut got);
-    }
     if want.deferred {
         got.sort();
         want_replies.sort();
     }
     assert_eq!(got, want_replies, "replies differ from the spec");
-}
-
-/// Known divergences from the spec, reported and not fixed here: they are
-/// taken out of `got` so that fuzzing finds what else there is.
-fn relaxed(stream: &[u8], limits: Limits, eof: bool, got: &mut Vec<Reply>) {
-    // fuzz/regressions/conn-eof-overlong-line: at end of input, a last line
-    // without LF of max-frame + 1 bytes is answered with -32001 where
-    // jsonrpc.md section 3 says it is dropped without a reply.
-    let (events, _) = spec::lines(stream, limits.max_frame, eof);
-    if events.last() == Some(&LineEvent::DroppedAtEof) {
-        let overlong = Reply::Error {
-            id: "null".into(),
-            code: -32001,
-        };
-        if let Some(at) = got.iter().rposition(|r| *r == overlong) {
-            got.remove(at);
-        }
-    }
 }
 
 /// Drives a connection through `stream` on a schedule drawn from the setup,

@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
             seen.push(own(line, &expected, seen.len()));
             handle(line, max_batch);
         } else {
-            seen.push(LineEvent::DroppedAtEof);
+            seen.push(LineEvent::TooLongAtEof);
         }
     } else if !refused {
         assert_eq!(left, waiting, "bytes left waiting for their LF");

@@ -102,9 +102,9 @@ pub enum LineEvent<'a> {
     Line(&'a [u8]),
     /// A line over `max-frame`: -32001, and nothing after it is read.
     TooLong,
-    /// At end of input, a last line without LF that is over `max-frame`
-    /// ("dropped without a reply").
-    DroppedAtEof,
+    /// At end of input, a last line without LF that is over `max-frame`:
+    /// -32001 as well, then the close.
+    TooLongAtEof,
 }
 
 /// The lines `stream` holds. With `eof`, the peer has ended its side after
@@ -137,7 +137,7 @@ pub fn lines(stream: &[u8], max_frame: usize, eof: bool) -> (Vec<LineEvent<'_>>,
                 if rest.len() <= max_frame {
                     events.push(LineEvent::Line(rest));
                 } else {
-                    events.push(LineEvent::DroppedAtEof);
+                    events.push(LineEvent::TooLongAtEof);
                 }
                 return (events, 0);
             }
