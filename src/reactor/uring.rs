@@ -253,9 +253,11 @@ impl UringLoop {
             self.core.fire_timers();
             self.flush_dirty()?;
             let drain = self.core.end_turn();
+            // Retire first: a slot closed and reused this turn must not lend
+            // the old connection's operations to the new one.
+            self.retire_closed()?;
             self.watch_admitted()?;
             self.rearm_polls()?;
-            self.retire_closed()?;
             self.rearm_accepts()?;
             if drain != Drain::Running {
                 return self.shut_down();
@@ -429,6 +431,12 @@ impl UringLoop {
             let ops = self.in_flight(key);
             clear(ops, op);
             return true;
+        }
+        // Closed this turn and not retired yet: its operations are still
+        // counted in the slot.
+        if let Some(ops) = self.ops.get_mut(key).filter(|o| o.generation == generation) {
+            clear(ops, op);
+            return false;
         }
         let Some(pos) = self
             .retiring
