@@ -47,12 +47,13 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use junction::RpcError;
+use junction::access::{self, Peer};
 use junction::buffer::RingPool;
 use junction::conn::{Connection, Finish, Timeout, Timeouts};
-use junction::dispatch::{Limits, Shared};
-use junction::net::Transport;
+use junction::dispatch::{Held, Limits, Shared};
 use junction::proto::jsonrpc::{self, Entry, Message};
 use junction::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
+use junction::reactor::Waker;
 use junction::router::{Context, Mode, Params, Router};
 use junction::stats::Stats;
 use junction::workers::{Completions, ConnRef, WorkerPool};
@@ -111,7 +112,9 @@ fn world() -> &'static Mutex<World> {
         let gate = Arc::new(Gate::default());
         let context = Arc::new(Context::new(router(&gate), Arc::new(Stats::new(1))));
         let poll = mio::Poll::new().expect("poll");
-        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let waker = Arc::new(Waker::Mio(
+            mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker"),
+        ));
         // A queue no run can fill: whether it is full would depend on timing.
         let (workers, completions) =
             WorkerPool::start(1, 1 << 20, Arc::clone(&context), waker).expect("pool");
@@ -417,6 +420,8 @@ fuzz_target!(|data: &[u8]| {
         max_frame: MAX_FRAMES[usize::from(setup.a & 7)],
         max_batch: MAX_BATCHES[usize::from((setup.a >> 3) & 3)],
         max_output: MAX_OUTPUTS[usize::from((setup.a >> 5) & 3)],
+        // Out of reach: the memory limit is a loop-wide policy, not the codec's.
+        max_buffer_memory: 1 << 40,
     };
     let eof = setup.a & 0x80 != 0;
     let chaos = setup.b & 0x80 != 0;
@@ -496,10 +501,12 @@ fn drive(
         generation: world.generation,
     };
     let mut clock = Instant::now();
-    let mut conn = Connection::new(id, Transport::Unix, clock);
+    let mut conn = Connection::new(id, Peer::Unix(None), access::Gate::Open, clock);
     let mut rings = RingPool::new(4);
     let mut chunks = ChunkPool::new(8);
     let mut scratch = Vec::new();
+    // No loop-mode methods, and a queue no run fills: nothing is ever held.
+    let mut held = Held::default();
     let stats = world.context.stats();
     let gauge_before = stats.output_buffered.load(Relaxed);
     let mut shared = Shared {
@@ -508,6 +515,7 @@ fn drive(
         rings: &mut rings,
         chunks: &mut chunks,
         limits,
+        held: &mut held,
     };
     let mut reads = Reads::new(setup.seed);
     let mut writes = Reads::new(setup.seed.rotate_left(3) ^ setup.b);
@@ -579,7 +587,9 @@ fn drive(
         match action {
             0 => {
                 let want = reads.next(stream.len() - at);
-                let ring = conn.read_space(&mut shared);
+                let ring = conn
+                    .read_space(&mut shared)
+                    .expect("the memory limit is out of reach");
                 let took = copy_to_space(ring, &stream[at..at + want]);
                 assert!(
                     took > 0,
@@ -656,7 +666,7 @@ fn drive(
                 }
             }
             _ => {
-                conn.stop_input(&mut shared);
+                conn.stop_input();
                 disturbed = true;
             }
         }

@@ -170,7 +170,7 @@ impl Core {
             scratch: Vec::new(),
             config,
             timers: BinaryHeap::new(),
-            due: Vec::new(),
+            due: Vec::with_capacity(64),
             dirty: Vec::new(),
             unread: Vec::new(),
             admitted: Vec::new(),
