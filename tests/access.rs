@@ -48,16 +48,22 @@ fn jsonrpc_line(method: &str, params: Value, id: u64) -> Vec<u8> {
 fn rpc_clients_shows_each_connections_transport_and_peer() {
     let server = common::start();
     let [unix, tcp] = <[Endpoint; 2]>::try_from(server.endpoints()).expect("two");
-    for asker in [&unix, &tcp] {
-        let mut other_unix = connect(&unix, Protocol::Mcp1);
-        let mut other_tcp = connect(&tcp, Protocol::JsonRpc);
-        assert_eq!(other_unix.call("rpc.ping", None).expect("ping"), "pong");
-        assert_eq!(other_tcp.call("rpc.ping", None).expect("ping"), "pong");
-        let clients = connect(asker, Protocol::JsonRpc)
-            .call("rpc.clients", None)
-            .expect("rpc.clients");
+    // Every connection is open before anyone asks, so each answer lists the same four.
+    let mut other_unix = connect(&unix, Protocol::Mcp1);
+    let mut other_tcp = connect(&tcp, Protocol::JsonRpc);
+    assert_eq!(other_unix.call("rpc.ping", None).expect("ping"), "pong");
+    assert_eq!(other_tcp.call("rpc.ping", None).expect("ping"), "pong");
+    let mut askers = [
+        connect(&unix, Protocol::JsonRpc),
+        connect(&tcp, Protocol::JsonRpc),
+    ];
+    for asker in &mut askers {
+        assert_eq!(asker.call("rpc.ping", None).expect("ping"), "pong");
+    }
+    for asker in &mut askers {
+        let clients = asker.call("rpc.clients", None).expect("rpc.clients");
         let list = clients.as_array().expect("a list");
-        assert_eq!(list.len(), 3, "{clients}");
+        assert_eq!(list.len(), 4, "{clients}");
         let unix_peers: Vec<&Value> = list.iter().filter(|c| c["transport"] == "unix").collect();
         let tcp_peers: Vec<&Value> = list.iter().filter(|c| c["transport"] == "tcp").collect();
         for peer in &unix_peers {
