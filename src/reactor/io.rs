@@ -192,13 +192,7 @@ impl Core {
                     Progress::Again
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Progress::Stop,
-            Err(e) if e.kind() == ErrorKind::Interrupted => Progress::Again,
-            Err(e) => {
-                tracing::debug!(conn = key, error = %e, "read failed");
-                self.close(key);
-                Progress::Stop
-            }
+            Err(e) => self.failed(key, &e, "read"),
         }
     }
 
@@ -251,13 +245,7 @@ impl Core {
                     Progress::Again
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Progress::Stop,
-            Err(e) if e.kind() == ErrorKind::Interrupted => Progress::Again,
-            Err(e) => {
-                tracing::debug!(conn = key, error = %e, "write failed");
-                self.close(key);
-                Progress::Stop
-            }
+            Err(e) => self.failed(key, &e, "write"),
         }
     }
 
@@ -281,6 +269,22 @@ impl Core {
             }
         }
         self.settle(key);
+    }
+}
+
+impl Core {
+    /// What a failed read or write means: try later, try again, or the
+    /// connection is gone (it is closed).
+    fn failed(&mut self, key: usize, e: &io::Error, what: &str) -> Progress {
+        match e.kind() {
+            ErrorKind::WouldBlock => Progress::Stop,
+            ErrorKind::Interrupted => Progress::Again,
+            _ => {
+                tracing::debug!(conn = key, error = %e, "{what} failed");
+                self.close(key);
+                Progress::Stop
+            }
+        }
     }
 }
 
