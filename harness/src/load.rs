@@ -37,6 +37,8 @@ pub struct LoadSpec {
     pub requests: Option<u64>,
     /// Unmeasured time first.
     pub warmup: Duration,
+    /// The server's pid, to read its CPU over the measured window.
+    pub server_pid: Option<u32>,
 }
 
 /// What a run measured.
@@ -53,6 +55,8 @@ pub struct LoadResult {
     pub errors: u64,
     /// CPU the generator itself used in the window.
     pub client_cpu: Duration,
+    /// CPU the server used in the same window (with `server_pid`).
+    pub server_cpu: Option<Duration>,
 }
 
 /// Flags and counters the threads share with the coordinator.
@@ -189,6 +193,7 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
         handles.push(handle);
     }
     std::thread::sleep(spec.warmup);
+    let server_cpu_start = spec.server_pid.and_then(crate::sys::process_cpu);
     let cpu_start = crate::sys::own_cpu();
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Release);
@@ -212,6 +217,11 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
     shared.stop.store(true, Ordering::Release);
     let seconds = started.elapsed().as_secs_f64();
     let client_cpu = crate::sys::own_cpu().saturating_sub(cpu_start);
+    let server_cpu = spec
+        .server_pid
+        .and_then(crate::sys::process_cpu)
+        .zip(server_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
     let mut latency = new_histogram();
     let (mut bytes, mut errors) = (0, 0);
     for handle in handles {
@@ -231,6 +241,7 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
         latency,
         errors,
         client_cpu,
+        server_cpu,
     })
 }
 

@@ -275,8 +275,8 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         duration: args.duration.0,
         requests: args.requests,
         warmup: args.warmup.0,
+        server_pid: args.server_pid,
     };
-    let server_cpu_start = args.server_pid.and_then(sys::process_cpu);
     let mut progress = |secs: f64, answers: u64| {
         eprintln!(
             "  {secs:5.1}s  {answers:>12} answers  {:>12.0} ops/s",
@@ -284,11 +284,8 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         );
     };
     let result = load::run(&spec, &mut progress)?;
-    let server_cpu = args
-        .server_pid
-        .and_then(sys::process_cpu)
-        .zip(server_cpu_start)
-        .map(|(end, start)| end.saturating_sub(start).as_secs_f64());
+    // Over the measured window only, like the requests it is divided by.
+    let server_cpu = result.server_cpu.map(|d| d.as_secs_f64());
     let ops = result.requests as f64 / result.seconds;
     let report = json!({
         "mode": mode,
