@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::access::{Access, AuthToken};
+use crate::bus::policy::{Policy, Rule};
+use crate::bus::{BusConfig, SlowSubscriber};
 use crate::net::listener::default_unix_path;
 use crate::net::tuning::{Preset, SocketOptions};
 
@@ -334,6 +336,31 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_UNIX_SNDBUF", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix_sndbuf: Option<ByteSize>,
+    /// How long a call routed to a client provider may wait for its answer (0s: no limit) [default: 30s]
+    #[arg(long, env = "JUNCTION_BUS_CALL_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_call_timeout: Option<Span>,
+    /// Most events queued for one subscriber beyond its pending output [default: 1024]
+    #[arg(long, env = "JUNCTION_BUS_QUEUE_EVENTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_queue_events: Option<usize>,
+    /// Most event bytes queued for one subscriber beyond its pending output [default: 1MiB]
+    #[arg(long, env = "JUNCTION_BUS_QUEUE_BYTES", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_queue_bytes: Option<ByteSize>,
+    /// A subscriber whose queue is full: drop-oldest (it is told how many) or disconnect [default: drop-oldest]
+    #[arg(long, env = "JUNCTION_BUS_SLOW_SUBSCRIBER", value_name = "POLICY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_slow_subscriber: Option<SlowSubscriber>,
+    /// Who may register bus names: PATTERN=WHO,... (WHO: user, @group, any, tcp); repeat or separate with ';' [default: any Unix peer, no TCP peer]
+    #[arg(
+        long,
+        env = "JUNCTION_BUS_ALLOW",
+        value_name = "PATTERN=WHO",
+        value_delimiter = ';'
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_allow: Option<Vec<String>>,
     /// Log line format [default: human]
     #[arg(long, env = "JUNCTION_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -371,6 +398,7 @@ impl Settings {
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
             tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
+            bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
             log_format, log)
     }
 }
@@ -424,6 +452,8 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Socket options.
     pub sockets: SocketOptions,
+    /// Service bus settings.
+    pub bus: BusConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -456,6 +486,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             write_timeout: Duration::from_secs(30),
             sockets: SocketOptions::default(),
+            bus: BusConfig::default(),
             log_format: LogFormat::Human,
             log: "info".into(),
         }
@@ -467,6 +498,7 @@ impl Config {
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
         let mut config = Config {
             sockets: resolve_sockets(&settings)?,
+            bus: resolve_bus(&settings)?,
             ..Config::default()
         };
         if let Some(unix) = settings.unix {
@@ -641,6 +673,18 @@ impl Config {
             tcp_reuseaddr: Some(self.sockets.tcp_reuseaddr),
             unix_rcvbuf: Some(ByteSize(self.sockets.unix_rcvbuf as u64)),
             unix_sndbuf: Some(ByteSize(self.sockets.unix_sndbuf as u64)),
+            bus_call_timeout: Some(Span(self.bus.call_timeout)),
+            bus_queue_events: Some(self.bus.queue_events),
+            bus_queue_bytes: Some(ByteSize(self.bus.queue_bytes as u64)),
+            bus_slow_subscriber: Some(self.bus.slow_subscriber),
+            bus_allow: Some(
+                self.bus
+                    .policy
+                    .rules()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
             log_format: Some(self.log_format),
             log: Some(self.log.clone()),
         }
@@ -653,7 +697,7 @@ impl Config {
 }
 
 /// A user name or numeric uid.
-fn user_id(name: &str) -> Result<u32, String> {
+pub(crate) fn user_id(name: &str) -> Result<u32, String> {
     let name = name.trim();
     if let Ok(uid) = name.parse() {
         return Ok(uid);
@@ -665,7 +709,7 @@ fn user_id(name: &str) -> Result<u32, String> {
 }
 
 /// A group name or numeric gid.
-fn group_id(name: &str) -> Result<u32, String> {
+pub(crate) fn group_id(name: &str) -> Result<u32, String> {
     let name = name.trim();
     if let Ok(gid) = name.parse() {
         return Ok(gid);
@@ -687,6 +731,36 @@ fn id_list(text: &str, resolve: fn(&str) -> Result<u32, String>) -> Result<Vec<u
 
 fn join_ids(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The bus settings, checked.
+fn resolve_bus(settings: &Settings) -> Result<BusConfig, ConfigError> {
+    let mut bus = BusConfig::default();
+    if let Some(Span(t)) = settings.bus_call_timeout {
+        bus.call_timeout = t;
+    }
+    match settings.bus_queue_events {
+        Some(0) => return Err(invalid("bus-queue-events", "must be at least 1")),
+        Some(n) => bus.queue_events = n,
+        None => {}
+    }
+    if let Some(ByteSize(size)) = settings.bus_queue_bytes {
+        if !(1024..=1 << 32).contains(&size) {
+            return Err(invalid("bus-queue-bytes", "must be between 1KiB and 4GiB"));
+        }
+        bus.queue_bytes = size as usize;
+    }
+    bus.slow_subscriber = settings.bus_slow_subscriber.unwrap_or(bus.slow_subscriber);
+    if let Some(rules) = &settings.bus_allow {
+        let rules = rules
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| Rule::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("bus-allow", e))?;
+        bus.policy = Policy::new(rules);
+    }
+    Ok(bus)
 }
 
 /// The preset named by `tuning`, with each option set on its own applied over it.

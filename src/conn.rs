@@ -37,6 +37,7 @@ macro_rules! dispatcher {
     ($conn:ident, $shared:ident) => {
         Dispatcher {
             conn: $conn.id,
+            peer: &$conn.peer,
             out: &mut $conn.out,
             batches: &mut $conn.batches,
             in_flight: &mut $conn.in_flight,
@@ -130,6 +131,11 @@ pub struct Connection {
     paused: bool,
     /// The output size last added to the server's `output_buffered` gauge.
     gauged: usize,
+    /// Output bytes the daemon originated (forwarded calls, events) rather
+    /// than answers to this peer's requests; counted off first as output is
+    /// written. They never pause its input: a provider must stay readable
+    /// for its answers to drain the calls queued to it.
+    originated: u32,
 }
 
 impl Connection {
@@ -146,6 +152,7 @@ impl Connection {
             stalled_since: None,
             paused: false,
             gauged: 0,
+            originated: 0,
             id,
             phase: Phase::Sniffing,
             input: Input::Open,
@@ -242,7 +249,10 @@ impl Connection {
                 .fetch_sub((self.gauged - len) as u64, Relaxed);
         }
         self.gauged = len;
-        if !self.paused && len >= shared.limits.max_output && self.input == Input::Open {
+        if !self.paused
+            && self.own_output() >= shared.limits.max_output
+            && self.input == Input::Open
+        {
             self.paused = true;
             stats.backpressure_pauses.fetch_add(1, Relaxed);
         }
@@ -253,7 +263,7 @@ impl Connection {
     /// socket should be read (edge-triggered readiness will not say so
     /// itself) or the new output paused the connection again.
     pub fn resume(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) -> Option<bool> {
-        if !self.paused || self.out.len() > shared.limits.max_output / 2 {
+        if !self.paused || self.own_output() > shared.limits.max_output / 2 {
             return None;
         }
         self.paused = false;
@@ -434,6 +444,39 @@ impl Connection {
         self.account_output(shared);
     }
 
+    /// Appends a frame the daemon originates for this peer (a forwarded
+    /// request, a cancel, an event).
+    pub fn push_frame(&mut self, frame: Vec<u8>, shared: &mut Shared<'_>) {
+        self.originate(frame.len());
+        self.out.push_frame(frame, shared.chunks);
+        self.account_output(shared);
+    }
+
+    /// Appends bytes of frames the daemon originates (events).
+    pub fn push_bytes(&mut self, bytes: &[u8], shared: &mut Shared<'_>) {
+        self.originate(bytes.len());
+        self.out
+            .append(shared.chunks, |buf| buf.extend_from_slice(bytes));
+        self.account_output(shared);
+    }
+
+    /// Ends the conversation after `frame` (an error saying why): nothing
+    /// more is read, and the connection closes once its output is out.
+    pub fn evict(&mut self, frame: Vec<u8>, shared: &mut Shared<'_>) {
+        self.push_frame(frame, shared);
+        self.refuse(shared, b"");
+    }
+
+    fn originate(&mut self, len: usize) {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        self.originated = self.originated.saturating_add(len);
+    }
+
+    /// Pending output that answers this peer's own requests.
+    fn own_output(&self) -> usize {
+        self.out.len().saturating_sub(self.originated as usize)
+    }
+
     /// The bytes waiting to be written.
     pub fn output(&self) -> &WriteQueue {
         &self.out
@@ -447,6 +490,8 @@ impl Connection {
     /// `n` bytes of the output were written at `now`.
     pub fn wrote(&mut self, n: usize, now: Instant, shared: &mut Shared<'_>) {
         self.out.advance(n, shared.chunks);
+        let written = u32::try_from(n).unwrap_or(u32::MAX);
+        self.originated = self.originated.saturating_sub(written);
         shared.stats().bytes_out.fetch_add(n as u64, Relaxed);
         if n > 0 {
             self.last_activity = now;
@@ -472,6 +517,7 @@ impl Connection {
     /// Drops unsent output: the peer is gone.
     pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
         self.out.release(shared.chunks);
+        self.originated = 0;
         self.account_output(shared);
     }
 
@@ -579,7 +625,7 @@ impl Connection {
     /// Backpressure (output at its cap) or a parked job: the rest of the
     /// ring waits.
     fn must_wait(&mut self, shared: &mut Shared<'_>) -> bool {
-        if self.out.len() >= shared.limits.max_output {
+        if self.own_output() >= shared.limits.max_output {
             self.account_output(shared);
         }
         self.held()

@@ -9,8 +9,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde_json::value::RawValue;
 use slab::Slab;
 
+use crate::access::Peer;
 use crate::access::{AUTH_METHOD, offered_token};
 use crate::buffer::RingPool;
+use crate::bus::{self, Bus, Caller, Outcome};
 use crate::error::{ErrorCode, RpcError};
 use crate::proto::Protocol;
 use crate::proto::jsonrpc::{self, Entry, Message};
@@ -59,6 +61,8 @@ pub struct Shared<'a> {
     pub limits: Limits,
     /// Jobs the loop holds instead of the pool.
     pub held: &'a mut Held,
+    /// The service bus: routed names, pending calls, subscriptions.
+    pub bus: &'a mut Bus,
 }
 
 /// Jobs the loop holds rather than the pool: loop-mode calls to run once the
@@ -104,6 +108,8 @@ impl PendingBatch {
 pub struct Dispatcher<'c, 's, 'a> {
     /// Which connection this is (for jobs).
     pub conn: ConnRef,
+    /// Who is at its other end (for the bus).
+    pub peer: &'c Peer,
     /// Its output.
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
@@ -199,13 +205,14 @@ impl Dispatcher<'_, '_, '_> {
             ),
             // Invalid requests are answered even without an id (with id null).
             Entry::Invalid { id, error } => self.send_error(Answer::JsonRpc { id, batch }, &error),
-            Entry::Response { id } => {
-                // Nothing the daemon sent is waiting for an answer yet.
-                tracing::debug!(
-                    id = id.map_or("null", RawValue::get),
-                    "unsolicited response dropped"
-                );
-                self.count_error(Protocol::JsonRpc);
+            // A provider answering a call the bus forwarded to it.
+            Entry::Response { id, outcome } => {
+                let id = id.and_then(|raw| raw.get().parse::<u32>().ok());
+                let outcome = match outcome {
+                    Ok(result) => Outcome::Result(Params::Json(result)),
+                    Err(error) => Outcome::Error(provider_error(error)),
+                };
+                self.shared.bus.answer(self.conn, id, outcome);
             }
         }
     }
@@ -308,7 +315,11 @@ impl Dispatcher<'_, '_, '_> {
                     mcp1::write_pong(buf, header.id, payload)
                 });
             }
-            Kind::Response | Kind::Error | Kind::Pong => {
+            Kind::Response | Kind::Error => {
+                let outcome = provider_outcome(header, payload);
+                self.shared.bus.answer(self.conn, Some(header.id), outcome);
+            }
+            Kind::Pong | Kind::Cancel => {
                 tracing::debug!(
                     id = header.id,
                     kind = header.kind.name(),
@@ -340,10 +351,7 @@ impl Dispatcher<'_, '_, '_> {
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
         let Some(handler) = context.router().get(method) else {
-            if !answer.is_notification() {
-                self.send_error(answer, &RpcError::method_not_found(method));
-            }
-            return;
+            return self.call_bus(answer, method, params);
         };
         if handler.mode() == Mode::Inline {
             let call = Call {
@@ -365,6 +373,38 @@ impl Dispatcher<'_, '_, '_> {
             return self.expect_completion(answer);
         }
         self.submit(job, answer);
+    }
+
+    /// Runs a `bus.*` method, or forwards a call to the client that provides it.
+    fn call_bus(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+        let shared = &mut *self.shared;
+        let caller = Caller {
+            id: self.conn,
+            peer: self.peer,
+            protocol: answer.protocol(),
+        };
+        if method.starts_with(bus::PREFIX) {
+            let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
+            return self.send_result(answer, |reply| reply.json(&result?));
+        }
+        let Some(provider) = shared.bus.provider_of(method) else {
+            if !answer.is_notification() {
+                self.send_error(answer, &RpcError::method_not_found(method));
+            }
+            return;
+        };
+        let reply = (!answer.is_notification()).then(|| answer.to_owned());
+        match shared
+            .bus
+            .forward(&caller, reply, provider, method, params, shared.chunks)
+        {
+            Ok(()) if answer.is_notification() => {}
+            Ok(()) => self.expect_completion(answer),
+            Err(error) if answer.is_notification() => {
+                tracing::debug!(method, %error, "routed notification dropped");
+            }
+            Err(error) => self.send_error(answer, &error),
+        }
     }
 
     /// Queues a pooled job; a full queue parks it on the loop (oldest first)
@@ -509,5 +549,49 @@ impl Dispatcher<'_, '_, '_> {
                 self.finish_batch_if_done(key);
             }
         }
+    }
+}
+
+/// A JSON-RPC provider's `error` member as the caller will get it.
+fn provider_error(error: &RawValue) -> RpcError {
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<Wire>(error.get()) {
+        Ok(wire) => {
+            let mut rpc = RpcError::new(wire.code, wire.message);
+            rpc.data = wire.data;
+            rpc
+        }
+        Err(e) => RpcError::internal(format_args!(
+            "the provider sent a malformed error object: {e}"
+        )),
+    }
+}
+
+/// An MCP1 provider's RESPONSE or ERROR frame as the caller will get it.
+fn provider_outcome<'p>(header: &Header, payload: &'p [u8]) -> Outcome<'p> {
+    if header.kind == Kind::Error {
+        return Outcome::Error(match mcp1::parse_error_payload(payload) {
+            Some(error) => {
+                let mut rpc = RpcError::new(error.code, error.message.to_string());
+                rpc.data = error.data.and_then(|d| serde_json::from_slice(d).ok());
+                rpc
+            }
+            None => RpcError::internal("the provider sent a malformed ERROR frame"),
+        });
+    }
+    if header.is_raw() {
+        return Outcome::Result(Params::Raw(payload));
+    }
+    match mcp1::parse_json_body(payload) {
+        Ok(raw) => Outcome::Result(Params::Json(raw)),
+        Err(e) => Outcome::Error(RpcError::internal(format_args!(
+            "the provider's result is not JSON: {}",
+            e.message
+        ))),
     }
 }

@@ -32,6 +32,16 @@ pub enum ErrorCode {
     AccessDenied,
     /// The connection must authenticate first, or presented a wrong token.
     Unauthorized,
+    /// A bus name is already provided by another connection.
+    NameTaken,
+    /// The registration policy does not let this peer register the name.
+    NotPermitted,
+    /// The provider of a routed call disconnected before answering.
+    ProviderGone,
+    /// A routed call got no answer within the bus call timeout.
+    CallTimeout,
+    /// A subscriber fell too far behind its events and is disconnected.
+    SlowSubscriber,
 }
 
 impl ErrorCode {
@@ -51,6 +61,11 @@ impl ErrorCode {
             Self::OutOfDescriptors => -32005,
             Self::AccessDenied => -32006,
             Self::Unauthorized => -32007,
+            Self::NameTaken => -32020,
+            Self::NotPermitted => -32021,
+            Self::ProviderGone => -32022,
+            Self::CallTimeout => -32023,
+            Self::SlowSubscriber => -32024,
         }
     }
 
@@ -70,6 +85,11 @@ impl ErrorCode {
             Self::OutOfDescriptors => "Out of file descriptors",
             Self::AccessDenied => "Access denied",
             Self::Unauthorized => "Unauthorized",
+            Self::NameTaken => "Name taken",
+            Self::NotPermitted => "Not permitted",
+            Self::ProviderGone => "Provider gone",
+            Self::CallTimeout => "Call timed out",
+            Self::SlowSubscriber => "Subscriber too slow",
         }
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod buffer;
+pub mod bus;
 pub mod client;
 pub mod config;
 pub mod conn;

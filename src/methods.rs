@@ -11,7 +11,18 @@ use crate::router::{Mode, Params, Router, RouterError};
 struct MethodInfo<'a> {
     name: &'a str,
     description: &'a str,
-    mode: Mode,
+    /// "inline", "pooled", "loop", or "routed" (provided by a client).
+    mode: &'a str,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Inline => "inline",
+            Mode::Pooled => "pooled",
+            Mode::Loop => "loop",
+        }
+    }
 }
 
 /// Adds `rpc.ping`, `rpc.echo`, `rpc.stats`, `rpc.methods`, `rpc.clients`
@@ -44,10 +55,14 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
     )?;
     router.insert(
         "rpc.methods",
-        "lists every registered method with a one-line description",
+        "lists every method: the daemon's, the bus's, and the names clients provide",
         Mode::Inline,
         Box::new(|call, reply| {
-            let list: Vec<MethodInfo<'_>> = call
+            let routed = match call.context.directory().read() {
+                Ok(names) => names.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            let own = call
                 .context
                 .router()
                 .methods()
@@ -55,9 +70,22 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
                 .map(|m| MethodInfo {
                     name: m.name(),
                     description: m.description(),
-                    mode: m.mode(),
-                })
-                .collect();
+                    mode: m.mode().name(),
+                });
+            let bus = crate::bus::METHODS
+                .iter()
+                .map(|(name, description)| MethodInfo {
+                    name,
+                    description,
+                    mode: "inline",
+                });
+            let provided = routed.iter().map(|r| MethodInfo {
+                name: &r.name,
+                description: &r.provider,
+                mode: "routed",
+            });
+            let mut list: Vec<MethodInfo<'_>> = own.chain(bus).chain(provided).collect();
+            list.sort_by(|a, b| a.name.cmp(b.name));
             reply.json(&list)
         }),
     )?;

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::access::Access;
+use crate::bus::{BusConfig, Directory};
 use crate::error::RpcError;
 use crate::stats::{ClientInfo, Stats};
 
@@ -316,6 +317,8 @@ pub struct Context {
     router: Router,
     stats: Arc<Stats>,
     access: Access,
+    bus: BusConfig,
+    directory: Directory,
 }
 
 impl Context {
@@ -325,7 +328,30 @@ impl Context {
             router,
             stats,
             access: Access::default(),
+            bus: BusConfig::default(),
+            directory: Directory::default(),
         }
+    }
+
+    /// The same context with these bus settings.
+    pub fn with_bus(mut self, bus: BusConfig) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// The bus settings.
+    pub fn bus_config(&self) -> &BusConfig {
+        &self.bus
+    }
+
+    /// The names routed through the bus, as `rpc.methods` lists them.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
+    }
+
+    /// The server's counters, shared.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     /// The same context with this access policy.

@@ -180,7 +180,11 @@ impl Server {
             driver,
             waker,
             listeners,
-            context: Arc::new(Context::new(methods, stats).with_access(config.access.clone())),
+            context: Arc::new(
+                Context::new(methods, stats)
+                    .with_access(config.access.clone())
+                    .with_bus(config.bus.clone()),
+            ),
             config: config.clone(),
             shutdown: Arc::new(AtomicBool::new(false)),
         })

@@ -79,6 +79,60 @@ pub struct Stats {
     pub backpressure_pauses: AtomicU64,
     /// Socket options as the kernel reports them, by listener or transport.
     sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// Service bus and pub/sub counters.
+    pub bus: BusStats,
+}
+
+/// Declares a struct of counters and its snapshot for `rpc.stats`.
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident => $snapshot:ident { $($(#[$doc:meta])* $field:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$doc])* pub $field: AtomicU64,)*
+        }
+
+        #[doc = concat!("A copy of [`", stringify!($name), "`] for `rpc.stats`.")]
+        #[derive(Debug, Serialize)]
+        pub struct $snapshot {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// A copy of every counter.
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot {
+                    $($field: self.$field.load(Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// What the service bus did.
+    BusStats => BusSnapshot {
+        /// Names and patterns registered.
+        registrations,
+        /// Registrations refused (policy, taken names).
+        refused,
+        /// Calls and notifications forwarded to providers.
+        routed_calls,
+        /// Routed calls that got no answer within the call timeout.
+        call_timeouts,
+        /// Routed calls failed because their provider left.
+        provider_gone,
+        /// Answers from providers to no pending call (late, cancelled).
+        late_answers,
+        /// Events published.
+        events_published,
+        /// Events written to subscribers.
+        events_delivered,
+        /// Events dropped from slow subscribers' queues.
+        events_dropped,
+        /// Subscribers disconnected for being too slow.
+        slow_disconnects,
+    }
 }
 
 impl Stats {
@@ -110,6 +164,7 @@ impl Stats {
             output_buffered: AtomicU64::new(0),
             backpressure_pauses: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
+            bus: BusStats::default(),
         }
     }
 
@@ -148,6 +203,11 @@ impl Stats {
     /// Counters of `protocol`.
     pub fn protocol(&self, protocol: Protocol) -> &ProtocolStats {
         &self.protocols[protocol as usize]
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
     }
 
     /// Adds one to a counter.
@@ -210,6 +270,7 @@ impl Stats {
                 auth_successes: self.auth_successes.load(Relaxed),
             },
             sockets: self.sockets(),
+            bus: self.bus.snapshot(),
         }
     }
 }
@@ -243,6 +304,8 @@ pub struct StatsSnapshot {
     pub access: AccessSnapshot,
     /// Socket options and backlog as the kernel reports them.
     pub sockets: serde_json::Value,
+    /// Service bus and pub/sub counters.
+    pub bus: BusSnapshot,
 }
 
 /// Buffer memory in a snapshot.

@@ -21,7 +21,7 @@ use crate::stats::ClientInfo;
 /// Names one connection across slot reuse: a completion for a closed
 /// connection whose slab slot was reused carries the old generation and is
 /// dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnRef {
     /// The slab key (and mio token).
     pub token: usize,
@@ -268,17 +268,18 @@ impl Job {
             clients,
         };
         let run = |reply: &mut Reply<'_>| job.method.invoke(&call, reply);
-        encode(job.conn, &job.reply, run)
+        encode_into(job.conn, &job.reply, Vec::new(), run)
     }
 }
 
-/// Encodes the response to `reply_to` that `run` writes.
-fn encode(
+/// Encodes into `frame` the response to `reply_to` that `run` writes: a
+/// pool job's, or a routed call's answer from its provider.
+pub(crate) fn encode_into(
     conn: ConnRef,
     reply_to: &ReplyTo,
+    mut frame: Vec<u8>,
     run: impl FnOnce(&mut Reply<'_>) -> Result<(), crate::error::RpcError>,
 ) -> Completion {
-    let mut frame = Vec::new();
     let (protocol, batch, sent_error) = match reply_to {
         ReplyTo::JsonRpc {
             id: Some(id),

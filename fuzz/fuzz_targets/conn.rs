@@ -507,6 +507,12 @@ fn drive(
     let mut scratch = Vec::new();
     // No loop-mode methods, and a queue no run fills: nothing is ever held.
     let mut held = Held::default();
+    // No provider registers in a run: every routed name is "not found".
+    let mut bus = junction::bus::Bus::new(
+        world.context.bus_config().clone(),
+        world.context.stats_handle(),
+        std::sync::Arc::clone(world.context.directory()),
+    );
     let stats = world.context.stats();
     let gauge_before = stats.output_buffered.load(Relaxed);
     let mut shared = Shared {
@@ -516,6 +522,7 @@ fn drive(
         chunks: &mut chunks,
         limits,
         held: &mut held,
+        bus: &mut bus,
     };
     let mut reads = Reads::new(setup.seed);
     let mut writes = Reads::new(setup.seed.rotate_left(3) ^ setup.b);

@@ -225,6 +225,7 @@ fn check_frame(header: &mcp1::Header, payload: &[u8]) {
             };
             assert_eq!(out::mcp1_stream(&out), [pong]);
         }
+        Kind::Cancel => panic!("check() let a CANCEL from a client through"),
         Kind::Response | Kind::Error | Kind::Pong => {
             if header.kind == Kind::Error {
                 // A client reads these; it must not panic on any payload.

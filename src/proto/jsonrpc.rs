@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -89,6 +90,8 @@ pub enum Entry<'a> {
     Response {
         /// The id it answers.
         id: Option<&'a RawValue>,
+        /// The `result` member, or Err with the `error` member.
+        outcome: Result<&'a RawValue, &'a RawValue>,
     },
     /// Not a valid request: answered with `error` and `id` (null if unknown).
     Invalid {
@@ -301,8 +304,20 @@ impl<'a> Envelope<'a> {
             _ => return invalid("\"jsonrpc\" must be exactly \"2.0\""),
         }
         let Some(method) = self.method else {
-            if self.result.is_some() || self.error.is_some() {
-                return Entry::Response { id };
+            match (self.result, self.error) {
+                (_, Some(error)) => {
+                    return Entry::Response {
+                        id,
+                        outcome: Err(error),
+                    };
+                }
+                (Some(result), None) => {
+                    return Entry::Response {
+                        id,
+                        outcome: Ok(result),
+                    };
+                }
+                (None, None) => {}
             }
             return invalid("missing \"method\"");
         };
@@ -391,6 +406,23 @@ pub fn write_notification(out: &mut Vec<u8>, method: &str, params: Option<&RawVa
     if let Some(params) = params {
         out.extend_from_slice(br#","params":"#);
         out.extend_from_slice(params.get().as_bytes());
+    }
+    out.push(b'}');
+}
+
+/// Appends a request object (no newline) with a numeric id, or a
+/// notification when `id` is None: what the daemon forwards to providers.
+pub fn write_request(out: &mut Vec<u8>, id: Option<u32>, method: &str, params: Option<&str>) {
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
+    if let Some(id) = id {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "\"id\":{id},");
+    }
+    out.extend_from_slice(br#""method":"#);
+    let _ = serde_json::to_writer(&mut *out, method);
+    if let Some(params) = params {
+        out.extend_from_slice(br#","params":"#);
+        out.extend_from_slice(params.as_bytes());
     }
     out.push(b'}');
 }

@@ -45,6 +45,9 @@ pub enum Kind {
     Notification = 3,
     /// A call's or the connection's error.
     Error = 4,
+    /// The daemon tells a provider a forwarded call will not be answered to
+    /// anyone (its caller left, or it timed out). Sent by the daemon only.
+    Cancel = 5,
     /// A liveness check, answered by PONG.
     Ping = 6,
     /// The answer to a PING.
@@ -59,6 +62,7 @@ impl Kind {
             2 => Kind::Response,
             3 => Kind::Notification,
             4 => Kind::Error,
+            5 => Kind::Cancel,
             6 => Kind::Ping,
             7 => Kind::Pong,
             _ => return None,
@@ -72,6 +76,7 @@ impl Kind {
             Kind::Response => "response",
             Kind::Notification => "notification",
             Kind::Error => "error",
+            Kind::Cancel => "cancel",
             Kind::Ping => "ping",
             Kind::Pong => "pong",
         }
@@ -224,6 +229,16 @@ pub enum Next {
 /// `available` is how many bytes are in overall. Checks run in the spec's
 /// order: magic, version, length, kind, flags.
 pub fn check(first: &[u8], available: usize, limit: usize) -> Next {
+    check_kinds(first, available, limit, false)
+}
+
+/// Like [`check`], for frames the daemon sends (a client reading them):
+/// CANCEL, which only the daemon may send, is a known kind here.
+pub fn check_from_daemon(first: &[u8], available: usize, limit: usize) -> Next {
+    check_kinds(first, available, limit, true)
+}
+
+fn check_kinds(first: &[u8], available: usize, limit: usize, cancel_known: bool) -> Next {
     let magic_len = first.len().min(4);
     if first[..magic_len] != crate::proto::MCP1_MAGIC[..magic_len] {
         return Next::Error(FrameError::BadMagic);
@@ -247,7 +262,8 @@ pub fn check(first: &[u8], available: usize, limit: usize) -> Next {
     if available < frame_len {
         return Next::NeedMore;
     }
-    let Some(kind) = Kind::from_byte(bytes[5]) else {
+    let kind = Kind::from_byte(bytes[5]).filter(|k| cancel_known || *k != Kind::Cancel);
+    let Some(kind) = kind else {
         return Next::Error(FrameError::UnknownKind {
             id,
             kind: bytes[5],
@@ -336,7 +352,8 @@ pub fn parse_request<'a>(header: &Header, payload: &'a [u8]) -> Result<Request<'
     Ok(Request { method, params })
 }
 
-fn parse_json_body(body: &[u8]) -> Result<&RawValue, RpcError> {
+/// Reads a non-RAW body as one JSON value (whitespace around it allowed).
+pub fn parse_json_body(body: &[u8]) -> Result<&RawValue, RpcError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         RpcError::parse_error(format_args!("body is not UTF-8 (byte {})", e.valid_up_to()))
     })?;
@@ -440,6 +457,16 @@ pub fn write_call(out: &mut Vec<u8>, id: Option<u32>, method: &str, body: &[u8],
     out.extend_from_slice(body);
     let flags = if raw { FLAG_RAW } else { 0 };
     if patch_header(out, start, flags).is_err() {
+        out.truncate(start);
+    }
+}
+
+/// Appends a CANCEL of the forwarded call `id`, with a JSON `body`.
+pub fn write_cancel(out: &mut Vec<u8>, id: u32, body: &[u8]) {
+    let start = out.len();
+    write_header(out, Kind::Cancel, 0, id, 0);
+    out.extend_from_slice(body);
+    if patch_header(out, start, 0).is_err() {
         out.truncate(start);
     }
 }

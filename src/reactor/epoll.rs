@@ -70,6 +70,9 @@ impl EpollLoop {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             // Data and the peer's FIN can share one edge: then read to the end.
                             let to_the_end = event.is_read_closed() || event.is_error();
+                            if event.is_write_closed() {
+                                self.core.hung_up(key);
+                            }
                             self.read(key, to_the_end);
                         }
                         if event.is_writable() {

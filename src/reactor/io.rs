@@ -179,6 +179,10 @@ impl Core {
             }
             Ok(0) => {
                 client.conn.end_of_input(&mut shared, &mut self.scratch);
+                if client.hung_up {
+                    // Gone, not half-closed: its routed calls can be answered to no one.
+                    shared.bus.caller_gone(client.conn.id());
+                }
                 Progress::Stop
             }
             Ok(n) => {
@@ -254,11 +258,15 @@ impl Core {
     /// closes or half-closes one that has nothing left to do.
     pub fn end_write(&mut self, key: usize) {
         let now = self.now;
-        let mut shared = shared!(self);
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
         client.conn.flushed(now);
+        self.output_drained(key);
+        let mut shared = shared!(self);
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
         if let Some(read_again) = client.conn.resume(&mut shared, &mut self.scratch) {
             // Output drained: what the ring held is now answered (flush it),
             // and the socket is read again next turn, since its readiness

@@ -11,6 +11,7 @@
 //! driver ([`Core::take_closed`]), which gives their buffers back once no
 //! I/O of its own still points into them.
 
+mod bus;
 pub mod epoll;
 mod io;
 mod timers;
@@ -29,6 +30,7 @@ use slab::Slab;
 
 use crate::access::{Gate, Peer};
 use crate::buffer::RingPool;
+use crate::bus::Bus;
 use crate::conn::{Connection, Finish, Timeout, Timeouts};
 use crate::dispatch::{Held, Limits, Shared};
 use crate::error::{ErrorCode, RpcError};
@@ -73,6 +75,9 @@ pub struct Client {
     pub conn: Connection,
     /// Write side shut down; closing when the peer's EOF comes or LINGER ends.
     lingering: bool,
+    /// The peer closed both directions (a Unix peer that closed its socket),
+    /// as opposed to only ending its input: at EOF its routed calls are cancelled.
+    hung_up: bool,
 }
 
 /// Borrows what connections need from the loop, field by field, so that the
@@ -86,6 +91,7 @@ macro_rules! shared {
             chunks: &mut $core.chunks,
             limits: $core.config.limits,
             held: &mut $core.held,
+            bus: &mut $core.bus,
         }
     };
 }
@@ -136,6 +142,10 @@ pub struct Core {
     /// Buffer memory when a connection last had to wait: they are tried
     /// again only once memory drops below it, never in a spin.
     starved_at: usize,
+    /// The service bus: routed names, pending calls, subscriptions.
+    bus: Bus,
+    /// Reused buffer for events on their way into a subscriber's output.
+    events: Vec<u8>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -158,7 +168,14 @@ impl Core {
         config: LoopConfig,
         shutdown: Arc<AtomicBool>,
     ) -> Self {
+        let bus = Bus::new(
+            context.bus_config().clone(),
+            context.stats_handle(),
+            std::sync::Arc::clone(context.directory()),
+        );
         let mut core = Self {
+            bus,
+            events: Vec::new(),
             listeners,
             clients: Slab::new(),
             next_generation: 0,
@@ -240,6 +257,14 @@ impl Core {
         client.conn.release_idle_buffers(&mut shared);
     }
 
+    /// The driver saw the peer hang up (POLLHUP): it closed its socket, so
+    /// nothing will reach it any more.
+    pub fn hung_up(&mut self, key: usize) {
+        if let Some(client) = self.clients.get_mut(key) {
+            client.hung_up = true;
+        }
+    }
+
     /// Marks a connection as having output to write this turn.
     pub fn mark_dirty(&mut self, key: usize) {
         self.dirty.push(key);
@@ -267,6 +292,7 @@ impl Core {
         self.run_loop_jobs();
         self.take_completions();
         self.queue_parked();
+        self.deliver_bus();
     }
 
     /// The work at the end of a turn: starved connections are fed when
@@ -298,12 +324,12 @@ impl Core {
 
     /// How long the driver may wait for I/O before the next timer or deadline.
     pub fn wait_timeout(&self) -> Option<Duration> {
-        if !self.unread.is_empty() || !self.dirty.is_empty() {
+        if !self.unread.is_empty() || !self.dirty.is_empty() || self.bus.has_work() {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
-        [timer, self.drain_deadline]
+        [timer, self.drain_deadline, self.bus.deadline_hint()]
             .into_iter()
             .flatten()
             .min()
@@ -355,6 +381,7 @@ impl Core {
             stream,
             conn: Connection::new(id, peer, gate, self.now),
             lingering: false,
+            hung_up: false,
         });
         let stats = self.stats().transport(transport);
         Stats::bump(&stats.current);
@@ -414,6 +441,7 @@ impl Core {
             .transport(client.conn.transport())
             .current
             .fetch_sub(1, Relaxed);
+        self.bus.disconnected(client.conn.id());
         tracing::debug!(conn = key, "closed");
         self.closed.push(client);
     }
@@ -501,6 +529,9 @@ impl Core {
         }
         // Dropping them closes them; the driver's watch ends with the descriptor.
         self.listeners.clear();
+        // Providers are read no more: calls still waiting on them fail now.
+        self.bus.shut_down();
+        self.deliver_bus();
         let in_flight: usize = self.clients.iter().map(|(_, c)| c.conn.in_flight()).sum();
         tracing::info!(
             connections = self.clients.len(),

@@ -67,6 +67,7 @@ impl Core {
             }
             due.extend(self.timers.pop());
         }
+        self.expire_calls(now);
         for Reverse((_, key, generation, kind)) in due.drain(..) {
             match kind {
                 TimerKind::Sweep => {
@@ -110,7 +111,14 @@ impl Core {
             self.clients
                 .iter()
                 .filter(|(_, c)| !c.lingering)
-                .filter_map(|(key, c)| c.conn.timed_out(now, &limits).map(|t| (key, t))),
+                .filter_map(|(key, c)| {
+                    c.conn
+                        .timed_out(now, &limits)
+                        .map(|t| (key, t, c.conn.id()))
+                })
+                // Providers and subscribers wait for the bus, not for their peer.
+                .filter(|(_, t, id)| *t != Timeout::Idle || !self.bus.is_member(*id))
+                .map(|(key, t, _)| (key, t)),
         );
         for (key, timeout) in expired.drain(..) {
             let stats = self.context.stats();

@@ -397,6 +397,9 @@ impl UringLoop {
                 Some(Op::Accept) => self.accepted(key, result, flags),
                 Some(Op::Poll) => {
                     if self.settle_op(key, generation, Op::Poll) {
+                        if result > 0 && result & i32::from(libc::POLLHUP) != 0 {
+                            self.core.hung_up(key);
+                        }
                         self.start_read(key)?;
                     }
                 }

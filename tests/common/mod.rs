@@ -2,6 +2,8 @@
 //! port 0 on loopback, test methods, and raw-socket helpers.
 #![allow(dead_code)]
 
+pub mod bus_peer;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;

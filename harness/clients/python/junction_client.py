@@ -78,7 +78,7 @@ NOTIFICATION = 0x03
 ERROR = 0x04
 PING = 0x06
 PONG = 0x07
-# 0x05 (CANCEL) is reserved: an unknown kind today.
+# 0x05 (CANCEL) is sent by the daemon only, to bus providers: from a client it is an unknown kind.
 
 KIND_NAMES = {
     REQUEST: "request",

@@ -556,7 +556,7 @@ class Mcp1Tests:
         c = self.client()
         c.send_bytes(jc.encode_frame(0x09, 11, b"zz"))
         self.expect_error(c, -32013, 11)
-        c.send_bytes(jc.encode_frame(0x05, 12, b""))  # CANCEL: reserved, unknown today
+        c.send_bytes(jc.encode_frame(0x05, 12, b""))  # CANCEL: the daemon sends it, never takes it
         self.expect_error(c, -32013, 12)
         self.assertEqual(c.ping(b"still here"), b"still here")
         self.assertEqual(c.call("rpc.ping"), "pong")
@@ -596,17 +596,19 @@ class Mcp1Tests:
         frame = c.recv()  # no reply to the RESPONSE or PONG
         self.assertEqual((frame.kind, frame.id, frame.payload), (jc.PONG, 3, b"next"))
 
-    def test_answers_sent_to_the_daemon_count_as_errors(self):
-        # mcp1.md section 2: a RESPONSE, ERROR or PONG sent to the daemon is
-        # counted as an error in rpc.stats (protocols.mcp1.errors) and dropped.
+    def test_answers_sent_to_the_daemon_are_counted(self):
+        # mcp1.md section 2: a RESPONSE or ERROR that answers no call the bus
+        # forwarded is counted in bus.late_answers; a PONG as an error
+        # (protocols.mcp1.errors). All three are dropped.
         stats = JsonRpcClient(self.sock())
-        before = stats.call("rpc.stats")["protocols"]["mcp1"]["errors"]
+        before = stats.call("rpc.stats")
         c = self.client()
         c.send_bytes(jc.encode_response(1, b"1") + jc.encode_pong(2, b"x"))
         c.send_bytes(jc.encode_error(3, 4711, "not asked"))
         self.assertEqual(c.ping(b"sync"), b"sync")  # all three were handled before this
-        after = stats.call("rpc.stats")["protocols"]["mcp1"]["errors"]
-        self.assertEqual(after - before, 3)
+        after = stats.call("rpc.stats")
+        self.assertEqual(after["protocols"]["mcp1"]["errors"] - before["protocols"]["mcp1"]["errors"], 1)
+        self.assertEqual(after["bus"]["late_answers"] - before["bus"]["late_answers"], 2)
 
     def test_json_body_verdicts_match_the_daemon(self):
         # decode_first and the daemon agree on which bodies are one JSON value.

@@ -1,0 +1,343 @@
+//! The `bus.*` methods: register, unregister, subscribe, unsubscribe,
+//! publish, list. They run on the loop, where the bus lives.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::pattern::Pattern;
+use super::{Bus, Caller};
+use crate::access::Peer;
+use crate::error::{ErrorCode, RpcError};
+use crate::proto::Protocol;
+use crate::router::{Context, Params, RESERVED_PREFIX};
+use crate::stats::Stats;
+use crate::workers::ConnRef;
+
+/// Names under this prefix are the bus's own methods.
+pub const PREFIX: &str = "bus.";
+
+/// Most entries in one register, unregister, subscribe or unsubscribe.
+const MAX_ENTRIES: usize = 1024;
+
+/// The bus methods and what `rpc.methods` says of them.
+pub const METHODS: [(&str, &str); 6] = [
+    (
+        "bus.register",
+        "provides methods to other clients: {\"names\": [\"editor.open\", \"editor.*\"]}",
+    ),
+    (
+        "bus.unregister",
+        "stops providing names: {\"names\": [...]}",
+    ),
+    (
+        "bus.subscribe",
+        "receives bus.event notifications for topics: {\"topics\": [\"build.*\"]}",
+    ),
+    (
+        "bus.unsubscribe",
+        "stops receiving topics: {\"topics\": [...]}",
+    ),
+    (
+        "bus.publish",
+        "sends an event to every subscriber of a topic: {\"topic\": \"build.done\", \"data\": ...}",
+    ),
+    (
+        "bus.list",
+        "registered names with their providers, topics with their subscriber counts",
+    ),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Names {
+    names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Topics {
+    topics: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    topic: String,
+    data: Option<Box<RawValue>>,
+}
+
+/// Runs a `bus.*` method for `caller`; the result is JSON.
+pub fn call(
+    bus: &mut Bus,
+    caller: &Caller<'_>,
+    method: &str,
+    params: Params<'_>,
+    context: &Context,
+) -> Result<serde_json::Value, RpcError> {
+    let listed = |names: Vec<Pattern>| names.iter().map(ToString::to_string).collect::<Vec<_>>();
+    match method {
+        "bus.register" => {
+            let names = patterns(params.parse::<Names>()?.names)?;
+            bus.register(caller, &names, context)?;
+            Ok(serde_json::json!({ "names": listed(names) }))
+        }
+        "bus.unregister" => {
+            let names = patterns(params.parse::<Names>()?.names)?;
+            let released = bus.unregister(caller.id, &names)?;
+            Ok(serde_json::json!({ "names": listed(released) }))
+        }
+        "bus.subscribe" => {
+            let topics = patterns(params.parse::<Topics>()?.topics)?;
+            bus.subscribe(caller, &topics);
+            Ok(serde_json::json!({ "topics": listed(topics) }))
+        }
+        "bus.unsubscribe" => {
+            let topics = patterns(params.parse::<Topics>()?.topics)?;
+            let removed = bus.unsubscribe(caller.id, &topics);
+            Ok(serde_json::json!({ "topics": listed(removed) }))
+        }
+        "bus.publish" => {
+            let publish = params.parse::<Publish>()?;
+            match Pattern::parse(&publish.topic).map_err(RpcError::invalid_params)? {
+                Pattern::Exact(_) => {}
+                Pattern::Prefix(_) => {
+                    return Err(RpcError::invalid_params(
+                        "events are published to one topic, not a pattern",
+                    ));
+                }
+            }
+            let data = publish.data.unwrap_or_else(|| RawValue::NULL.to_owned());
+            let reached = bus.publish(&publish.topic, data);
+            Ok(serde_json::json!({ "subscribers": reached }))
+        }
+        "bus.list" => serde_json::to_value(bus.list()).map_err(RpcError::internal),
+        _ => Err(RpcError::method_not_found(method)),
+    }
+}
+
+/// Parses 1 to [`MAX_ENTRIES`] names or patterns.
+fn patterns(texts: Vec<String>) -> Result<Vec<Pattern>, RpcError> {
+    if texts.is_empty() || texts.len() > MAX_ENTRIES {
+        return Err(RpcError::invalid_params(format_args!(
+            "give 1 to {MAX_ENTRIES} names"
+        )));
+    }
+    texts
+        .iter()
+        .map(|t| Pattern::parse(t).map_err(RpcError::invalid_params))
+        .collect()
+}
+
+impl Bus {
+    /// Registers `names` for the caller, all or nothing.
+    fn register(
+        &mut self,
+        caller: &Caller<'_>,
+        names: &[Pattern],
+        context: &Context,
+    ) -> Result<(), RpcError> {
+        for name in names {
+            self.check_registration(caller, name, context)?;
+        }
+        let member = self.member(caller);
+        for name in names {
+            if !member.names.contains(name) {
+                member.names.push(name.clone());
+            }
+        }
+        for name in names {
+            *self.names.entry(name, || caller.id) = caller.id;
+        }
+        Stats::add(&self.stats.bus.registrations, names.len() as u64);
+        tracing::info!(
+            peer = %caller.peer,
+            conn = caller.id.token,
+            names = %names.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "bus: names registered"
+        );
+        self.publish_directory();
+        Ok(())
+    }
+
+    /// Why the caller may not register `name`, if it may not.
+    fn check_registration(
+        &self,
+        caller: &Caller<'_>,
+        name: &Pattern,
+        context: &Context,
+    ) -> Result<(), RpcError> {
+        if name.is_under(RESERVED_PREFIX) || name.is_under(PREFIX) {
+            return Err(RpcError::invalid_params(format_args!(
+                "{:?} is reserved: names under \"rpc.\" and \"bus.\" belong to the daemon",
+                name.to_string()
+            )));
+        }
+        if let Err(why) = self.config.policy.permits(caller.peer, name) {
+            Stats::bump(&self.stats.bus.refused);
+            tracing::warn!(peer = %caller.peer, name = %name, reason = %why, "bus: registration refused");
+            return Err(RpcError::with(
+                ErrorCode::NotPermitted,
+                format_args!(
+                    "{:?} may not be registered by this peer ({why}; see bus-allow)",
+                    name.to_string()
+                ),
+            ));
+        }
+        let owner = match self.names.get(name) {
+            Some(owner) if *owner != caller.id => Some(self.describe(*owner)),
+            _ if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some()) => {
+                Some(Owner::Daemon)
+            }
+            _ => None,
+        };
+        match owner {
+            None => Ok(()),
+            Some(owner) => {
+                Stats::bump(&self.stats.bus.refused);
+                Err(RpcError::with(
+                    ErrorCode::NameTaken,
+                    format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
+                )
+                .data(serde_json::json!({ "name": name.to_string(), "owner": owner })))
+            }
+        }
+    }
+
+    /// Releases those of `names` the connection owns; any it does not own
+    /// is an error and nothing is released.
+    fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Result<Vec<Pattern>, RpcError> {
+        let owned = self
+            .members
+            .get(&id)
+            .map(|m| m.names.as_slice())
+            .unwrap_or_default();
+        if let Some(stranger) = names.iter().find(|n| !owned.contains(n)) {
+            return Err(RpcError::invalid_params(format_args!(
+                "{:?} is not registered by this connection",
+                stranger.to_string()
+            )));
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            member.names.retain(|n| !names.contains(n));
+        }
+        for name in names {
+            self.names.remove(name);
+        }
+        self.prune(id);
+        self.publish_directory();
+        Ok(names.to_vec())
+    }
+
+    fn describe(&self, id: ConnRef) -> Owner {
+        match self.members.get(&id) {
+            Some(m) => Owner::Connection(ProviderInfo::new(id, m.peer, m.protocol)),
+            None => Owner::Daemon,
+        }
+    }
+
+    /// What `bus.list` answers.
+    fn list(&self) -> List {
+        let mut names: Vec<NameInfo> = self
+            .names
+            .iter()
+            .map(|(name, owner)| NameInfo {
+                name: name.to_string(),
+                provider: self.describe(*owner),
+                pending: self.pending_on(*owner),
+            })
+            .collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut topics: Vec<TopicInfo> = self
+            .topics
+            .iter()
+            .map(|(topic, subscribers)| TopicInfo {
+                topic: topic.to_string(),
+                subscribers: subscribers.len(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        List { names, topics }
+    }
+}
+
+/// Who owns a name.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Owner {
+    Connection(ProviderInfo),
+    #[serde(serialize_with = "daemon")]
+    Daemon,
+}
+
+fn daemon<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("daemon")
+}
+
+impl Owner {
+    fn describe(&self) -> String {
+        match self {
+            Owner::Daemon => "the daemon itself".into(),
+            Owner::Connection(p) => match (&p.pid, &p.uid, &p.address) {
+                (Some(pid), Some(uid), _) => {
+                    format!("connection {} (unix pid {pid} uid {uid})", p.id)
+                }
+                (None, Some(uid), _) => format!("connection {} (unix uid {uid})", p.id),
+                (_, _, Some(address)) => format!("connection {} (tcp {address})", p.id),
+                _ => format!("connection {} ({})", p.id, p.transport),
+            },
+        }
+    }
+}
+
+/// A provider as `bus.list` and the name-taken error show it.
+#[derive(Debug, Serialize)]
+struct ProviderInfo {
+    id: usize,
+    transport: &'static str,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+}
+
+impl ProviderInfo {
+    fn new(id: ConnRef, peer: Peer, protocol: Protocol) -> Self {
+        let (cred, address) = match peer {
+            Peer::Unix(cred) => (cred, None),
+            Peer::Tcp(addr) => (None, addr.map(|a| a.to_string())),
+        };
+        Self {
+            id: id.token,
+            transport: peer.transport().name(),
+            protocol: protocol.name(),
+            pid: cred.and_then(|c| c.pid),
+            uid: cred.map(|c| c.uid),
+            gid: cred.map(|c| c.gid),
+            address,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct NameInfo {
+    name: String,
+    provider: Owner,
+    pending: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct TopicInfo {
+    topic: String,
+    subscribers: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct List {
+    names: Vec<NameInfo>,
+    topics: Vec<TopicInfo>,
+}

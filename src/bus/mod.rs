@@ -1,0 +1,329 @@
+//! The service bus: connections provide methods to each other through the
+//! daemon, and publish events to subscribers (proto/bus.md).
+//!
+//! The [`Bus`] lives on the event loop and is touched by nothing else: the
+//! dispatcher routes calls and runs the `bus.*` methods through it, and the
+//! loop delivers what it produces ([`Delivery`]: forwarded requests, answers,
+//! cancels) to the connections it is for, since a connection's dispatcher
+//! can only write to its own output. Events wait in a bounded queue per
+//! subscriber and move into its output while that output is small.
+
+mod calls;
+mod events;
+pub mod methods;
+pub mod pattern;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::Peer;
+use crate::proto::Protocol;
+use crate::stats::Stats;
+use crate::workers::{Completion, ConnRef};
+use calls::Calls;
+use events::EventQueue;
+use pattern::{Pattern, PatternMap};
+use policy::Policy;
+
+pub use calls::Outcome;
+pub use methods::{METHODS, PREFIX};
+
+/// A subscriber's pending output under which events move into it at once.
+pub const EVENT_ROOM: usize = 64 << 10;
+
+/// What happens to a subscriber whose event queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowSubscriber {
+    /// Drop its oldest queued events; the next event it gets says how many.
+    #[default]
+    DropOldest,
+    /// Send it an error and close its connection.
+    Disconnect,
+}
+
+impl SlowSubscriber {
+    /// The name used in flags and `--print-config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlowSubscriber::DropOldest => "drop-oldest",
+            SlowSubscriber::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// The bus settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusConfig {
+    /// How long a routed call may wait for its provider (zero: forever).
+    pub call_timeout: Duration,
+    /// Most events queued per subscriber.
+    pub queue_events: usize,
+    /// Most event bytes queued per subscriber.
+    pub queue_bytes: usize,
+    /// What a full queue does.
+    pub slow_subscriber: SlowSubscriber,
+    /// Who may register which names.
+    pub policy: Policy,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            queue_events: 1024,
+            queue_bytes: 1 << 20,
+            slow_subscriber: SlowSubscriber::DropOldest,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// A registered name as `rpc.methods` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedName {
+    /// The name or pattern.
+    pub name: String,
+    /// Who provides it.
+    pub provider: String,
+}
+
+/// The registered names, shared with `rpc.methods` (which may run anywhere).
+pub type Directory = Arc<RwLock<Vec<RoutedName>>>;
+
+/// Who is making a bus call.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The connection.
+    pub id: ConnRef,
+    /// Who is at its other end.
+    pub peer: &'a Peer,
+    /// The protocol it speaks.
+    pub protocol: Protocol,
+}
+
+/// Something the bus produced for a connection other than the one whose
+/// frame the dispatcher was handling.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A frame to append to its output: a forwarded request or a cancel.
+    Frame {
+        /// The connection.
+        to: ConnRef,
+        /// The encoded frame.
+        frame: Vec<u8>,
+    },
+    /// The answer to a routed call, for its caller, like a pool completion.
+    Answer(Completion),
+    /// A subscriber too slow to keep: the error frame, then close it.
+    Evict {
+        /// The connection.
+        to: ConnRef,
+        /// The encoded error.
+        frame: Vec<u8>,
+    },
+}
+
+/// What the bus knows of one connection that uses it.
+#[derive(Debug)]
+struct Member {
+    peer: Peer,
+    protocol: Protocol,
+    /// Names and patterns it provides.
+    names: Vec<Pattern>,
+    /// Topics and patterns it subscribes to.
+    topics: Vec<Pattern>,
+    /// Calls forwarded to it and not answered.
+    providing: usize,
+    /// Calls it made that wait on a provider.
+    calling: usize,
+    events: EventQueue,
+    /// Evicted as a slow subscriber: it gets nothing more.
+    evicted: bool,
+}
+
+impl Member {
+    fn new(caller: &Caller<'_>) -> Self {
+        Self {
+            peer: *caller.peer,
+            protocol: caller.protocol,
+            names: Vec::new(),
+            topics: Vec::new(),
+            providing: 0,
+            calling: 0,
+            events: EventQueue::default(),
+            evicted: false,
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        self.names.is_empty()
+            && self.topics.is_empty()
+            && self.providing == 0
+            && self.calling == 0
+            && self.events.is_empty()
+    }
+}
+
+/// The bus: names, pending calls, subscriptions.
+pub struct Bus {
+    config: BusConfig,
+    stats: Arc<Stats>,
+    members: HashMap<ConnRef, Member>,
+    names: PatternMap<ConnRef>,
+    topics: PatternMap<Vec<ConnRef>>,
+    calls: Calls,
+    outbox: Vec<Delivery>,
+    /// Subscribers with queued events to move into their output.
+    ready: Vec<ConnRef>,
+    /// Subscribers whose queue holds events (checked when output drains).
+    backlogged: usize,
+    directory: Directory,
+}
+
+impl Bus {
+    /// An empty bus with these settings, publishing its names to `directory`.
+    pub fn new(config: BusConfig, stats: Arc<Stats>, directory: Directory) -> Self {
+        Self {
+            config,
+            stats,
+            members: HashMap::new(),
+            names: PatternMap::default(),
+            topics: PatternMap::default(),
+            calls: Calls::default(),
+            outbox: Vec::new(),
+            ready: Vec::new(),
+            backlogged: 0,
+            directory,
+        }
+    }
+
+    /// The connection that provides `method`, if any.
+    pub fn provider_of(&self, method: &str) -> Option<ConnRef> {
+        self.names.lookup(method).copied()
+    }
+
+    /// True when the connection provides, subscribes or waits on the bus
+    /// (such a connection is never closed for being idle).
+    pub fn is_member(&self, id: ConnRef) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// True when something waits for the loop: deliveries or events.
+    pub fn has_work(&self) -> bool {
+        !self.outbox.is_empty() || !self.ready.is_empty()
+    }
+
+    /// True when some subscriber has events waiting for room in its output.
+    pub fn has_backlog(&self) -> bool {
+        self.backlogged > 0
+    }
+
+    /// Takes what the loop must deliver (give the list back with [`Bus::return_outbox`]).
+    pub fn take_outbox(&mut self) -> Vec<Delivery> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Gives back the emptied list from [`Bus::take_outbox`].
+    pub fn return_outbox(&mut self, list: Vec<Delivery>) {
+        if self.outbox.is_empty() {
+            self.outbox = list;
+        }
+    }
+
+    /// Subscribers with events to move into their output.
+    pub fn take_ready(&mut self) -> Vec<ConnRef> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// A subscriber's output drained: its queued events may move.
+    pub fn wake(&mut self, id: ConnRef) {
+        if self.members.get(&id).is_some_and(|m| !m.events.is_empty()) {
+            self.ready.push(id);
+        }
+    }
+
+    /// Appends the subscriber's queued events to `out` until it holds at
+    /// least `room` bytes or the queue is empty.
+    pub fn pop_events(&mut self, id: ConnRef, room: usize, out: &mut Vec<u8>) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let was_queued = !member.events.is_empty();
+        let delivered = member.events.pop_into(member.protocol, room, out);
+        Stats::add(&self.stats.bus.events_delivered, delivered as u64);
+        if was_queued && member.events.is_empty() {
+            self.backlogged -= 1;
+        }
+        self.prune(id);
+    }
+
+    /// When the loop should wake to expire calls: the oldest deadline set
+    /// (perhaps of a call already answered, which only wakes it early).
+    pub fn deadline_hint(&self) -> Option<Instant> {
+        self.calls.deadline_hint()
+    }
+
+    /// Everything of a connection that closed: its names are released, calls
+    /// pending on it fail, calls it made are cancelled at their providers.
+    pub fn disconnected(&mut self, id: ConnRef) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        if !member.events.is_empty() {
+            self.backlogged -= 1;
+        }
+        for name in &member.names {
+            self.names.remove(name);
+        }
+        if !member.names.is_empty() {
+            tracing::info!(peer = %member.peer, names = member.names.len(), "bus: provider left; its names are released");
+            self.publish_directory();
+        }
+        for topic in &member.topics {
+            self.unsubscribe_one(id, topic);
+        }
+        if member.providing > 0 {
+            self.fail_calls_on(id);
+        }
+        if member.calling > 0 {
+            self.cancel_calls_of(id);
+        }
+    }
+
+    /// Removes a member that no longer provides, subscribes or waits.
+    fn prune(&mut self, id: ConnRef) {
+        if self.members.get(&id).is_some_and(Member::is_unused) {
+            self.members.remove(&id);
+        }
+    }
+
+    fn member(&mut self, caller: &Caller<'_>) -> &mut Member {
+        self.members
+            .entry(caller.id)
+            .or_insert_with(|| Member::new(caller))
+    }
+
+    /// Shares the registered names with `rpc.methods`.
+    fn publish_directory(&self) {
+        let mut names: Vec<RoutedName> = self
+            .names
+            .iter()
+            .map(|(name, owner)| RoutedName {
+                name: name.to_string(),
+                provider: self.members.get(owner).map_or_else(String::new, |m| {
+                    format!("provided by connection {} ({})", owner.token, m.peer)
+                }),
+            })
+            .collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        match self.directory.write() {
+            Ok(mut directory) => *directory = names,
+            Err(poisoned) => *poisoned.into_inner() = names,
+        }
+    }
+}
