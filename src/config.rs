@@ -226,10 +226,6 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_BACKEND", value_name = "BACKEND")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
-    /// io-uring only: TCP replies of at least this size go out with zero-copy send (SEND_ZC); 0 is off [default: 64KiB]
-    #[arg(long, env = "JUNCTION_ZERO_COPY_MIN", value_name = "SIZE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zero_copy_min: Option<ByteSize>,
     /// Worker threads for pooled methods [default: number of cores]
     #[arg(long, env = "JUNCTION_WORKERS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,7 +366,7 @@ impl Settings {
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
         merge_fields!(self, lower; unix, unix_mode, unix_owner, unix_group, allow_uids, allow_gids,
-            auth_token_file, protected_mode, tcp, backlog, backend, zero_copy_min, workers, queue, max_frame, max_output,
+            auth_token_file, protected_mode, tcp, backlog, backend, workers, queue, max_frame, max_output,
             max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
@@ -402,8 +398,6 @@ pub struct Config {
     pub backlog: u32,
     /// Event loop backend.
     pub backend: Backend,
-    /// Head-of-queue TCP output from which io_uring sends with SEND_ZC (0: off).
-    pub zero_copy_min: usize,
     /// Worker threads.
     pub workers: usize,
     /// Job queue bound.
@@ -449,7 +443,6 @@ impl Default for Config {
             tcp: DEFAULT_TCP.parse().ok(),
             backlog: 4096,
             backend: Backend::Auto,
-            zero_copy_min: 64 << 10,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue: 65536,
             max_frame: 1 << 20,
@@ -553,12 +546,6 @@ impl Config {
             .unwrap_or(config.backlog)
             .clamp(1, i32::MAX as u32);
         config.backend = settings.backend.unwrap_or(config.backend);
-        if let Some(ByteSize(size)) = settings.zero_copy_min {
-            if size > 1 << 30 {
-                return Err(invalid("zero-copy-min", "must be at most 1GiB (0 is off)"));
-            }
-            config.zero_copy_min = size as usize;
-        }
         config.workers = positive("workers", settings.workers, config.workers)?;
         config.queue = positive("queue", settings.queue, config.queue)?;
         config.max_batch = positive("max-batch", settings.max_batch, config.max_batch)?;
@@ -627,7 +614,6 @@ impl Config {
             tcp: Some(self.tcp.map_or("off".into(), |a| a.to_string())),
             backlog: Some(self.backlog),
             backend: Some(self.backend),
-            zero_copy_min: Some(ByteSize(self.zero_copy_min as u64)),
             workers: Some(self.workers),
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),
@@ -789,33 +775,6 @@ mod tests {
         .expect("valid");
         let reread: Settings = toml::from_str(&config.render()).expect("toml");
         assert_eq!(Config::resolve(reread).expect("valid"), config);
-    }
-
-    #[test]
-    fn zero_copy_min_defaults_parses_and_prints_back() {
-        let default = Config::resolve(Settings::default()).expect("valid");
-        assert_eq!(default.zero_copy_min, 64 << 10);
-        let config = Config::resolve(Settings {
-            zero_copy_min: Some("256k".parse().expect("size")),
-            ..Default::default()
-        })
-        .expect("valid");
-        assert_eq!(config.zero_copy_min, 256 << 10);
-        assert!(config.render().contains("zero-copy-min = \"256KiB\""));
-        let reread: Settings = toml::from_str(&config.render()).expect("toml");
-        assert_eq!(Config::resolve(reread).expect("valid"), config);
-        let off: Settings = toml::from_str("zero-copy-min = 0").expect("toml");
-        assert_eq!(Config::resolve(off).expect("valid").zero_copy_min, 0);
-        let too_big = Settings {
-            zero_copy_min: Some(ByteSize(2 << 30)),
-            ..Default::default()
-        };
-        assert!(
-            Config::resolve(too_big)
-                .unwrap_err()
-                .to_string()
-                .contains("zero-copy-min")
-        );
     }
 
     #[test]

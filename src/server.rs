@@ -249,7 +249,6 @@ impl Server {
                 write: self.config.write_timeout,
             },
             sockets: self.config.sockets,
-            zero_copy_min: self.config.zero_copy_min,
         };
         match self.driver {
             Driver::Epoll(poll) => EpollLoop::new(

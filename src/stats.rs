@@ -77,9 +77,6 @@ pub struct Stats {
     pub output_buffered: AtomicU64,
     /// Times a connection stopped being read because its output reached max-output.
     pub backpressure_pauses: AtomicU64,
-    /// Zero-copy sends (io_uring SEND_ZC), their bytes, and how many of
-    /// them the kernel copied after all (it reports it in the notification).
-    pub zero_copy: ZeroCopyStats,
     /// Socket options as the kernel reports them, by listener or transport.
     sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
@@ -112,7 +109,6 @@ impl Stats {
             write_timeouts: AtomicU64::new(0),
             output_buffered: AtomicU64::new(0),
             backpressure_pauses: AtomicU64::new(0),
-            zero_copy: ZeroCopyStats::default(),
             sockets: Mutex::new(serde_json::Map::new()),
         }
     }
@@ -213,11 +209,6 @@ impl Stats {
                 auth_failures: self.auth_failures.load(Relaxed),
                 auth_successes: self.auth_successes.load(Relaxed),
             },
-            writes: WritesSnapshot {
-                zero_copy: self.zero_copy.sends.load(Relaxed),
-                zero_copy_bytes: self.zero_copy.bytes.load(Relaxed),
-                zero_copy_copied: self.zero_copy.copied.load(Relaxed),
-            },
             sockets: self.sockets(),
         }
     }
@@ -250,32 +241,8 @@ pub struct StatsSnapshot {
     pub memory: MemorySnapshot,
     /// Access-control decisions.
     pub access: AccessSnapshot,
-    /// How output left: zero-copy sends.
-    pub writes: WritesSnapshot,
     /// Socket options and backlog as the kernel reports them.
     pub sockets: serde_json::Value,
-}
-
-/// Counters of zero-copy sends (io_uring, TCP, `zero-copy-min`).
-#[derive(Debug, Default)]
-pub struct ZeroCopyStats {
-    /// Sends completed.
-    pub sends: AtomicU64,
-    /// Bytes they sent.
-    pub bytes: AtomicU64,
-    /// Sends whose notification said the kernel copied the data anyway.
-    pub copied: AtomicU64,
-}
-
-/// Output counters in a snapshot.
-#[derive(Debug, Serialize)]
-pub struct WritesSnapshot {
-    /// Zero-copy sends completed.
-    pub zero_copy: u64,
-    /// Bytes they sent.
-    pub zero_copy_bytes: u64,
-    /// Zero-copy sends the kernel copied after all (e.g. loopback delivery).
-    pub zero_copy_copied: u64,
 }
 
 /// Buffer memory in a snapshot.

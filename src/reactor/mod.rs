@@ -63,9 +63,6 @@ pub struct LoopConfig {
     pub timeouts: Timeouts,
     /// Socket options for accepted connections.
     pub sockets: SocketOptions,
-    /// TCP output at the head of the queue from which the io_uring driver
-    /// sends with SEND_ZC (0: never); the epoll driver ignores it.
-    pub zero_copy_min: usize,
 }
 
 /// One connection: its socket and its state machine.
@@ -237,17 +234,10 @@ impl Core {
 
     /// Gives a closed connection's buffers back to the pools. The driver
     /// calls it once no I/O it started points into them any more.
-    pub fn release(&mut self, client: Client) {
-        self.release_conn(client.conn);
-    }
-
-    /// [`Core::release`] for a connection whose socket was already closed
-    /// (the io_uring driver closes it before a zero-copy send's buffers are
-    /// free again).
-    pub fn release_conn(&mut self, mut conn: Connection) {
+    pub fn release(&mut self, mut client: Client) {
         let mut shared = shared!(self);
-        conn.discard_output(&mut shared);
-        conn.release_idle_buffers(&mut shared);
+        client.conn.discard_output(&mut shared);
+        client.conn.release_idle_buffers(&mut shared);
     }
 
     /// Marks a connection as having output to write this turn.

@@ -4,10 +4,7 @@
 //! one-shot POLL_ADD posted, which holds no buffer, so an idle connection
 //! costs no ring memory; when it fires, a READV goes into the free regions
 //! of the connection's ring buffer. Output goes out with WRITEV from the
-//! write queue, whose chunks are sealed while the kernel reads them; on TCP,
-//! a head chunk of at least `zero-copy-min` bytes goes out with SEND_ZC
-//! instead, and stays sealed until the kernel's notification says it no
-//! longer references the pages (not merely until the send's result). The
+//! write queue, whose chunks are sealed while the kernel reads them. The
 //! pool wakes the loop through an eventfd with a READ posted on it. One
 //! `io_uring_enter` per turn submits everything and waits.
 //!
@@ -26,23 +23,13 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::io::{Progress, ReadTarget};
 use super::{Client, Core, Drain, LoopConfig, Waker};
-use crate::conn::Connection;
-use crate::net::{Listener, Stream, Transport};
+use crate::net::Listener;
 use crate::router::Context;
-use crate::stats::Stats;
 use crate::workers::{Completions, WorkerPool};
 use crate::write_queue::MAX_IOVECS;
 
 /// Submission queue entries; the completion queue gets twice as many.
 const ENTRIES: u32 = 4096;
-
-/// SEND_ZC's `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2+): the notification
-/// then says whether the kernel copied the data after all.
-const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
-/// The bit of a notification's result that says the data was copied.
-const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
-/// Longest single zero-copy send (its length is a u32).
-const MAX_SEND: usize = 1 << 30;
 
 /// What a completion is for: the top byte of its user data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +41,6 @@ enum Op {
     Read = 4,
     Write = 5,
     Cancel = 6,
-    /// A zero-copy send: its result and its notification carry this tag.
-    SendZc = 7,
 }
 
 /// Packs an operation, a connection's generation (low 24 bits) and key.
@@ -71,7 +56,6 @@ fn untag(data: u64) -> (Option<Op>, u32, usize) {
         4 => Some(Op::Read),
         5 => Some(Op::Write),
         6 => Some(Op::Cancel),
-        7 => Some(Op::SendZc),
         _ => None,
     };
     (
@@ -151,22 +135,6 @@ pub fn waker() -> io::Result<Waker> {
     Ok(Waker::EventFd(fd))
 }
 
-/// The zero-copy threshold this kernel allows: `wanted`, or 0 where it
-/// lacks SEND_ZC (Linux 6.0+). Also whether it can report copies (6.2+).
-fn zero_copy_support(ring: &IoUring, wanted: usize) -> (usize, bool) {
-    if wanted == 0 {
-        return (0, false);
-    }
-    let mut probe = Probe::new();
-    let supported = ring.submitter().register_probe(&mut probe).is_ok()
-        && probe.is_supported(opcode::SendZc::CODE);
-    if !supported {
-        tracing::debug!("the kernel lacks IORING_OP_SEND_ZC: TCP output uses WRITEV only");
-        return (0, false);
-    }
-    (wanted, kernel_release().is_some_and(|r| r >= (6, 2)))
-}
-
 /// A ring with the flags that suit one thread doing all submissions, or a
 /// plain one on kernels without them.
 fn new_ring() -> io::Result<IoUring> {
@@ -185,58 +153,20 @@ struct InFlight {
     poll: bool,
     read: bool,
     write: bool,
-    /// The posted write is a SEND_ZC (tagged [`Op::SendZc`]).
-    zero_copy: bool,
-    /// A SEND_ZC's notification is still to come: the kernel may still
-    /// read the chunk, so the send is reported to the core only then.
-    notif: bool,
-    /// The result of that SEND_ZC, held until its notification.
-    sent: i32,
-    /// Bytes the posted READV may fill, and the posted write covers.
+    /// Bytes the posted READV may fill, and the posted WRITEV covers.
     read_room: u32,
     write_total: u32,
 }
 
 impl InFlight {
-    /// Operations that use the socket.
-    fn on_socket(&self) -> usize {
+    fn count(&self) -> usize {
         usize::from(self.poll) + usize::from(self.read) + usize::from(self.write)
     }
-
-    /// Everything that still holds the connection's memory.
-    fn count(&self) -> usize {
-        self.on_socket() + usize::from(self.notif)
-    }
-
-    fn write_op(&self) -> Op {
-        if self.zero_copy {
-            Op::SendZc
-        } else {
-            Op::Write
-        }
-    }
-}
-
-/// A completion, as the in-flight record sees it.
-#[derive(Debug, Clone, Copy)]
-enum Done {
-    Poll,
-    Read,
-    Write,
-    /// A SEND_ZC's result; `more`: its notification follows.
-    Sent {
-        result: i32,
-        more: bool,
-    },
-    Notif,
 }
 
 /// A closed connection whose operations have not all completed yet.
 struct Retiring {
-    /// Closed (dropped) once no operation uses it, even while a zero-copy
-    /// notification is still due: that may take until the peer acknowledges.
-    stream: Option<Stream>,
-    conn: Connection,
+    client: Client,
     key: usize,
     ops: InFlight,
 }
@@ -267,10 +197,6 @@ pub struct UringLoop {
     rearm: Vec<usize>,
     /// Completions of this turn, copied out of the queue.
     completed: Vec<(u64, i32, u32)>,
-    /// TCP head chunks at least this long go out with SEND_ZC (0: never).
-    zero_copy_min: usize,
-    /// Ask SEND_ZC to report whether it copied (Linux 6.2+).
-    report_usage: bool,
 }
 
 impl UringLoop {
@@ -290,10 +216,8 @@ impl UringLoop {
         let wake_fd = fd.as_fd().as_raw_fd();
         let listener_count = listeners.len();
         let core = Core::new(listeners, context, workers, config, shutdown);
-        let ring = new_ring()?;
-        let (zero_copy_min, report_usage) = zero_copy_support(&ring, config.zero_copy_min);
         let mut this = Self {
-            ring,
+            ring: new_ring()?,
             core,
             wake_fd,
             _waker: waker,
@@ -306,8 +230,6 @@ impl UringLoop {
             accepts_cancelled: false,
             rearm: Vec::new(),
             completed: Vec::with_capacity(ENTRIES as usize * 2),
-            zero_copy_min,
-            report_usage,
         };
         this.post_wake_read()?;
         for index in 0..listener_count {
@@ -474,23 +396,22 @@ impl UringLoop {
                 Some(Op::Wake) => self.post_wake_read()?,
                 Some(Op::Accept) => self.accepted(key, result, flags),
                 Some(Op::Poll) => {
-                    if self.settle_op(key, generation, Done::Poll) {
+                    if self.settle_op(key, generation, Op::Poll) {
                         self.start_read(key)?;
                     }
                 }
                 Some(Op::Read) => {
                     let room = self.ops.get(key).map_or(0, |o| o.read_room as usize);
-                    if self.settle_op(key, generation, Done::Read) {
+                    if self.settle_op(key, generation, Op::Read) {
                         self.read_done(key, result, room)?;
                     }
                 }
                 Some(Op::Write) => {
                     let total = self.ops.get(key).map_or(0, |o| o.write_total as usize);
-                    if self.settle_op(key, generation, Done::Write) {
+                    if self.settle_op(key, generation, Op::Write) {
                         self.write_done(key, result, total);
                     }
                 }
-                Some(Op::SendZc) => self.zero_copy_done(key, generation, result, flags),
                 Some(Op::Cancel) | None => {}
             }
         }
@@ -501,20 +422,20 @@ impl UringLoop {
 
     /// Records that an operation completed. True when it belongs to a live
     /// connection; a retired connection's last completion releases it.
-    fn settle_op(&mut self, key: usize, generation: u32, done: Done) -> bool {
+    fn settle_op(&mut self, key: usize, generation: u32, op: Op) -> bool {
         let live = self
             .core
             .client_mut(key)
             .is_some_and(|c| c.conn.id().generation & 0x00FF_FFFF == generation);
         if live {
             let ops = self.in_flight(key);
-            settle(ops, done);
+            clear(ops, op);
             return true;
         }
         // Closed this turn and not retired yet: its operations are still
         // counted in the slot.
         if let Some(ops) = self.ops.get_mut(key).filter(|o| o.generation == generation) {
-            settle(ops, done);
+            clear(ops, op);
             return false;
         }
         let Some(pos) = self
@@ -524,55 +445,12 @@ impl UringLoop {
         else {
             return false;
         };
-        let retiring = &mut self.retiring[pos];
-        settle(&mut retiring.ops, done);
-        if retiring.ops.on_socket() == 0 {
-            retiring.stream = None;
-        }
-        if retiring.ops.count() == 0 {
+        clear(&mut self.retiring[pos].ops, op);
+        if self.retiring[pos].ops.count() == 0 {
             let retired = self.retiring.swap_remove(pos);
-            self.core.release_conn(retired.conn);
+            self.core.release(retired.client);
         }
         false
-    }
-
-    /// A SEND_ZC completion: its result (the kernel may still read the
-    /// chunk) or its notification (it no longer does). The core hears of the
-    /// send only when both are in, so the chunk stays sealed until then.
-    fn zero_copy_done(&mut self, key: usize, generation: u32, result: i32, flags: u32) {
-        let stats = &self.core.stats().zero_copy;
-        if cqueue::notif(flags) {
-            if (result as u32) & NOTIF_USAGE_ZC_COPIED != 0 {
-                Stats::bump(&stats.copied);
-            }
-            let (sent, total) = self
-                .ops
-                .get(key)
-                .map_or((0, 0), |o| (o.sent, o.write_total as usize));
-            if self.settle_op(key, generation, Done::Notif) {
-                self.write_done(key, sent, total);
-            }
-            return;
-        }
-        if result > 0 {
-            Stats::bump(&stats.sends);
-            stats
-                .bytes
-                .fetch_add(result as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        let more = cqueue::more(flags);
-        let total = self.ops.get(key).map_or(0, |o| o.write_total as usize);
-        if !self.settle_op(key, generation, Done::Sent { result, more }) {
-            return;
-        }
-        if more {
-            // The core hears of it at the notification, which may never come
-            // from a peer that stops reading: start the write clock now.
-            self.core.end_write(key);
-        } else {
-            // No notification follows (the send never started): done now.
-            self.write_done(key, result, total);
-        }
     }
 
     fn accepted(&mut self, index: usize, result: i32, flags: u32) {
@@ -693,7 +571,7 @@ impl UringLoop {
     fn flush_dirty(&mut self) -> io::Result<()> {
         let dirty = self.core.take_dirty();
         for &key in &dirty {
-            if self.ops.get(key).is_some_and(|o| o.write || o.notif) {
+            if self.ops.get(key).is_some_and(|o| o.write) {
                 continue; // Its completion marks it dirty again.
             }
             self.make_room(MAX_IOVECS)?;
@@ -702,17 +580,11 @@ impl UringLoop {
             let target = self
                 .core
                 .write_target(key, &mut iov)
-                .map(|(stream, used, total)| (stream.as_raw_fd(), stream.transport(), used, total));
-            let Some((fd, transport, used, total)) = target else {
+                .map(|(stream, used, total)| (stream.as_raw_fd(), used, total));
+            let Some((fd, used, total)) = target else {
                 self.core.end_write(key);
                 continue;
             };
-            let head = iov[0].len();
-            if transport == Transport::Tcp && self.zero_copy_min > 0 && head >= self.zero_copy_min {
-                let (buf, len) = (iov[0].as_ptr(), head.min(MAX_SEND));
-                self.post_send_zc(key, fd, buf, len)?;
-                continue;
-            }
             self.iovecs.extend(iov[..used].iter().map(|s| libc::iovec {
                 iov_base: s.as_ptr() as *mut libc::c_void,
                 iov_len: s.len(),
@@ -730,44 +602,9 @@ impl UringLoop {
             let ops = self.in_flight(key);
             ops.generation = generation & 0x00FF_FFFF;
             ops.write = true;
-            ops.zero_copy = false;
             ops.write_total = total as u32;
         }
         self.core.return_dirty(dirty);
-        Ok(())
-    }
-
-    /// Posts a SEND_ZC of the `len` bytes at `buf`, the unsent part of the
-    /// head chunk of `key`'s write queue, and seals the queue so that the
-    /// chunk neither grows nor moves until the notification.
-    fn post_send_zc(
-        &mut self,
-        key: usize,
-        fd: RawFd,
-        buf: *const u8,
-        len: usize,
-    ) -> io::Result<()> {
-        let Some(client) = self.core.client_mut(key) else {
-            return Ok(());
-        };
-        client.conn.seal_output();
-        let generation = client.conn.id().generation;
-        let usage = if self.report_usage {
-            SEND_ZC_REPORT_USAGE
-        } else {
-            0
-        };
-        let entry = opcode::SendZc::new(types::Fd(fd), buf, len as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .zc_flags(usage)
-            .build()
-            .user_data(tag(Op::SendZc, generation, key));
-        self.push(entry)?;
-        let ops = self.in_flight(key);
-        ops.generation = generation & 0x00FF_FFFF;
-        ops.write = true;
-        ops.zero_copy = true;
-        ops.write_total = len as u32;
         Ok(())
     }
 
@@ -834,7 +671,7 @@ impl UringLoop {
             for (on, op) in [
                 (ops.poll, Op::Poll),
                 (ops.read, Op::Read),
-                (ops.write, ops.write_op()),
+                (ops.write, Op::Write),
             ] {
                 if on {
                     let entry = opcode::AsyncCancel::new(tag(op, generation, key))
@@ -843,16 +680,7 @@ impl UringLoop {
                     self.push(entry)?;
                 }
             }
-            // A notification alone needs no socket: close it now, so that a
-            // peer that never acknowledges cannot keep it open.
-            let Client { stream, conn, .. } = client;
-            let stream = (ops.on_socket() > 0).then_some(stream);
-            self.retiring.push(Retiring {
-                stream,
-                conn,
-                key,
-                ops,
-            });
+            self.retiring.push(Retiring { client, key, ops });
         }
         Ok(())
     }
@@ -891,19 +719,11 @@ impl UringLoop {
     }
 }
 
-fn settle(ops: &mut InFlight, done: Done) {
-    match done {
-        Done::Poll => ops.poll = false,
-        Done::Read => ops.read = false,
-        Done::Write => ops.write = false,
-        Done::Sent { result, more } => {
-            ops.write = false;
-            ops.notif = more;
-            ops.sent = result;
-        }
-        Done::Notif => {
-            ops.notif = false;
-            ops.zero_copy = false;
-        }
+fn clear(ops: &mut InFlight, op: Op) {
+    match op {
+        Op::Poll => ops.poll = false,
+        Op::Read => ops.read = false,
+        Op::Write => ops.write = false,
+        Op::Wake | Op::Accept | Op::Cancel => {}
     }
 }
