@@ -429,3 +429,60 @@ fn no_daemon_says_so() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("is junctiond running?"));
     }
 }
+
+/// `provide` against a scripted daemon (a plain Unix listener speaking the
+/// bytes of proto/bus.md): answers, cancels, and the daemon going away.
+#[test]
+fn provide_against_a_scripted_daemon() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let mut command = junction_at(&Endpoint::Unix(path), "jsonrpc");
+    command.args([
+        "provide",
+        "demo.*",
+        "--",
+        "sh",
+        "-c",
+        r#"case "$JUNCTION_METHOD" in demo.sleep) exec sleep 30 ;; *) cat ;; esac"#,
+    ]);
+    let mut provider = Background::spawn(command);
+    let (daemon, _) = listener.accept().expect("accept");
+    daemon.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut lines = BufReader::new(daemon.try_clone().expect("clone")).lines();
+    let mut next = move || -> Value {
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON")
+    };
+    let mut send = |text: &str| {
+        (&daemon).write_all(text.as_bytes()).expect("send");
+        (&daemon).write_all(b"\n").expect("send");
+    };
+    let register = next();
+    assert_eq!(register["method"], "bus.register");
+    assert_eq!(register["params"], json!({"names": ["demo.*"]}));
+    send(&format!(
+        r#"{{"jsonrpc":"2.0","result":{{"names":["demo.*"]}},"id":{}}}"#,
+        register["id"]
+    ));
+    provider.expect_stderr("providing demo.*");
+    send(r#"{"jsonrpc":"2.0","id":5,"method":"demo.cat","params":[1,2]}"#);
+    assert_eq!(next(), json!({"jsonrpc": "2.0", "result": [1, 2], "id": 5}));
+    // A call that would sleep 30 s, cancelled: no answer for it, and the
+    // next call is answered at once.
+    send(r#"{"jsonrpc":"2.0","id":6,"method":"demo.sleep"}"#);
+    std::thread::sleep(Duration::from_millis(200));
+    send(r#"{"jsonrpc":"2.0","method":"bus.cancel","params":{"id":6,"reason":"timeout"}}"#);
+    send(r#"{"jsonrpc":"2.0","id":7,"method":"demo.cat","params":{"after":"cancel"}}"#);
+    assert_eq!(
+        next(),
+        json!({"jsonrpc": "2.0", "result": {"after": "cancel"}, "id": 7})
+    );
+    drop(send);
+    drop(next);
+    drop(daemon);
+    let (code, _) = provider.wait();
+    assert_eq!(code, Some(3));
+    let stderr = provider.rest_of_stderr().join("\n");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+}

@@ -224,3 +224,90 @@ impl Provider {
         Ok(at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Method, Target, Workload};
+
+    fn provider(proto: Proto) -> Provider {
+        Provider {
+            proto,
+            registered: false,
+            served: 0,
+        }
+    }
+
+    /// What the daemon forwards for a workload's request: the same frame
+    /// with the daemon's id.
+    #[test]
+    fn mcp1_answers_match_the_direct_answers() {
+        let mut p = provider(Proto::Mcp1);
+        let mut input = Vec::new();
+        mcp1::write_header(&mut input, Kind::Response, 0, REGISTER_ID, 4);
+        input.extend_from_slice(b"true");
+        for method in [Method::Ping, Method::Echo] {
+            let routed = Workload::routed(Proto::Mcp1, method, 7).expect("workload");
+            input.extend_from_slice(&routed.request);
+        }
+        let half = input.len() - 3;
+        let mut out = Vec::new();
+        let used = p.mcp1(&input[..half], &mut out).expect("serve");
+        let used = used + p.mcp1(&input[used..], &mut out).expect("serve");
+        assert_eq!(used, input.len());
+        assert!(p.registered);
+        let mut expected = Workload::new(Target::Junction, Proto::Mcp1, Method::Ping, 0)
+            .expect("w")
+            .response;
+        expected.extend(
+            Workload::new(Target::Junction, Proto::Mcp1, Method::Echo, 7)
+                .expect("w")
+                .response,
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn jsonrpc_answers_match_the_direct_answers() {
+        let mut p = provider(Proto::Jsonrpc);
+        let mut input =
+            br#"{"jsonrpc":"2.0","result":{"names":["bench.ping","bench.echo"]},"id":1}"#.to_vec();
+        input.push(b'\n');
+        input.extend_from_slice(
+            br#"{"jsonrpc":"2.0","method":"bus.cancel","params":{"id":3,"reason":"timeout"}}"#,
+        );
+        input.push(b'\n');
+        for method in [Method::Ping, Method::Echo] {
+            input.extend(
+                Workload::routed(Proto::Jsonrpc, method, 5)
+                    .expect("w")
+                    .request,
+            );
+        }
+        let mut out = Vec::new();
+        assert_eq!(p.jsonrpc(&input, &mut out).expect("serve"), input.len());
+        let mut expected = Workload::new(Target::Junction, Proto::Jsonrpc, Method::Ping, 0)
+            .expect("w")
+            .response;
+        expected.extend(
+            Workload::new(Target::Junction, Proto::Jsonrpc, Method::Echo, 5)
+                .expect("w")
+                .response,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(p.served, 2);
+    }
+
+    #[test]
+    fn a_refused_registration_is_an_error() {
+        let mut p = provider(Proto::Mcp1);
+        let mut input = Vec::new();
+        let error = junction::RpcError::new(-32020, "Name taken");
+        mcp1::write_error(&mut input, REGISTER_ID, &error);
+        let err = p.mcp1(&input, &mut Vec::new()).expect_err("refused");
+        assert!(err.contains("-32020"), "{err}");
+    }
+}
