@@ -454,7 +454,7 @@ fn provide_against_a_scripted_daemon() {
     let mut next = move || -> Value {
         serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON")
     };
-    let mut send = |text: &str| {
+    let send = |text: &str| {
         (&daemon).write_all(text.as_bytes()).expect("send");
         (&daemon).write_all(b"\n").expect("send");
     };
@@ -478,7 +478,6 @@ fn provide_against_a_scripted_daemon() {
         next(),
         json!({"jsonrpc": "2.0", "result": {"after": "cancel"}, "id": 7})
     );
-    drop(send);
     drop(next);
     drop(daemon);
     let (code, _) = provider.wait();
