@@ -78,6 +78,21 @@ impl Event {
         }
         object
     }
+
+    /// The same object as one line of compact JSON, members in the order
+    /// of proto/bus.md (topic, data, dropped).
+    pub fn to_line(&self) -> String {
+        let topic = Value::from(self.topic.as_str());
+        match self.dropped {
+            Some(dropped) => {
+                format!(
+                    r#"{{"topic":{topic},"data":{},"dropped":{dropped}}}"#,
+                    self.data
+                )
+            }
+            None => format!(r#"{{"topic":{topic},"data":{}}}"#, self.data),
+        }
+    }
 }
 
 /// Gives a daemon-originated message its bus meaning. Batches and PONGs are

@@ -292,6 +292,12 @@ fn a_call_keeps_what_the_daemon_sends_before_its_answer() {
             panic!("expected the event");
         };
         assert_eq!(event.to_json(), json!({"topic": "t", "data": 2}));
+        assert_eq!(event.to_line(), r#"{"topic":"t","data":2}"#);
+        let dropped = Event {
+            dropped: Some(3),
+            ..event
+        };
+        assert_eq!(dropped.to_line(), r#"{"topic":"t","data":2,"dropped":3}"#);
         assert!(!client.has_pending_messages());
     }
 }

@@ -45,6 +45,18 @@ pub fn display(command: &[String]) -> String {
     command.join(" ")
 }
 
+/// The command line shortened for error answers (a shell script given
+/// with `sh -c` can be long).
+fn short(command: &[String]) -> String {
+    const MAX: usize = 40;
+    let full = display(command);
+    if full.chars().count() <= MAX {
+        return full;
+    }
+    let cut: String = full.chars().take(MAX - 3).collect();
+    format!("{cut}...")
+}
+
 /// Starts the command in its own process group (so that a cancel can kill
 /// whatever it started too) and feeds it the params. The caller kills (if
 /// need be) and reaps the child.
@@ -76,7 +88,7 @@ pub fn start(invocation: &Invocation<'_>) -> Result<(Child, Pipes), RpcError> {
             COMMAND_FAILED,
             format!(
                 "Internal error: cannot run `{}`: {e}",
-                display(invocation.command)
+                short(invocation.command)
             ),
         )
     })?;
@@ -130,7 +142,7 @@ pub fn answer(
     status: io::Result<ExitStatus>,
     output: &Output,
 ) -> Result<Body, RpcError> {
-    let cmd = display(command);
+    let cmd = short(command);
     let status = status.map_err(|e| {
         RpcError::new(
             COMMAND_FAILED,

@@ -219,9 +219,6 @@ fn block_signals() -> Result<SigSet, Failure> {
 
 fn register_failure(error: ClientError) -> Failure {
     let hint = match &error {
-        ClientError::Rpc(e) if e.code == -32021 => {
-            "\nhint: by default only Unix-socket peers may provide methods; the daemon's bus-allow rules decide"
-        }
         ClientError::Rpc(e) if e.code == ErrorCode::MethodNotFound.code() => {
             "\nhint: this junctiond has no service bus (no bus.register): it is older than `junction`"
         }

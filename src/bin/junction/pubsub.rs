@@ -43,7 +43,7 @@ pub fn subscribe(
             Err(e) => return Err(crate::failure(e)),
         };
         let mut out = stdout.lock();
-        let written = writeln!(out, "{}", event.to_json()).and_then(|()| out.flush());
+        let written = writeln!(out, "{}", event.to_line()).and_then(|()| out.flush());
         match written {
             Ok(()) => {}
             // The reader went away (`| head -1`): that is the end, not an error.
