@@ -4,14 +4,17 @@
 //! (one connection, one request at a time), `burst` (many connects, one
 //! request each), `idle` (RSS per idle connection), `alloc` (server heap
 //! allocations per request) and `soak` (a long mixed load watching the
-//! daemon's RSS and descriptors for leaks). Targets: junctiond, Redis (RESP)
-//! and the raw echo server, all driven by this same generator so that ratios
-//! compare servers, not clients.
+//! daemon's RSS and descriptors for leaks), and `provide` (the bench
+//! provider: serves bench.ping and bench.echo through junctiond's service
+//! bus, so that `throughput --routed` measures a routed call). Targets:
+//! junctiond, Redis (RESP) and the raw echo server, all driven by this same
+//! generator so that ratios compare servers, not clients.
 
 mod alloc;
 mod burst;
 mod idle;
 mod load;
+mod provider;
 mod soak;
 mod sys;
 mod workload;
@@ -56,6 +59,27 @@ enum Mode {
     /// The embedded server `soak --embedded` starts (junctiond's flags)
     #[command(hide = true)]
     SoakServer(Box<Settings>),
+    /// Provide bench.ping and bench.echo on junctiond's bus, answering as
+    /// fast as possible, until killed (for `throughput --routed`)
+    Provide(ProvideArgs),
+}
+
+#[derive(Args)]
+struct ProvideArgs {
+    /// The protocol the provider speaks: jsonrpc or mcp1
+    #[arg(long, value_enum, default_value = "mcp1")]
+    proto: Proto,
+    /// Unix socket of junctiond (providers register over Unix by default)
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with = "tcp",
+        required_unless_present = "tcp"
+    )]
+    unix: Option<PathBuf>,
+    /// TCP address of junctiond (needs a bus-allow rule for tcp)
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -83,6 +107,10 @@ struct TargetArgs {
     /// Echo payload size in bytes
     #[arg(short = 's', long, default_value_t = 0)]
     size: usize,
+    /// Call the routed twin (bench.ping / bench.echo, served by
+    /// `junction-bench provide` through the daemon) instead of rpc.*
+    #[arg(long)]
+    routed: bool,
     /// Print one JSON object instead of a table
     #[arg(long)]
     json: bool,
@@ -102,7 +130,13 @@ impl TargetArgs {
     }
 
     fn workload(&self) -> Result<Workload, String> {
-        Workload::new(self.target, self.proto, self.method, self.size)
+        if !self.routed {
+            return Workload::new(self.target, self.proto, self.method, self.size);
+        }
+        if self.target != Target::Junction {
+            return Err("--routed goes through junctiond: use --target junction".into());
+        }
+        Workload::routed(self.proto, self.method, self.size)
     }
 }
 
@@ -249,6 +283,7 @@ fn main() -> ExitCode {
         Mode::Alloc(args) => run_alloc(args),
         Mode::Soak(args) => run_soak(args),
         Mode::SoakServer(settings) => soak::serve(*settings),
+        Mode::Provide(args) => run_provide(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -296,6 +331,7 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         "pipeline": spec.pipeline,
         "size": t.size,
         "method": t.method,
+        "routed": t.routed,
         "threads": spec.threads.min(spec.connections),
         "seconds": result.seconds,
         "requests": result.requests,
@@ -324,7 +360,7 @@ fn print_table(report: &Value) {
     let lat = &report["latency_us"];
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
     println!(
-        "{} {} {} over {}: C={} P={} S={} method={}",
+        "{} {} {} over {}: C={} P={} S={} method={}{}",
         field("mode"),
         field("target"),
         field("proto"),
@@ -332,7 +368,12 @@ fn print_table(report: &Value) {
         field("connections"),
         field("pipeline"),
         field("size"),
-        field("method")
+        field("method"),
+        if report["routed"] == true {
+            " (routed)"
+        } else {
+            ""
+        }
     );
     println!(
         "  ops/s          {:>14.0}",
@@ -359,6 +400,15 @@ fn print_table(report: &Value) {
         f(&report["server_cpu_secs_per_million"])
     );
     println!("  errors         {}", field("errors"));
+}
+
+fn run_provide(args: ProvideArgs) -> Result<(), String> {
+    let endpoint = match (args.unix, args.tcp) {
+        (Some(path), _) => Endpoint::Unix(path),
+        (None, Some(addr)) => Endpoint::Tcp(addr),
+        (None, None) => unreachable!("clap requires --unix or --tcp"),
+    };
+    provider::serve(&endpoint, args.proto)
 }
 
 fn run_burst(args: BurstArgs, fd_limit: u64) -> Result<(), String> {

@@ -60,6 +60,12 @@ impl fmt::Display for Proto {
     }
 }
 
+/// The methods the bench provider serves (`junction-bench provide`): the
+/// routed twins of rpc.ping and rpc.echo, answering the same bytes.
+pub const ROUTED_PING: &str = "bench.ping";
+/// See [`ROUTED_PING`].
+pub const ROUTED_ECHO: &str = "bench.echo";
+
 impl Workload {
     /// The workload for a target, protocol, method and payload size.
     pub fn new(
@@ -68,20 +74,42 @@ impl Workload {
         method: Method,
         size: usize,
     ) -> Result<Workload, String> {
+        Self::build(target, proto, method, size, ["rpc.ping", "rpc.echo"])
+    }
+
+    /// The same calls routed through the daemon to the bench provider
+    /// (bench.ping, bench.echo): two hops, the same answers.
+    pub fn routed(proto: Proto, method: Method, size: usize) -> Result<Workload, String> {
+        Self::build(
+            Target::Junction,
+            proto,
+            method,
+            size,
+            [ROUTED_PING, ROUTED_ECHO],
+        )
+    }
+
+    fn build(
+        target: Target,
+        proto: Proto,
+        method: Method,
+        size: usize,
+        [ping, echo]: [&str; 2],
+    ) -> Result<Workload, String> {
         let payload = vec![b'x'; size];
         let text = "x".repeat(size);
         let (request, response) = match (proto, method) {
             (Proto::Jsonrpc, Method::Ping) => (
-                b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.ping\",\"id\":1}\n".to_vec(),
+                format!("{{\"jsonrpc\":\"2.0\",\"method\":\"{ping}\",\"id\":1}}\n").into_bytes(),
                 b"{\"jsonrpc\":\"2.0\",\"result\":\"pong\",\"id\":1}\n".to_vec(),
             ),
             (Proto::Jsonrpc, Method::Echo) => (
-                format!("{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{text}\"],\"id\":1}}\n").into_bytes(),
+                format!("{{\"jsonrpc\":\"2.0\",\"method\":\"{echo}\",\"params\":[\"{text}\"],\"id\":1}}\n").into_bytes(),
                 format!("{{\"jsonrpc\":\"2.0\",\"result\":[\"{text}\"],\"id\":1}}\n").into_bytes(),
             ),
             (Proto::Mcp1, Method::Ping) => {
                 let mut request = Vec::new();
-                mcp1::write_call(&mut request, Some(1), "rpc.ping", b"", false);
+                mcp1::write_call(&mut request, Some(1), ping, b"", false);
                 let mut response = Vec::new();
                 mcp1::write_header(&mut response, mcp1::Kind::Response, 0, 1, 6);
                 response.extend_from_slice(b"\"pong\"");
@@ -89,7 +117,7 @@ impl Workload {
             }
             (Proto::Mcp1, Method::Echo) => {
                 let mut request = Vec::new();
-                mcp1::write_call(&mut request, Some(1), "rpc.echo", &payload, true);
+                mcp1::write_call(&mut request, Some(1), echo, &payload, true);
                 let mut response = Vec::new();
                 let length = u32::try_from(size).map_err(|_| "payload too large".to_string())?;
                 mcp1::write_header(&mut response, mcp1::Kind::Response, mcp1::FLAG_RAW, 1, length);
@@ -133,6 +161,9 @@ mod tests {
         assert!(Workload::new(Target::Junction, Proto::Resp, Method::Ping, 0).is_err());
         let echo = Workload::new(Target::Junction, Proto::Mcp1, Method::Echo, 5).expect("workload");
         assert_eq!(echo.response.len(), 16 + 5);
+        let routed = Workload::routed(Proto::Mcp1, Method::Echo, 5).expect("workload");
+        assert_eq!(routed.response, echo.response);
+        assert_ne!(routed.request, echo.request);
         assert_eq!(
             Workload::new(Target::Redis, Proto::Resp, Method::Echo, 3)
                 .expect("w")

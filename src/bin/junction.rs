@@ -1,5 +1,12 @@
 //! `junction`: the command-line client of junctiond.
 
+#[path = "junction/child.rs"]
+mod child;
+#[path = "junction/provide.rs"]
+mod provide;
+#[path = "junction/pubsub.rs"]
+mod pubsub;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,11 +16,12 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use junction::client::{Body, Client, ClientError, Endpoint};
-use junction::config::Span;
+use junction::config::{ByteSize, Span};
 use junction::net::listener::default_unix_path;
 use junction::proto::Protocol;
 
-/// Talk to junctiond: call a method, send a notification, watch its stats.
+/// Talk to junctiond: call a method, send a notification, watch its stats;
+/// provide methods, subscribe to topics, publish events.
 ///
 /// Connects to the default Unix socket unless --unix or --tcp says otherwise.
 #[derive(Parser)]
@@ -71,6 +79,55 @@ enum Command {
     Methods,
     /// Check the daemon answers and show the round-trip time
     Ping,
+    /// Provide METHODs: each call runs COMMAND with the params as JSON on
+    /// stdin and answers what it prints on stdout
+    ///
+    /// The method's name is in $JUNCTION_METHOD and the call's id in
+    /// $JUNCTION_CALL_ID; stdin holds `null` when there are no params (a raw
+    /// MCP1 body is passed as is, with JUNCTION_RAW=1). Empty stdout answers
+    /// null; stdout that is not JSON, or a non-zero exit status, answers
+    /// error -32603 with the status and the first line of stderr. A call the
+    /// daemon cancels has its command killed. Runs until SIGINT or SIGTERM.
+    #[command(
+        override_usage = "junction provide [OPTIONS] METHOD... -- COMMAND [ARGS]...",
+        after_help = "Example: junction provide demo.upper -- sh -c 'tr a-z A-Z'"
+    )]
+    Provide {
+        /// Method names or patterns such as editor.* (not under rpc. or bus.)
+        #[arg(required = true, value_name = "METHOD")]
+        methods: Vec<String>,
+        /// Commands run at once; further calls wait their turn
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        jobs: usize,
+        /// Calls that may wait for a job before new ones are refused (-32000)
+        #[arg(long, default_value_t = 1024, value_name = "N")]
+        max_queued: usize,
+        /// Most bytes of stdout taken as a result
+        #[arg(long, default_value = "1MiB", value_name = "SIZE")]
+        max_output: ByteSize,
+        /// The command and its arguments, after --
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print each event on TOPICs as one JSON line: {"topic":..,"data":..}
+    /// (with "dropped":N when the daemon had to drop events)
+    Subscribe {
+        /// Topics or patterns such as build.*
+        #[arg(required = true, value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Exit after N events
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Publish DATA on TOPIC and print how many subscribers it reached
+    Publish {
+        /// The topic
+        topic: String,
+        /// The data as JSON (default: null); - reads it from stdin
+        data: Option<String>,
+    },
+    /// List the bus: provided names and their providers, topics and their subscribers
+    List,
 }
 
 /// Exit codes: 0 ok, 1 the daemon answered an error, 2 bad usage, 3 no daemon / connection failure.
@@ -115,6 +172,7 @@ fn endpoint(args: &Args) -> Endpoint {
     }
 }
 
+/// The exit code and message of a client error.
 fn failure(error: ClientError) -> Failure {
     match error {
         ClientError::Rpc(e) => Failure::Rpc(format!("error {}: {}", e.code, e.message)),
@@ -224,6 +282,28 @@ fn run(args: Args) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Provide {
+            methods,
+            jobs,
+            max_queued,
+            max_output,
+            command,
+        } => {
+            let options = provide::Options {
+                command: command.clone(),
+                jobs: *jobs,
+                max_queued: *max_queued,
+                max_output: max_output.0,
+            };
+            provide::run(connect()?, methods, options, &endpoint.to_string())?;
+        }
+        Command::Subscribe { topics, count } => {
+            pubsub::subscribe(connect()?, topics, *count, &endpoint.to_string())?;
+        }
+        Command::Publish { topic, data } => {
+            pubsub::publish(connect()?, topic, data.as_deref())?;
+        }
+        Command::List => pubsub::list(connect()?)?,
         Command::Ping => {
             let mut client = connect()?;
             let started = Instant::now();

@@ -1,6 +1,7 @@
 //! A blocking client over Unix or TCP, in either protocol: calls,
-//! notifications, batches, pipelined calls and (MCP1) raw bodies and pings.
-//! The `junction` CLI and the tests use it.
+//! notifications, batches, pipelined calls and (MCP1) raw bodies and pings;
+//! and the service bus (`proto/bus.md`): providing methods, subscribing to
+//! topics, publishing. The `junction` CLI and the tests use it.
 //!
 //! ```no_run
 //! use junction::client::{Client, Endpoint};
@@ -12,16 +13,45 @@
 //! assert_eq!(binary.call("rpc.echo", Some("hi".into()))?, "hi");
 //! # Ok::<(), junction::ClientError>(())
 //! ```
+//!
+//! A provider registers names, then answers what the daemon forwards:
+//!
+//! ```no_run
+//! use junction::client::{Body, Client, Endpoint, Incoming};
+//!
+//! let mut provider = Client::connect(&Endpoint::Unix("/run/user/1000/junction.sock".into()))?;
+//! provider.register(&["editor.*"])?;
+//! loop {
+//!     match provider.next_message()? {
+//!         Incoming::Request(call) => {
+//!             let params = call.params.unwrap_or(Body::Json(serde_json::Value::Null));
+//!             provider.respond(call.id, Ok(params))?;
+//!         }
+//!         Incoming::Cancel { id, reason } => eprintln!("call {id} cancelled: {reason}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok::<(), junction::ClientError>(())
+//! ```
+//!
+//! Messages the daemon originates (forwarded requests, cancels, events) may
+//! arrive while [`Client::call`] waits for its answer: they are queued, not
+//! lost, and [`Client::next_message`] returns them in order.
 
+mod bus;
+mod incoming;
 mod socket;
+#[cfg(test)]
+mod tests;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -29,7 +59,10 @@ use serde_json::Value;
 use crate::error::RpcError;
 use crate::proto::Protocol;
 use socket::Socket;
-use wire::Incoming;
+use wire::Inbound;
+
+pub use bus::{BusList, ProvidedName, TopicEntry};
+pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,15 +160,51 @@ pub struct BatchEntry {
     pub notification: bool,
 }
 
+/// The sending half of a connection, shared with [`Responder`]s.
+struct Writer {
+    out: BufWriter<Socket>,
+    scratch: Vec<u8>,
+}
+
 /// A blocking connection to junctiond.
 pub struct Client {
     protocol: Protocol,
     reader: BufReader<Socket>,
-    writer: BufWriter<Socket>,
+    writer: Arc<Mutex<Writer>>,
     next_id: u64,
     /// Responses read while waiting for another id (pipelining).
     early: HashMap<String, Response>,
-    scratch: Vec<u8>,
+    /// Daemon-originated messages read while waiting for a response.
+    backlog: VecDeque<Incoming>,
+}
+
+/// Sends answers to forwarded calls from any thread, while the
+/// [`Client`] it came from blocks in [`Client::next_message`]. Clones share
+/// the connection; writes are whole frames, never interleaved.
+#[derive(Clone)]
+pub struct Responder {
+    protocol: Protocol,
+    writer: Arc<Mutex<Writer>>,
+}
+
+impl Responder {
+    /// Answers the forwarded call `id` with a result or an error, and sends
+    /// it at once. A raw result needs MCP1.
+    pub fn respond(&self, id: u64, result: Result<Body, RpcError>) -> Result<(), ClientError> {
+        let mut writer = lock(&self.writer);
+        let Writer { out, scratch } = &mut *writer;
+        wire::write_answer(self.protocol, out, &Value::from(id), &result, scratch)?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// The writer, even if a thread panicked while holding it: what it left is
+/// at worst a partial frame, which the daemon reports.
+fn lock(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Client {
@@ -158,14 +227,27 @@ impl Client {
                 Socket::Tcp(stream)
             }
         };
+        Self::from_socket(socket, protocol)
+    }
+
+    /// A client on an already connected Unix stream (one passed by a
+    /// supervisor, or one end of a socket pair in tests).
+    pub fn from_unix_stream(stream: UnixStream, protocol: Protocol) -> Result<Client, ClientError> {
+        Self::from_socket(Socket::Unix(stream), protocol)
+    }
+
+    fn from_socket(socket: Socket, protocol: Protocol) -> Result<Client, ClientError> {
         let reader = BufReader::new(socket.try_clone()?);
         Ok(Client {
             protocol,
             reader,
-            writer: BufWriter::new(socket),
+            writer: Arc::new(Mutex::new(Writer {
+                out: BufWriter::new(socket),
+                scratch: Vec::new(),
+            })),
             next_id: 1,
             early: HashMap::new(),
-            scratch: Vec::new(),
+            backlog: VecDeque::new(),
         })
     }
 
@@ -203,15 +285,20 @@ impl Client {
     /// Sends a notification (no response comes back).
     pub fn notify(&mut self, method: &str, params: Option<Value>) -> Result<(), ClientError> {
         let params = params.map(Body::Json);
-        wire::write_call(
-            self.protocol,
-            &mut self.writer,
-            None,
-            method,
-            params.as_ref(),
-            &mut self.scratch,
-        )?;
+        self.write_call(None, method, params.as_ref())?;
         self.flush()
+    }
+
+    /// Writes one call (`id` Some) or notification, unflushed.
+    fn write_call(
+        &mut self,
+        id: Option<u64>,
+        method: &str,
+        params: Option<&Body>,
+    ) -> Result<(), ClientError> {
+        let mut writer = lock(&self.writer);
+        let Writer { out, scratch } = &mut *writer;
+        wire::write_call(self.protocol, out, id, method, params, scratch)
     }
 
     /// Queues a call without waiting (pipelining); returns its id. Call
@@ -223,14 +310,7 @@ impl Client {
     /// Like [`Client::send`] with any body.
     pub fn send_body(&mut self, method: &str, params: Option<Body>) -> Result<u64, ClientError> {
         let id = self.take_id();
-        wire::write_call(
-            self.protocol,
-            &mut self.writer,
-            Some(id),
-            method,
-            params.as_ref(),
-            &mut self.scratch,
-        )?;
+        self.write_call(Some(id), method, params.as_ref())?;
         Ok(id)
     }
 
@@ -246,7 +326,7 @@ impl Client {
 
     /// Sends everything queued.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        self.writer.flush()?;
+        lock(&self.writer).out.flush()?;
         Ok(())
     }
 
@@ -267,25 +347,89 @@ impl Client {
         }
     }
 
-    /// Reads the next response, whatever its id.
+    /// Reads the next response, whatever its id (daemon-originated messages
+    /// read meanwhile are kept for [`Client::next_message`]).
     pub fn recv(&mut self) -> Result<Response, ClientError> {
-        if let Some(key) = self.early.keys().next().cloned() {
-            if let Some(response) = self.early.remove(&key) {
-                return Ok(response);
-            }
+        if let Some(response) = self.take_early() {
+            return Ok(response);
         }
         self.read_response()
     }
 
+    fn take_early(&mut self) -> Option<Response> {
+        let key = self.early.keys().next().cloned()?;
+        self.early.remove(&key)
+    }
+
+    /// The next response off the wire; daemon-originated messages on the
+    /// way go to the backlog.
     fn read_response(&mut self) -> Result<Response, ClientError> {
-        match wire::read(self.protocol, &mut self.reader)? {
-            Incoming::Response(response) => Ok(response),
-            Incoming::Batch(_) => Err(ClientError::Protocol(
-                "a batch answer where none was asked".into(),
-            )),
-            Incoming::Pong { id, .. } => Err(ClientError::Protocol(format!(
-                "a PONG ({id}) where a response was expected"
-            ))),
+        loop {
+            match self.read_inbound()? {
+                Inbound::Response(response) => return Ok(response),
+                Inbound::Batch(_) => {
+                    return Err(ClientError::Protocol(
+                        "a batch answer where none was asked".into(),
+                    ));
+                }
+                Inbound::Pong { id, .. } => {
+                    return Err(ClientError::Protocol(format!(
+                        "a PONG ({id}) where a response was expected"
+                    )));
+                }
+                other => self.keep(other)?,
+            }
+        }
+    }
+
+    fn read_inbound(&mut self) -> Result<Inbound, ClientError> {
+        wire::read(self.protocol, &mut self.reader)
+    }
+
+    /// Queues a daemon-originated message for [`Client::next_message`].
+    fn keep(&mut self, inbound: Inbound) -> Result<(), ClientError> {
+        if let Some(message) = incoming::classify(inbound)? {
+            self.backlog.push_back(message);
+        }
+        Ok(())
+    }
+
+    /// The next message from the daemon: a forwarded request, a
+    /// notification, a cancel, an event, or a response nobody waited for.
+    /// Messages that arrived while a call waited come first, in order.
+    /// Blocks (up to the timeout of [`Client::set_timeout`]).
+    pub fn next_message(&mut self) -> Result<Incoming, ClientError> {
+        if let Some(message) = self.backlog.pop_front() {
+            return Ok(message);
+        }
+        if let Some(response) = self.take_early() {
+            return Ok(Incoming::Response(response));
+        }
+        let inbound = self.read_inbound()?;
+        let description = match &inbound {
+            Inbound::Batch(_) => "a batch answer nobody waited for".to_string(),
+            Inbound::Pong { id, .. } => format!("a PONG ({id}) nobody waited for"),
+            _ => String::new(),
+        };
+        incoming::classify(inbound)?.ok_or(ClientError::Protocol(description))
+    }
+
+    /// True when messages already read wait in the client (no read needed).
+    pub fn has_pending_messages(&self) -> bool {
+        !self.backlog.is_empty() || !self.early.is_empty()
+    }
+
+    /// Answers a call the daemon forwarded ([`Incoming::Request`]) with its
+    /// `id`: a result or an error, sent at once.
+    pub fn respond(&mut self, id: u64, result: Result<Body, RpcError>) -> Result<(), ClientError> {
+        self.responder().respond(id, result)
+    }
+
+    /// A handle that answers forwarded calls from other threads.
+    pub fn responder(&self) -> Responder {
+        Responder {
+            protocol: self.protocol,
+            writer: Arc::clone(&self.writer),
         }
     }
 
@@ -297,19 +441,20 @@ impl Client {
             ));
         }
         let id = self.take_id() as u32;
-        wire::write_ping(&mut self.writer, id, payload)?;
+        wire::write_ping(&mut lock(&self.writer).out, id, payload)?;
         self.flush()?;
         loop {
-            match wire::read(self.protocol, &mut self.reader)? {
-                Incoming::Pong { id: got, payload } if got == id => return Ok(payload),
-                Incoming::Response(response) => {
+            match self.read_inbound()? {
+                Inbound::Pong { id: got, payload } if got == id => return Ok(payload),
+                Inbound::Response(response) => {
                     self.early.insert(response.id.to_string(), response);
                 }
-                _ => {
+                Inbound::Pong { .. } | Inbound::Batch(_) => {
                     return Err(ClientError::Protocol(
                         "unexpected frame while waiting for PONG".into(),
                     ));
                 }
+                other => self.keep(other)?,
             }
         }
     }
@@ -327,9 +472,7 @@ impl Client {
         };
         let mut by_id: HashMap<u64, Response> = HashMap::new();
         if self.protocol == Protocol::JsonRpc && !ids.is_empty() {
-            let Incoming::Batch(items) = wire::read(self.protocol, &mut self.reader)? else {
-                return Err(ClientError::Protocol("expected a batch array".into()));
-            };
+            let items = self.read_batch()?;
             by_id.extend(
                 items
                     .into_iter()
@@ -353,6 +496,20 @@ impl Client {
             .collect()
     }
 
+    /// The next batch array; daemon-originated messages on the way go to
+    /// the backlog.
+    fn read_batch(&mut self) -> Result<Vec<Response>, ClientError> {
+        loop {
+            match self.read_inbound()? {
+                Inbound::Batch(items) => return Ok(items),
+                Inbound::Response(_) | Inbound::Pong { .. } => {
+                    return Err(ClientError::Protocol("expected a batch array".into()));
+                }
+                other => self.keep(other)?,
+            }
+        }
+    }
+
     fn send_jsonrpc_batch(&mut self, entries: &[BatchEntry]) -> Result<Vec<u64>, ClientError> {
         let mut ids = Vec::new();
         let mut messages = Vec::with_capacity(entries.len());
@@ -362,9 +519,12 @@ impl Client {
             let params = entry.params.clone().map(Body::Json);
             messages.push(wire::jsonrpc_message(id, &entry.method, params.as_ref())?);
         }
-        serde_json::to_writer(&mut self.writer, &Value::Array(messages))
-            .map_err(io::Error::from)?;
-        self.writer.write_all(b"\n")?;
+        {
+            let mut writer = lock(&self.writer);
+            serde_json::to_writer(&mut writer.out, &Value::Array(messages))
+                .map_err(io::Error::from)?;
+            writer.out.write_all(b"\n")?;
+        }
         self.flush()?;
         Ok(ids)
     }
@@ -374,14 +534,7 @@ impl Client {
         for entry in entries {
             let params = entry.params.clone().map(Body::Json);
             if entry.notification {
-                wire::write_call(
-                    self.protocol,
-                    &mut self.writer,
-                    None,
-                    &entry.method,
-                    params.as_ref(),
-                    &mut self.scratch,
-                )?;
+                self.write_call(None, &entry.method, params.as_ref())?;
             } else {
                 ids.push(self.send_body(&entry.method, params)?);
             }

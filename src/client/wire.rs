@@ -1,4 +1,7 @@
-//! How the client puts calls on the wire and reads answers back, per protocol.
+//! How the client puts calls and answers on the wire and reads what the
+//! daemon sends back, per protocol: responses to our calls, and the
+//! requests, notifications and (MCP1) CANCEL frames the daemon originates
+//! when this connection provides methods or subscribes to topics.
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -7,16 +10,37 @@ use serde_json::{Value, json};
 use super::{Body, ClientError, Response};
 use crate::error::RpcError;
 use crate::proto::Protocol;
-use crate::proto::mcp1::{self, HEADER_LEN, Kind, Next};
+use crate::proto::mcp1::{self, FLAG_RAW, HEADER_LEN, Header, Kind};
+use crate::router::Params;
 
-/// One message read from the daemon.
-pub(crate) enum Incoming {
+/// The MCP1 CANCEL kind: sent by the daemon only (proto/bus.md section 3),
+/// so the shared frame checker, which serves the daemon, refuses it.
+const KIND_CANCEL: u8 = 0x05;
+
+/// One message read from the daemon, before the bus meaning of
+/// notifications (events, cancels) is looked at.
+#[derive(Debug)]
+pub(crate) enum Inbound {
     /// A response to a call.
     Response(Response),
     /// A JSON-RPC batch answer.
     Batch(Vec<Response>),
     /// An MCP1 PONG.
     Pong { id: u32, payload: Vec<u8> },
+    /// A request forwarded by the daemon (we provide its method).
+    Request {
+        id: Value,
+        method: String,
+        params: Option<Body>,
+    },
+    /// A notification from the daemon (`bus.event`, `bus.cancel`, or a
+    /// forwarded notification of a method we provide).
+    Notification {
+        method: String,
+        params: Option<Body>,
+    },
+    /// An MCP1 CANCEL frame: the call `id` will never be answered to anyone.
+    Cancel { id: u32, reason: String },
 }
 
 /// Writes a call (`id` Some) or notification.
@@ -91,7 +115,7 @@ pub(crate) fn write_ping(out: &mut impl Write, id: u32, payload: &[u8]) -> Resul
 }
 
 /// Reads the next message.
-pub(crate) fn read(protocol: Protocol, reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
+pub(crate) fn read(protocol: Protocol, reader: &mut impl BufRead) -> Result<Inbound, ClientError> {
     match protocol {
         Protocol::JsonRpc => read_jsonrpc(reader),
         Protocol::Mcp1 => read_mcp1(reader),
@@ -106,7 +130,7 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, ClientError> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn read_jsonrpc(reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
+fn read_jsonrpc(reader: &mut impl BufRead) -> Result<Inbound, ClientError> {
     let line = read_line(reader)?;
     // A daemon refusing the connection says why in plain text.
     let value: Value =
@@ -116,9 +140,33 @@ fn read_jsonrpc(reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
             .into_iter()
             .map(parse_jsonrpc_response)
             .collect::<Result<Vec<_>, _>>()
-            .map(Incoming::Batch),
-        value => parse_jsonrpc_response(value).map(Incoming::Response),
+            .map(Inbound::Batch),
+        Value::Object(ref object) if object.contains_key("method") => parse_jsonrpc_call(value),
+        value => parse_jsonrpc_response(value).map(Inbound::Response),
     }
+}
+
+/// A request or notification the daemon sends this connection.
+fn parse_jsonrpc_call(value: Value) -> Result<Inbound, ClientError> {
+    let Value::Object(mut object) = value else {
+        return Err(ClientError::Protocol(format!(
+            "not a request object: {value}"
+        )));
+    };
+    let method = match object.remove("method") {
+        Some(Value::String(method)) => method,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "a request whose method is not a string: {}",
+                other.unwrap_or(Value::Null)
+            )));
+        }
+    };
+    let params = object.remove("params").map(Body::Json);
+    Ok(match object.remove("id") {
+        Some(id) => Inbound::Request { id, method, params },
+        None => Inbound::Notification { method, params },
+    })
 }
 
 fn parse_jsonrpc_response(value: Value) -> Result<Response, ClientError> {
@@ -152,7 +200,32 @@ fn parse_jsonrpc_response(value: Value) -> Result<Response, ClientError> {
     })
 }
 
-fn read_mcp1(reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
+/// The fields of an MCP1 header, read without judging the kind: the client
+/// accepts kinds (CANCEL) that the daemon refuses from clients.
+struct RawHeader {
+    kind: u8,
+    flags: u16,
+    id: u32,
+    length: u32,
+}
+
+fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<RawHeader, ClientError> {
+    if bytes[4] != mcp1::VERSION {
+        return Err(ClientError::Protocol(format!(
+            "MCP1 version {} from the daemon (this client speaks {})",
+            bytes[4],
+            mcp1::VERSION
+        )));
+    }
+    Ok(RawHeader {
+        kind: bytes[5],
+        flags: u16::from_le_bytes([bytes[6], bytes[7]]),
+        id: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+        length: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+    })
+}
+
+fn read_mcp1(reader: &mut impl BufRead) -> Result<Inbound, ClientError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact_or_closed(reader, &mut header[..4])?;
     if &header[..4] != crate::proto::MCP1_MAGIC {
@@ -162,26 +235,37 @@ fn read_mcp1(reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
         return Err(ClientError::Closed(Some(text)));
     }
     read_exact_or_closed(reader, &mut header[4..])?;
-    let header = match mcp1::check(&header, usize::MAX, usize::MAX) {
-        Next::Frame(header) => header,
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "bad frame header from the daemon: {other:?}"
-            )));
-        }
-    };
+    let header = parse_header(&header)?;
     let mut payload = vec![0u8; header.length as usize];
     read_exact_or_closed(reader, &mut payload)?;
+    decode_mcp1(&header, payload)
+}
+
+/// Turns one whole MCP1 frame into a message.
+fn decode_mcp1(header: &RawHeader, payload: Vec<u8>) -> Result<Inbound, ClientError> {
+    if header.kind == KIND_CANCEL {
+        return Ok(Inbound::Cancel {
+            id: header.id,
+            reason: cancel_reason(&payload),
+        });
+    }
+    let Some(kind) = Kind::from_byte(header.kind) else {
+        return Err(ClientError::Protocol(format!(
+            "unknown MCP1 frame kind {:#04x} from the daemon",
+            header.kind
+        )));
+    };
+    let raw = header.flags & FLAG_RAW != 0;
     let id = Value::from(header.id);
-    match header.kind {
-        Kind::Response if header.is_raw() => Ok(Incoming::Response(Response {
+    match kind {
+        Kind::Response if raw => Ok(Inbound::Response(Response {
             id,
             result: Ok(Body::Raw(payload)),
         })),
         Kind::Response => {
             let value = serde_json::from_slice(&payload)
                 .map_err(|e| ClientError::Protocol(format!("response body is not JSON: {e}")))?;
-            Ok(Incoming::Response(Response {
+            Ok(Inbound::Response(Response {
                 id,
                 result: Ok(Body::Json(value)),
             }))
@@ -191,20 +275,124 @@ fn read_mcp1(reader: &mut impl BufRead) -> Result<Incoming, ClientError> {
                 .ok_or_else(|| ClientError::Protocol("malformed ERROR payload".into()))?;
             let mut rpc = RpcError::new(error.code, error.message.to_string());
             rpc.data = error.data.and_then(|d| serde_json::from_slice(d).ok());
-            Ok(Incoming::Response(Response {
+            Ok(Inbound::Response(Response {
                 id,
                 result: Err(rpc),
             }))
         }
-        Kind::Pong => Ok(Incoming::Pong {
+        Kind::Pong => Ok(Inbound::Pong {
             id: header.id,
             payload,
         }),
+        Kind::Request | Kind::Notification => decode_mcp1_call(kind, header, &payload),
         kind => Err(ClientError::Protocol(format!(
             "unexpected {} frame from the daemon",
             kind.name()
         ))),
     }
+}
+
+/// A REQUEST or NOTIFICATION the daemon forwards to us.
+fn decode_mcp1_call(kind: Kind, raw: &RawHeader, payload: &[u8]) -> Result<Inbound, ClientError> {
+    let header = Header {
+        kind,
+        flags: raw.flags,
+        id: raw.id,
+        length: raw.length,
+    };
+    let call = mcp1::parse_request(&header, payload)
+        .map_err(|e| ClientError::Protocol(format!("bad {} frame: {}", kind.name(), e.message)))?;
+    let params = match call.params {
+        Params::None => None,
+        Params::Raw(bytes) => Some(Body::Raw(bytes.to_vec())),
+        Params::Json(text) => Some(Body::Json(
+            serde_json::from_str(text.get())
+                .map_err(|e| ClientError::Protocol(format!("request body is not JSON: {e}")))?,
+        )),
+    };
+    let method = call.method.to_string();
+    Ok(match kind {
+        Kind::Request => Inbound::Request {
+            id: Value::from(raw.id),
+            method,
+            params,
+        },
+        _ => Inbound::Notification { method, params },
+    })
+}
+
+/// The `reason` of a CANCEL payload (`{"reason": R}`); a payload of
+/// another shape still cancels, with an empty reason.
+fn cancel_reason(payload: &[u8]) -> String {
+    serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Writes the answer to a request the daemon forwarded to us: a response or
+/// an error with the daemon's `id`.
+pub(crate) fn write_answer(
+    protocol: Protocol,
+    out: &mut impl Write,
+    id: &Value,
+    result: &Result<Body, RpcError>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), ClientError> {
+    match protocol {
+        Protocol::JsonRpc => {
+            let message = match result {
+                Ok(Body::Json(value)) => json!({"jsonrpc": "2.0", "result": value, "id": id}),
+                Ok(Body::Raw(_)) => {
+                    return Err(ClientError::Usage(
+                        "a raw result needs MCP1; JSON-RPC carries JSON only".into(),
+                    ));
+                }
+                Err(error) => json!({"jsonrpc": "2.0", "error": error_object(error), "id": id}),
+            };
+            serde_json::to_writer(&mut *out, &message).map_err(io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        Protocol::Mcp1 => {
+            let id = id
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ClientError::Usage(format!("MCP1 request ids are u32 numbers, not {id}"))
+                })?;
+            scratch.clear();
+            match result {
+                Ok(body) => encode_mcp1_response(scratch, id, body)?,
+                Err(error) => mcp1::write_error(scratch, id, error),
+            }
+            out.write_all(scratch)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_mcp1_response(out: &mut Vec<u8>, id: u32, body: &Body) -> Result<(), ClientError> {
+    let json;
+    let (bytes, flags) = match body {
+        Body::Json(value) => {
+            json = serde_json::to_vec(value).map_err(io::Error::from)?;
+            (json.as_slice(), 0)
+        }
+        Body::Raw(bytes) => (bytes.as_slice(), FLAG_RAW),
+    };
+    let length = u32::try_from(bytes.len())
+        .map_err(|_| ClientError::Usage("result too large for an MCP1 frame".into()))?;
+    mcp1::write_header(out, Kind::Response, flags, id, length);
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+fn error_object(error: &RpcError) -> Value {
+    let mut object = json!({"code": error.code, "message": error.message});
+    if let Some(data) = &error.data {
+        object["data"] = data.clone();
+    }
+    object
 }
 
 fn read_exact_or_closed(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), ClientError> {

@@ -1,0 +1,128 @@
+//! `junction subscribe`, `junction publish` and `junction list`.
+
+use std::io::{ErrorKind, Read, Write};
+
+use junction::client::{BusList, Client, ClientError, Incoming};
+use serde_json::Value;
+
+use crate::Failure;
+
+/// Subscribes to `topics` and prints each event as one JSON line, until
+/// `count` events (if given) or the end of the connection.
+pub fn subscribe(
+    mut client: Client,
+    topics: &[String],
+    count: Option<u64>,
+    endpoint: &str,
+) -> Result<(), Failure> {
+    let topics = client.subscribe(topics).map_err(crate::failure)?;
+    client.set_timeout(None).map_err(crate::failure)?;
+    eprintln!(
+        "junction: subscribed to {} on {endpoint}",
+        topics.join(", ")
+    );
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    while count.is_none_or(|n| seen < n) {
+        let event = match client.next_message() {
+            Ok(Incoming::Event(event)) => event,
+            Ok(Incoming::Response(response)) => {
+                // Only a connection error comes unasked: -32024, too slow.
+                if let Err(e) = response.result {
+                    return Err(Failure::Rpc(format!("error {}: {}", e.code, e.message)));
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(ClientError::Closed(why)) => {
+                let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+                return Err(Failure::Connection(format!(
+                    "the daemon closed the connection{why}"
+                )));
+            }
+            Err(e) => return Err(crate::failure(e)),
+        };
+        let mut out = stdout.lock();
+        let written = writeln!(out, "{}", event.to_line()).and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            // The reader went away (`| head -1`): that is the end, not an error.
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Failure::Connection(format!("cannot write an event: {e}"))),
+        }
+        seen += 1;
+    }
+    Ok(())
+}
+
+/// Publishes `data` (JSON text, `-` for stdin, None for null) on `topic`
+/// and prints how many subscribers it reached.
+pub fn publish(mut client: Client, topic: &str, data: Option<&str>) -> Result<(), Failure> {
+    let data = parse_data(data)?;
+    let reached = client.publish(topic, data).map_err(crate::failure)?;
+    println!("{reached}");
+    Ok(())
+}
+
+fn parse_data(data: Option<&str>) -> Result<Value, Failure> {
+    let text = match data {
+        None => return Ok(Value::Null),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Failure::Usage(format!("cannot read DATA from stdin: {e}")))?;
+            text
+        }
+        Some(text) => text.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Failure::Usage(format!(
+            "DATA must be JSON ({e}); quote strings twice, e.g. '\"hi\"' or '{{\"a\":1}}'"
+        ))
+    })
+}
+
+/// Prints `bus.list`: who provides which name, and topics with their
+/// subscriber counts.
+pub fn list(mut client: Client) -> Result<(), Failure> {
+    let BusList { names, topics } = client.bus_list().map_err(crate::failure)?;
+    println!("{:<32} {:>7}  PROVIDER", "NAME", "PENDING");
+    for name in &names {
+        println!(
+            "{:<32} {:>7}  {}",
+            name.name,
+            name.pending,
+            provider(&name.provider)
+        );
+    }
+    println!();
+    println!("{:<32} {:>7}", "TOPIC", "SUBSCRIBERS");
+    for topic in &topics {
+        println!("{:<32} {:>7}", topic.topic, topic.subscribers);
+    }
+    Ok(())
+}
+
+/// `unix pid 4242 uid 1000 (connection 7, jsonrpc)` or `tcp 127.0.0.1:5555 (...)`.
+fn provider(provider: &Value) -> String {
+    let field = |k: &str| {
+        provider
+            .get(k)
+            .map(|v| v.to_string().trim_matches('"').to_string())
+    };
+    let mut text = field("transport").unwrap_or_else(|| provider.to_string());
+    for key in ["address", "pid", "uid"] {
+        if let Some(value) = field(key) {
+            let label = if key == "address" {
+                String::new()
+            } else {
+                format!("{key} ")
+            };
+            text.push_str(&format!(" {label}{value}"));
+        }
+    }
+    let id = field("id").unwrap_or_default();
+    let protocol = field("protocol").unwrap_or_default();
+    format!("{text} (connection {id}, {protocol})")
+}
