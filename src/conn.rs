@@ -444,15 +444,22 @@ impl Connection {
         self.account_output(shared);
     }
 
-    /// Appends a frame the daemon originates for this peer (a forwarded
-    /// request, a cancel, an event).
-    pub fn push_frame(&mut self, frame: Vec<u8>, shared: &mut Shared<'_>) {
-        self.originate(frame.len());
-        self.out.push_frame(frame, shared.chunks);
+    /// Takes back the answer to a routed call (see [`Dispatcher::complete_bytes`]).
+    pub fn complete_routed(
+        &mut self,
+        protocol: Protocol,
+        batch: Option<usize>,
+        is_error: bool,
+        frame: &[u8],
+        shared: &mut Shared<'_>,
+    ) {
+        self.dispatcher(shared)
+            .complete_bytes(protocol, batch, is_error, frame);
         self.account_output(shared);
     }
 
-    /// Appends bytes of frames the daemon originates (events).
+    /// Appends frames the daemon originates for this peer (forwarded
+    /// requests, cancels, events).
     pub fn push_bytes(&mut self, bytes: &[u8], shared: &mut Shared<'_>) {
         self.originate(bytes.len());
         self.out
@@ -462,8 +469,8 @@ impl Connection {
 
     /// Ends the conversation after `frame` (an error saying why): nothing
     /// more is read, and the connection closes once its output is out.
-    pub fn evict(&mut self, frame: Vec<u8>, shared: &mut Shared<'_>) {
-        self.push_frame(frame, shared);
+    pub fn evict(&mut self, frame: &[u8], shared: &mut Shared<'_>) {
+        self.push_bytes(frame, shared);
         self.refuse(shared, b"");
     }
 

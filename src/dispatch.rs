@@ -394,10 +394,7 @@ impl Dispatcher<'_, '_, '_> {
             return;
         };
         let reply = (!answer.is_notification()).then(|| answer.to_owned());
-        match shared
-            .bus
-            .forward(&caller, reply, provider, method, params, shared.chunks)
-        {
+        match shared.bus.forward(&caller, reply, provider, method, params) {
             Ok(()) if answer.is_notification() => {}
             Ok(()) => self.expect_completion(answer),
             Err(error) if answer.is_notification() => {
@@ -530,17 +527,40 @@ impl Dispatcher<'_, '_, '_> {
 
     /// Takes back a job the pool finished.
     pub fn complete(&mut self, done: Completion) {
-        *self.in_flight = self.in_flight.saturating_sub(1);
-        if done.is_error {
-            self.count_error(done.protocol);
-        }
         match done.batch {
-            None => self.out.push_frame(done.frame, self.shared.chunks),
+            // Queued as it is: a large frame is not copied.
+            None => {
+                self.took_answer(done.protocol, done.is_error);
+                self.out.push_frame(done.frame, self.shared.chunks);
+            }
+            Some(_) => {
+                self.complete_bytes(done.protocol, done.batch, done.is_error, &done.frame);
+                self.shared.chunks.give(done.frame);
+            }
+        }
+    }
+
+    /// Takes back an answer encoded elsewhere (a routed call's, from the
+    /// bus); an empty frame only ends the call.
+    pub fn complete_bytes(
+        &mut self,
+        protocol: Protocol,
+        batch: Option<usize>,
+        is_error: bool,
+        frame: &[u8],
+    ) {
+        self.took_answer(protocol, is_error);
+        match batch {
+            None if frame.is_empty() => {}
+            None => {
+                self.out
+                    .append(self.shared.chunks, |buf| buf.extend_from_slice(frame));
+            }
             Some(key) => {
                 if let Some(pending) = self.batches.get_mut(key) {
-                    if !done.frame.is_empty() {
+                    if !frame.is_empty() {
                         pending.push_entry(|buf| {
-                            buf.extend_from_slice(&done.frame);
+                            buf.extend_from_slice(frame);
                             false
                         });
                     }
@@ -548,6 +568,13 @@ impl Dispatcher<'_, '_, '_> {
                 }
                 self.finish_batch_if_done(key);
             }
+        }
+    }
+
+    fn took_answer(&mut self, protocol: Protocol, is_error: bool) {
+        *self.in_flight = self.in_flight.saturating_sub(1);
+        if is_error {
+            self.count_error(protocol);
         }
     }
 }

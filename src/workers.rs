@@ -280,6 +280,8 @@ pub(crate) fn encode_into(
     mut frame: Vec<u8>,
     run: impl FnOnce(&mut Reply<'_>) -> Result<(), crate::error::RpcError>,
 ) -> Completion {
+    // `frame` may already hold other frames (the bus encodes into one buffer).
+    let start = frame.len();
     let (protocol, batch, sent_error) = match reply_to {
         ReplyTo::JsonRpc {
             id: Some(id),
@@ -299,12 +301,12 @@ pub(crate) fn encode_into(
         ReplyTo::JsonRpc { id: None, batch } => {
             // A notification runs for its effect; its result is dropped.
             let _ = run(&mut Reply::new(&mut frame));
-            frame.clear();
+            frame.truncate(start);
             (Protocol::JsonRpc, *batch, None)
         }
         ReplyTo::Mcp1 { id: None } => {
             let _ = run(&mut Reply::new(&mut frame));
-            frame.clear();
+            frame.truncate(start);
             (Protocol::Mcp1, None, None)
         }
     };

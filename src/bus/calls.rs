@@ -3,9 +3,9 @@
 //! protocol, and the ways a call ends without one (timeout, either side
 //! leaving, shutdown).
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap as HashMap;
 use serde_json::value::RawValue;
 
 use super::{Bus, Caller, Delivery};
@@ -13,8 +13,7 @@ use crate::error::{ErrorCode, RpcError};
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::router::Params;
 use crate::stats::Stats;
-use crate::workers::{Completion, ConnRef, ReplyTo, encode_into};
-use crate::write_queue::ChunkPool;
+use crate::workers::{ConnRef, ReplyTo, encode_into};
 
 /// What a provider answered.
 #[derive(Debug)]
@@ -32,15 +31,18 @@ struct Pending {
     reply: ReplyTo,
     provider: ConnRef,
     method: Box<str>,
+    /// When it times out (None: no timeout).
+    deadline: Option<Instant>,
 }
 
 /// The pending calls, by the id the daemon gave them.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
     pending: HashMap<u32, Pending>,
-    /// Deadlines in the order they were set (one timeout for all, so also
-    /// in time order); entries of calls already ended are skipped.
-    deadlines: VecDeque<(Instant, u32)>,
+    /// When pending calls are next checked for their deadline: a sweep
+    /// every eighth of the timeout costs nothing per call, where a queue of
+    /// deadlines would hold one entry per call for the whole timeout.
+    next_sweep: Option<Instant>,
     last_id: u32,
 }
 
@@ -55,19 +57,9 @@ impl Calls {
         }
     }
 
-    /// The earliest deadline still pending.
-    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&(at, id)) = self.deadlines.front() {
-            if self.pending.contains_key(&id) {
-                return Some(at);
-            }
-            self.deadlines.pop_front();
-        }
-        None
-    }
-
-    pub(super) fn deadline_hint(&self) -> Option<Instant> {
-        self.deadlines.front().map(|(at, _)| *at)
+    /// When the loop should next look for calls past their deadline.
+    pub(super) fn next_sweep(&self) -> Option<Instant> {
+        self.next_sweep
     }
 
     fn ids_where(&self, keep: impl Fn(&Pending) -> bool) -> Vec<u32> {
@@ -89,17 +81,17 @@ impl Bus {
         provider: ConnRef,
         method: &str,
         params: Params<'_>,
-        chunks: &mut ChunkPool,
     ) -> Result<(), RpcError> {
         let Some(to) = self.members.get(&provider).map(|m| m.protocol) else {
             return Err(RpcError::internal("the provider is gone"));
         };
         let id = reply.is_some().then(|| self.calls.next_id());
-        let mut frame = chunks.take();
-        if let Err(e) = write_call(&mut frame, to, id, method, params) {
-            chunks.give(frame);
+        let start = self.arena.len();
+        if let Err(e) = write_call(&mut self.arena, to, id, method, params) {
+            self.arena.truncate(start);
             return Err(e);
         }
+        let frame = start..self.arena.len();
         self.outbox.push(Delivery::Frame {
             to: provider,
             frame,
@@ -108,6 +100,7 @@ impl Bus {
         let (Some(id), Some(reply)) = (id, reply) else {
             return Ok(());
         };
+        let timeout = self.config.call_timeout;
         self.member(caller).calling += 1;
         if let Some(m) = self.members.get_mut(&provider) {
             m.providing += 1;
@@ -119,11 +112,11 @@ impl Bus {
                 reply,
                 provider,
                 method: method.into(),
+                deadline: (!timeout.is_zero()).then(|| self.now + timeout),
             },
         );
-        if !self.config.call_timeout.is_zero() {
-            let deadline = Instant::now() + self.config.call_timeout;
-            self.calls.deadlines.push_back((deadline, id));
+        if !timeout.is_zero() && self.calls.next_sweep.is_none() {
+            self.calls.next_sweep = Some(self.now + sweep_interval(timeout));
         }
         Ok(())
     }
@@ -131,9 +124,14 @@ impl Bus {
     /// Takes a provider's answer to call `id` back to its caller. An id not
     /// pending on this provider (late, cancelled, never sent) is dropped.
     pub fn answer(&mut self, provider: ConnRef, id: Option<u32>, outcome: Outcome<'_>) {
-        let pending = id.and_then(|id| match self.calls.pending.get(&id) {
-            Some(p) if p.provider == provider => self.calls.pending.remove(&id),
-            _ => None,
+        let pending = id.and_then(|id| {
+            let pending = self.calls.pending.remove(&id)?;
+            if pending.provider == provider {
+                return Some(pending);
+            }
+            // Another provider's call: not this one's to answer.
+            self.calls.pending.insert(id, pending);
+            None
         });
         let Some(pending) = pending else {
             Stats::bump(&self.stats.bus.late_answers);
@@ -141,7 +139,9 @@ impl Bus {
             return;
         };
         self.settle(&pending);
-        let done = encode_into(pending.caller, &pending.reply, Vec::new(), |reply| {
+        let start = self.arena.len();
+        let arena = std::mem::take(&mut self.arena);
+        let done = encode_into(pending.caller, &pending.reply, arena, |reply| {
             match outcome {
                 Outcome::Result(Params::Json(raw)) => reply.json_text(raw),
                 Outcome::Result(Params::Raw(bytes)) => reply.bytes(bytes),
@@ -150,7 +150,7 @@ impl Bus {
             }
             Ok(())
         });
-        self.outbox.push(Delivery::Answer(done));
+        self.push_answer(done, start);
     }
 
     /// Fails every call waiting on a provider that left.
@@ -192,13 +192,14 @@ impl Bus {
                     ReplyTo::JsonRpc { batch, .. } => (Protocol::JsonRpc, *batch),
                     ReplyTo::Mcp1 { .. } => (Protocol::Mcp1, None),
                 };
-                self.outbox.push(Delivery::Answer(Completion {
-                    conn: caller,
+                let end = self.arena.len();
+                self.outbox.push(Delivery::Answer {
+                    to: caller,
                     protocol,
                     batch,
-                    frame: Vec::new(),
                     is_error: false,
-                }));
+                    frame: end..end,
+                });
             }
         }
     }
@@ -206,13 +207,13 @@ impl Bus {
     /// Ends the calls whose deadline has passed: the caller gets -32023,
     /// the provider a cancel.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(at) = self.calls.next_deadline() {
-            if at > now {
-                break;
-            }
-            let Some((_, id)) = self.calls.deadlines.pop_front() else {
-                break;
-            };
+        if self.calls.next_sweep.is_none_or(|at| at > now) {
+            return;
+        }
+        let expired = self
+            .calls
+            .ids_where(|p| p.deadline.is_some_and(|at| at <= now));
+        for id in expired {
             let Some(pending) = self.calls.pending.remove(&id) else {
                 continue;
             };
@@ -229,6 +230,9 @@ impl Bus {
             self.fail(pending, error);
             self.cancel(id, provider, "timeout");
         }
+        let timeout = self.config.call_timeout;
+        self.calls.next_sweep =
+            (!self.calls.pending.is_empty()).then(|| now + sweep_interval(timeout));
     }
 
     /// Fails every pending call: the daemon is shutting down and reads no
@@ -246,8 +250,10 @@ impl Bus {
     /// Answers a pending call's caller with `error`.
     fn fail(&mut self, pending: Pending, error: RpcError) {
         self.settle(&pending);
-        let done = encode_into(pending.caller, &pending.reply, Vec::new(), |_| Err(error));
-        self.outbox.push(Delivery::Answer(done));
+        let start = self.arena.len();
+        let arena = std::mem::take(&mut self.arena);
+        let done = encode_into(pending.caller, &pending.reply, arena, |_| Err(error));
+        self.push_answer(done, start);
     }
 
     /// Tells a provider that call `id` will not be answered to anyone.
@@ -255,40 +261,44 @@ impl Bus {
         let Some(protocol) = self.members.get(&provider).map(|m| m.protocol) else {
             return;
         };
-        let mut frame = Vec::with_capacity(96);
-        match protocol {
+        self.push_frame(provider, false, |frame| match protocol {
             Protocol::JsonRpc => {
                 let params = format!(r#"{{"id":{id},"reason":"{reason}"}}"#);
-                jsonrpc::write_request(&mut frame, None, "bus.cancel", Some(&params));
+                jsonrpc::write_request(frame, None, "bus.cancel", Some(&params));
                 frame.push(b'\n');
             }
             Protocol::Mcp1 => {
                 let body = format!(r#"{{"reason":"{reason}"}}"#);
-                mcp1::write_cancel(&mut frame, id, body.as_bytes());
+                mcp1::write_cancel(frame, id, body.as_bytes());
             }
-        }
-        self.outbox.push(Delivery::Frame {
-            to: provider,
-            frame,
         });
     }
 
-    /// Takes an ended call off both sides' counts.
+    /// Takes an ended call off both sides' counts. A caller stays known
+    /// until it closes (its next call would only bring it back); a provider
+    /// that has unregistered everything is forgotten with its last call.
     fn settle(&mut self, pending: &Pending) {
         if let Some(m) = self.members.get_mut(&pending.caller) {
             m.calling = m.calling.saturating_sub(1);
         }
         if let Some(m) = self.members.get_mut(&pending.provider) {
             m.providing = m.providing.saturating_sub(1);
+            if m.is_unused() {
+                self.members.remove(&pending.provider);
+            }
         }
-        self.prune(pending.caller);
-        self.prune(pending.provider);
     }
 
     /// Calls pending on `provider`.
     pub(super) fn pending_on(&self, provider: ConnRef) -> usize {
         self.members.get(&provider).map_or(0, |m| m.providing)
     }
+}
+
+/// How often pending calls are checked against a timeout: its timing is
+/// kept within an eighth of it.
+fn sweep_interval(timeout: Duration) -> Duration {
+    (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
 /// Encodes a forwarded request (`id` Some) or notification for a provider

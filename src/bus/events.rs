@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use serde_json::value::RawValue;
 
 use super::pattern::Pattern;
-use super::{Bus, Caller, Delivery, SlowSubscriber};
+use super::{Bus, Caller, SlowSubscriber};
 use crate::error::{ErrorCode, RpcError};
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::stats::Stats;
@@ -237,14 +237,12 @@ impl Bus {
             ErrorCode::SlowSubscriber,
             format_args!("more than {max_events} events queued; closing"),
         );
-        let mut frame = Vec::with_capacity(128);
-        match protocol {
+        self.push_frame(id, true, |frame| match protocol {
             Protocol::JsonRpc => {
-                jsonrpc::write_error(&mut frame, None, &error);
+                jsonrpc::write_error(frame, None, &error);
                 frame.push(b'\n');
             }
-            Protocol::Mcp1 => mcp1::write_error(&mut frame, 0, &error),
-        }
-        self.outbox.push(Delivery::Evict { to: id, frame });
+            Protocol::Mcp1 => mcp1::write_error(frame, 0, &error),
+        });
     }
 }

@@ -14,7 +14,7 @@ pub mod methods;
 pub mod pattern;
 pub mod policy;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use calls::Calls;
 use events::EventQueue;
 use pattern::{Pattern, PatternMap};
 use policy::Policy;
+use std::ops::Range;
 
 pub use calls::Outcome;
 pub use methods::{METHODS, PREFIX};
@@ -107,24 +108,37 @@ pub struct Caller<'a> {
 }
 
 /// Something the bus produced for a connection other than the one whose
-/// frame the dispatcher was handling.
+/// frame the dispatcher was handling. Frames are bytes of the bus's arena
+/// (see [`Bus::take_outbox`]): encoding them allocates nothing.
 #[derive(Debug)]
 pub enum Delivery {
     /// A frame to append to its output: a forwarded request or a cancel.
     Frame {
         /// The connection.
         to: ConnRef,
-        /// The encoded frame.
-        frame: Vec<u8>,
+        /// The encoded frame, in the arena.
+        frame: Range<usize>,
     },
-    /// The answer to a routed call, for its caller, like a pool completion.
-    Answer(Completion),
+    /// The answer to a routed call, for its caller, taken like a pool
+    /// completion (an empty frame only ends the call).
+    Answer {
+        /// The caller.
+        to: ConnRef,
+        /// The caller's protocol.
+        protocol: Protocol,
+        /// The JSON-RPC batch it belongs to.
+        batch: Option<usize>,
+        /// True for an error answer.
+        is_error: bool,
+        /// The encoded answer, in the arena.
+        frame: Range<usize>,
+    },
     /// A subscriber too slow to keep: the error frame, then close it.
     Evict {
         /// The connection.
         to: ConnRef,
-        /// The encoded error.
-        frame: Vec<u8>,
+        /// The encoded error, in the arena.
+        frame: Range<usize>,
     },
 }
 
@@ -178,11 +192,15 @@ pub struct Bus {
     topics: PatternMap<Vec<ConnRef>>,
     calls: Calls,
     outbox: Vec<Delivery>,
+    /// The bytes of every frame in the outbox.
+    arena: Vec<u8>,
     /// Subscribers with queued events to move into their output.
     ready: Vec<ConnRef>,
     /// Subscribers whose queue holds events (checked when output drains).
     backlogged: usize,
     directory: Directory,
+    /// The time of the loop's turn (deadlines count from it).
+    now: Instant,
 }
 
 impl Bus {
@@ -191,15 +209,22 @@ impl Bus {
         Self {
             config,
             stats,
-            members: HashMap::new(),
+            members: HashMap::default(),
             names: PatternMap::default(),
             topics: PatternMap::default(),
             calls: Calls::default(),
             outbox: Vec::new(),
+            arena: Vec::new(),
             ready: Vec::new(),
             backlogged: 0,
             directory,
+            now: Instant::now(),
         }
+    }
+
+    /// Sets the time of the loop's current turn.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// The connection that provides `method`, if any.
@@ -207,10 +232,12 @@ impl Bus {
         self.names.lookup(method).copied()
     }
 
-    /// True when the connection provides, subscribes or waits on the bus
+    /// True when the connection provides names or subscribes to topics
     /// (such a connection is never closed for being idle).
     pub fn is_member(&self, id: ConnRef) -> bool {
-        self.members.contains_key(&id)
+        self.members
+            .get(&id)
+            .is_some_and(|m| !m.names.is_empty() || !m.topics.is_empty())
     }
 
     /// True when something waits for the loop: deliveries or events.
@@ -223,16 +250,49 @@ impl Bus {
         self.backlogged > 0
     }
 
-    /// Takes what the loop must deliver (give the list back with [`Bus::return_outbox`]).
-    pub fn take_outbox(&mut self) -> Vec<Delivery> {
-        std::mem::take(&mut self.outbox)
+    /// Takes what the loop must deliver, and the arena its frames are in
+    /// (give both back with [`Bus::return_outbox`]).
+    pub fn take_outbox(&mut self) -> (Vec<Delivery>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.outbox),
+            std::mem::take(&mut self.arena),
+        )
     }
 
-    /// Gives back the emptied list from [`Bus::take_outbox`].
-    pub fn return_outbox(&mut self, list: Vec<Delivery>) {
+    /// Gives back the emptied list and arena from [`Bus::take_outbox`].
+    pub fn return_outbox(&mut self, mut list: Vec<Delivery>, mut arena: Vec<u8>) {
         if self.outbox.is_empty() {
+            list.clear();
             self.outbox = list;
         }
+        if self.arena.is_empty() {
+            arena.clear();
+            self.arena = arena;
+        }
+    }
+
+    /// Queues the answer `done` encoded into the arena (from `start`).
+    fn push_answer(&mut self, done: Completion, start: usize) {
+        self.arena = done.frame;
+        self.outbox.push(Delivery::Answer {
+            to: done.conn,
+            protocol: done.protocol,
+            batch: done.batch,
+            is_error: done.is_error,
+            frame: start..self.arena.len(),
+        });
+    }
+
+    /// Encodes a frame into the arena with `write` and queues it for `to`.
+    fn push_frame(&mut self, to: ConnRef, evict: bool, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.arena.len();
+        write(&mut self.arena);
+        let frame = start..self.arena.len();
+        self.outbox.push(if evict {
+            Delivery::Evict { to, frame }
+        } else {
+            Delivery::Frame { to, frame }
+        });
     }
 
     /// Subscribers with events to move into their output.
@@ -262,10 +322,9 @@ impl Bus {
         self.prune(id);
     }
 
-    /// When the loop should wake to expire calls: the oldest deadline set
-    /// (perhaps of a call already answered, which only wakes it early).
+    /// When the loop should wake to expire calls.
     pub fn deadline_hint(&self) -> Option<Instant> {
-        self.calls.deadline_hint()
+        self.calls.next_sweep()
     }
 
     /// Everything of a connection that closed: its names are released, calls

@@ -1,7 +1,7 @@
 //! Names, topics and prefix patterns (`editor.*`), and a table that finds
 //! the owner of a name: an exact entry first, then the longest pattern.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 /// The longest name or topic (an MCP1 method name's limit).
@@ -92,8 +92,8 @@ pub struct PatternMap<T> {
 impl<T> Default for PatternMap<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            prefixes: HashMap::new(),
+            exact: HashMap::default(),
+            prefixes: HashMap::default(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Core, deliver, shared};
+use super::{Core, shared};
 use crate::bus::{Delivery, EVENT_ROOM};
 
 impl Core {
@@ -14,30 +14,35 @@ impl Core {
         if !self.bus.has_work() {
             return;
         }
-        let mut outbox = self.bus.take_outbox();
+        let (mut outbox, arena) = self.bus.take_outbox();
         for delivery in outbox.drain(..) {
-            let mut shared = shared!(self);
-            let evicting = matches!(delivery, Delivery::Evict { .. });
-            match delivery {
-                Delivery::Answer(done) => {
-                    deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
-                }
-                Delivery::Frame { to, frame } | Delivery::Evict { to, frame } => {
-                    match self.clients.get_mut(to.token) {
-                        Some(client) if client.conn.id() == to => {
-                            if evicting {
-                                client.conn.evict(frame, &mut shared);
-                            } else {
-                                client.conn.push_frame(frame, &mut shared);
-                            }
-                            self.dirty.push(to.token);
-                        }
-                        _ => shared.chunks.give(frame),
-                    }
-                }
+            let (to, frame) = match &delivery {
+                Delivery::Frame { to, frame }
+                | Delivery::Evict { to, frame }
+                | Delivery::Answer { to, frame, .. } => (*to, &arena[frame.clone()]),
+            };
+            let Some(client) = self.clients.get_mut(to.token) else {
+                continue;
+            };
+            if client.conn.id() != to {
+                continue; // It closed meanwhile.
             }
+            let mut shared = shared!(self);
+            match delivery {
+                Delivery::Frame { .. } => client.conn.push_bytes(frame, &mut shared),
+                Delivery::Evict { .. } => client.conn.evict(frame, &mut shared),
+                Delivery::Answer {
+                    protocol,
+                    batch,
+                    is_error,
+                    ..
+                } => client
+                    .conn
+                    .complete_routed(protocol, batch, is_error, frame, &mut shared),
+            }
+            self.dirty.push(to.token);
         }
-        self.bus.return_outbox(outbox);
+        self.bus.return_outbox(outbox, arena);
         self.feed_subscribers();
     }
 

@@ -225,6 +225,7 @@ impl Core {
     /// Starts a turn: reads the clock once for everything the turn does.
     pub fn begin_turn(&mut self) {
         self.now = Instant::now();
+        self.bus.tick(self.now);
     }
 
     /// Connections that still had input when their read budget ran out
