@@ -13,7 +13,7 @@ use junction::client::Endpoint;
 use junction::proto::Protocol;
 use serde_json::{Value, json};
 
-use common::bus_peer::{BusPeer, Msg};
+use common::bus_peer::{BusPeer, Msg, kinds};
 
 /// A server whose policy lets TCP peers register too.
 fn open_bus(adjust: impl FnOnce(&mut junction::Config)) -> TestServer {
@@ -21,17 +21,6 @@ fn open_bus(adjust: impl FnOnce(&mut junction::Config)) -> TestServer {
         config.bus.policy = Policy::new(vec![Rule::parse("*=any,tcp").expect("rule")]);
         adjust(config);
     })
-}
-
-/// Every (transport, protocol) a peer can use.
-fn kinds(server: &TestServer) -> Vec<(Endpoint, Protocol)> {
-    let mut out = Vec::new();
-    for endpoint in server.endpoints() {
-        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
-            out.push((endpoint.clone(), protocol));
-        }
-    }
-    out
 }
 
 fn label(endpoint: &Endpoint, protocol: Protocol) -> String {

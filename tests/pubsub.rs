@@ -6,22 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::bus_peer::{BusPeer, Msg};
-use common::{TestServer, start_with};
+use common::bus_peer::{BusPeer, Msg, kinds};
+use common::start_with;
 use junction::bus::SlowSubscriber;
-use junction::client::Endpoint;
 use junction::proto::Protocol;
 use serde_json::{Value, json};
-
-fn kinds(server: &TestServer) -> Vec<(Endpoint, Protocol)> {
-    let mut out = Vec::new();
-    for endpoint in server.endpoints() {
-        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
-            out.push((endpoint.clone(), protocol));
-        }
-    }
-    out
-}
 
 fn event(msg: Msg) -> Value {
     match msg {

@@ -6,7 +6,18 @@ use junction::client::Endpoint;
 use junction::proto::Protocol;
 use serde_json::{Value, json};
 
-use super::{Frame, Raw, mcp1_frame, mcp1_request};
+use super::{Frame, Raw, TestServer, mcp1_frame, mcp1_request};
+
+/// Every (transport, protocol) a peer can use.
+pub fn kinds(server: &TestServer) -> Vec<(Endpoint, Protocol)> {
+    let mut out = Vec::new();
+    for endpoint in server.endpoints() {
+        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+            out.push((endpoint.clone(), protocol));
+        }
+    }
+    out
+}
 
 /// An error as a caller sees it: code, message, data.
 pub type WireError = (i32, String, Option<Value>);
