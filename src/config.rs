@@ -244,6 +244,10 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_MAX_OUTPUT", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_output: Option<ByteSize>,
+    /// Requests of one connection waiting on workers or bus providers at which it is not read until one is answered [default: 4096]
+    #[arg(long, env = "JUNCTION_MAX_IN_FLIGHT", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     /// Ring and output buffer memory of all connections together past which none is read until some drains [default: 1GiB]
     #[arg(long, env = "JUNCTION_MAX_BUFFER_MEMORY", value_name = "SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,7 +397,7 @@ impl Settings {
     /// This layer over `lower`: a value set here wins.
     pub fn over(self, lower: Settings) -> Settings {
         merge_fields!(self, lower; unix, unix_mode, unix_owner, unix_group, allow_uids, allow_gids,
-            auth_token_file, protected_mode, tcp, backlog, backend, workers, queue, max_frame, max_output,
+            auth_token_file, protected_mode, tcp, backlog, backend, workers, queue, max_frame, max_output, max_in_flight,
             max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
@@ -434,6 +438,8 @@ pub struct Config {
     pub max_frame: usize,
     /// Pending output at which a connection stops being read.
     pub max_output: usize,
+    /// Requests in flight at which a connection stops being read.
+    pub max_in_flight: usize,
     /// Buffer memory of all connections past which none gets more to read into.
     pub max_buffer_memory: usize,
     /// Most entries in a batch.
@@ -477,6 +483,7 @@ impl Default for Config {
             queue: 65536,
             max_frame: 1 << 20,
             max_output: 4 << 20,
+            max_in_flight: 4096,
             max_buffer_memory: 1 << 30,
             max_batch: 1024,
             max_connections: 10_000,
@@ -581,6 +588,11 @@ impl Config {
         config.workers = positive("workers", settings.workers, config.workers)?;
         config.queue = positive("queue", settings.queue, config.queue)?;
         config.max_batch = positive("max-batch", settings.max_batch, config.max_batch)?;
+        config.max_in_flight = positive(
+            "max-in-flight",
+            settings.max_in_flight,
+            config.max_in_flight,
+        )?;
         config.max_connections = positive(
             "max-connections",
             settings.max_connections,
@@ -650,6 +662,7 @@ impl Config {
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),
             max_output: Some(ByteSize(self.max_output as u64)),
+            max_in_flight: Some(self.max_in_flight),
             max_buffer_memory: Some(ByteSize(self.max_buffer_memory as u64)),
             max_batch: Some(self.max_batch),
             max_connections: Some(self.max_connections),

@@ -106,6 +106,19 @@ pub enum Timeout {
     Write,
 }
 
+/// The answer to a routed call, encoded by the bus in the caller's protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutedAnswer<'f> {
+    /// The caller's protocol.
+    pub protocol: Protocol,
+    /// The JSON-RPC batch it belongs to.
+    pub batch: Option<usize>,
+    /// True for an error answer.
+    pub is_error: bool,
+    /// The encoded answer (empty: the call only ends).
+    pub frame: &'f [u8],
+}
+
 /// One client connection.
 #[derive(Debug)]
 pub struct Connection {
@@ -129,6 +142,9 @@ pub struct Connection {
     stalled_since: Option<Instant>,
     /// Output reached max-output: neither read nor parse until it drains to half.
     paused: bool,
+    /// Requests in flight reached max-in-flight: neither read nor parse
+    /// until one is answered.
+    saturated: bool,
     /// The output size last added to the server's `output_buffered` gauge.
     gauged: usize,
     /// Output bytes the daemon originated (forwarded calls, events) rather
@@ -151,6 +167,7 @@ impl Connection {
             frame_started: None,
             stalled_since: None,
             paused: false,
+            saturated: false,
             gauged: 0,
             originated: 0,
             id,
@@ -221,13 +238,13 @@ impl Connection {
 
     /// True while the backend should read from the socket.
     pub fn wants_input(&self) -> bool {
-        self.input != Input::Ended && !self.paused && self.parked == 0
+        self.input != Input::Ended && !self.held()
     }
 
     /// True while input waits on the daemon (output backpressure, or a job
     /// parked for a full worker queue) rather than on the peer.
     fn held(&self) -> bool {
-        self.paused || self.parked > 0
+        self.paused || self.parked > 0 || self.saturated
     }
 
     /// True while backpressure holds the connection's input.
@@ -438,24 +455,43 @@ impl Connection {
         }
     }
 
-    /// Takes back a response the pool produced.
-    pub fn complete(&mut self, done: Completion, shared: &mut Shared<'_>) {
+    /// Takes back a response the pool produced. Like [`Connection::resume`],
+    /// Some(read_again) when this answer freed input held at `max-in-flight`.
+    pub fn complete(
+        &mut self,
+        done: Completion,
+        shared: &mut Shared<'_>,
+        scratch: &mut Vec<u8>,
+    ) -> Option<bool> {
         self.dispatcher(shared).complete(done);
         self.account_output(shared);
+        self.after_answer(shared, scratch)
+    }
+
+    /// Parses and reads again once an answer takes in-flight work below the cap.
+    fn after_answer(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) -> Option<bool> {
+        if self.saturated && self.in_flight < shared.limits.max_in_flight {
+            self.saturated = false;
+            return self.continue_input(shared, scratch);
+        }
+        None
     }
 
     /// Takes back the answer to a routed call (see [`Dispatcher::complete_bytes`]).
     pub fn complete_routed(
         &mut self,
-        protocol: Protocol,
-        batch: Option<usize>,
-        is_error: bool,
-        frame: &[u8],
+        answer: RoutedAnswer<'_>,
         shared: &mut Shared<'_>,
-    ) {
-        self.dispatcher(shared)
-            .complete_bytes(protocol, batch, is_error, frame);
+        scratch: &mut Vec<u8>,
+    ) -> Option<bool> {
+        self.dispatcher(shared).complete_bytes(
+            answer.protocol,
+            answer.batch,
+            answer.is_error,
+            answer.frame,
+        );
         self.account_output(shared);
+        self.after_answer(shared, scratch)
     }
 
     /// Appends frames the daemon originates for this peer (forwarded
@@ -635,6 +671,7 @@ impl Connection {
         if self.own_output() >= shared.limits.max_output {
             self.account_output(shared);
         }
+        self.saturated = self.in_flight >= shared.limits.max_in_flight;
         self.held()
     }
 

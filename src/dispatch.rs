@@ -42,6 +42,9 @@ pub struct Limits {
     pub max_batch: usize,
     /// Pending output at which a connection stops being read (backpressure).
     pub max_output: usize,
+    /// Requests of one connection waiting on workers or on bus providers at
+    /// which it stops being read until one is answered.
+    pub max_in_flight: usize,
     /// Ring storage plus pending output, all connections together, past
     /// which no connection gets more ring storage to read into.
     pub max_buffer_memory: usize,

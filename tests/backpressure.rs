@@ -201,3 +201,43 @@ fn total_buffer_memory_is_capped_and_light_clients_are_still_served() {
     assert_eq!(stats["memory"]["limit_bytes"], LIMIT, "{stats}");
     assert_eq!(stats["protocols"]["jsonrpc"]["errors"], 0, "{stats}");
 }
+
+#[test]
+fn max_in_flight_holds_a_pipelining_client_and_loses_nothing() {
+    use junction::client::{Client, ClientError};
+    use junction::proto::Protocol;
+    let server = start_with(|c| {
+        c.workers = 2;
+        c.max_in_flight = 3;
+    });
+    const CALLS: u64 = 30;
+    for endpoint in server.endpoints() {
+        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+            let mut hog = Client::connect_with(&endpoint, protocol).expect("connect");
+            hog.set_timeout(Some(PATIENCE)).expect("timeout");
+            let ids: Vec<u64> = (0..CALLS)
+                .map(|n| {
+                    let method = if n % 3 == 0 { "rpc.echo" } else { "test.sleep" };
+                    hog.send(method, Some(serde_json::json!([n])))
+                        .expect("send")
+                })
+                .collect();
+            hog.flush().expect("flush");
+            assert_healthy(&server);
+            for (n, id) in ids.into_iter().enumerate() {
+                let answer = hog.wait(id).expect("answer");
+                let result = answer.result.map_err(ClientError::Rpc).expect("no error");
+                let expected = if n % 3 == 0 {
+                    serde_json::json!([n])
+                } else {
+                    serde_json::json!(n)
+                };
+                assert_eq!(
+                    result.into_json().expect("json"),
+                    expected,
+                    "{endpoint} {protocol:?}"
+                );
+            }
+        }
+    }
+}

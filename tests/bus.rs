@@ -478,3 +478,75 @@ fn shutting_down_fails_pending_routed_calls() {
         .expect("the drain ends once the callers have their answers");
     drop(dir);
 }
+
+#[test]
+fn a_caller_at_max_in_flight_is_not_read_until_an_answer_comes() {
+    let server = open_bus(|config| config.max_in_flight = 4);
+    let unix = server.endpoints()[0].clone();
+    for (endpoint, protocol) in kinds(&server) {
+        let mut provider = BusPeer::connect(&unix, Protocol::Mcp1);
+        provider
+            .call("bus.register", json!({"names": ["held.op"]}))
+            .expect("register");
+        let mut caller = BusPeer::connect(&endpoint, protocol);
+        for id in 1..=10 {
+            caller.send_request(id, "held.op", Some(json!([id])));
+        }
+        let mut forwarded: Vec<u32> = (0..4)
+            .map(|_| match provider.read() {
+                Msg::Request { id, .. } => id,
+                other => panic!("expected a request, got {other:?}"),
+            })
+            .collect();
+        // The caller is held with 4 calls out; the other 6 wait in its socket.
+        let mut watcher = BusPeer::connect(&unix, Protocol::JsonRpc);
+        let held = (0..200).find_map(|_| {
+            let clients = watcher.call("rpc.clients", json!([])).expect("clients");
+            let caller = clients
+                .as_array()
+                .expect("list")
+                .iter()
+                .find(|c| c["in_flight"] == 4)
+                .cloned();
+            if caller.as_ref().is_some_and(|c| c["paused"] == true) {
+                return caller;
+            }
+            thread::sleep(Duration::from_millis(10));
+            None
+        });
+        assert!(
+            held.is_some(),
+            "{}: the caller is held at 4",
+            label(&endpoint, protocol)
+        );
+        let list = watcher.call("bus.list", json!({})).expect("list");
+        assert_eq!(
+            list["names"][0]["pending"], 4,
+            "only 4 calls were forwarded"
+        );
+        // Each answer lets one more call through, until all 10 are answered.
+        let mut answered = 0;
+        while answered < 10 {
+            let id = forwarded.remove(0);
+            provider.respond(id, Ok(json!(id)));
+            answered += 1;
+            if answered <= 6 {
+                match provider.read() {
+                    Msg::Request { id, .. } => forwarded.push(id),
+                    other => panic!("expected a request, got {other:?}"),
+                }
+            }
+        }
+        let mut got: Vec<u32> = (0..10)
+            .map(|_| match caller.read() {
+                Msg::Response { id, result } => {
+                    assert!(result.is_ok(), "{result:?}");
+                    id.as_u64().expect("id") as u32
+                }
+                other => panic!("expected an answer, got {other:?}"),
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+    }
+}

@@ -420,8 +420,10 @@ fuzz_target!(|data: &[u8]| {
         max_frame: MAX_FRAMES[usize::from(setup.a & 7)],
         max_batch: MAX_BATCHES[usize::from((setup.a >> 3) & 3)],
         max_output: MAX_OUTPUTS[usize::from((setup.a >> 5) & 3)],
-        // Out of reach: the memory limit is a loop-wide policy, not the codec's.
+        // Out of reach: the memory limit is a loop-wide policy, not the codec's,
+        // and the in-flight cap would need the loop to read again.
         max_buffer_memory: 1 << 40,
+        max_in_flight: usize::MAX,
     };
     let eof = setup.a & 0x80 != 0;
     let chaos = setup.b & 0x80 != 0;
@@ -642,7 +644,7 @@ fn drive(
                 loop {
                     for done in world.completions.drain() {
                         assert_eq!(done.conn, id, "a completion for another connection");
-                        conn.complete(done, &mut shared);
+                        let _ = conn.complete(done, &mut shared, &mut scratch);
                         taken += 1;
                     }
                     if taken >= n {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::{Core, shared};
 use crate::bus::{Delivery, EVENT_ROOM};
+use crate::conn::RoutedAnswer;
 
 impl Core {
     /// Delivers forwarded calls, answers, cancels and events. Frames for a
@@ -36,9 +37,20 @@ impl Core {
                     batch,
                     is_error,
                     ..
-                } => client
-                    .conn
-                    .complete_routed(protocol, batch, is_error, frame, &mut shared),
+                } => {
+                    let answer = RoutedAnswer {
+                        protocol,
+                        batch,
+                        is_error,
+                        frame,
+                    };
+                    let freed = client
+                        .conn
+                        .complete_routed(answer, &mut shared, &mut self.scratch);
+                    if freed == Some(true) {
+                        self.unread.push(to.token);
+                    }
+                }
             }
             self.dirty.push(to.token);
         }

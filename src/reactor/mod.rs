@@ -512,14 +512,24 @@ impl Core {
     fn take_completions(&mut self) {
         let mut shared = shared!(self);
         for done in self.completions.drain() {
-            deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
+            let lists = Lists {
+                dirty: &mut self.dirty,
+                unread: &mut self.unread,
+                scratch: &mut self.scratch,
+            };
+            deliver(&mut self.clients, &mut shared, lists, done);
         }
     }
 
     /// Hands one completion to its connection.
     fn deliver(&mut self, done: Completion) {
         let mut shared = shared!(self);
-        deliver(&mut self.clients, &mut shared, &mut self.dirty, done);
+        let lists = Lists {
+            dirty: &mut self.dirty,
+            unread: &mut self.unread,
+            scratch: &mut self.scratch,
+        };
+        deliver(&mut self.clients, &mut shared, lists, done);
     }
 
     /// Stops accepting and reading; connections close once their answers are out.
@@ -561,20 +571,30 @@ fn turn_away(stream: &mut Stream, error: &RpcError) {
 
 /// Hands a completion to its connection, or drops it when the connection
 /// closed while the job ran.
+/// (A connection that was held at `max-in-flight` is read again.)
 fn deliver(
     clients: &mut Slab<Client>,
     shared: &mut Shared<'_>,
-    dirty: &mut Vec<usize>,
+    lists: Lists<'_>,
     done: Completion,
 ) {
     let key = done.conn.token;
     match clients.get_mut(key) {
         Some(client) if client.conn.id() == done.conn => {
-            client.conn.complete(done, shared);
-            dirty.push(key);
+            if client.conn.complete(done, shared, lists.scratch) == Some(true) {
+                lists.unread.push(key);
+            }
+            lists.dirty.push(key);
         }
         _ => shared.chunks.give(done.frame),
     }
+}
+
+/// The core's work lists a delivery may add to.
+struct Lists<'a> {
+    dirty: &'a mut Vec<usize>,
+    unread: &'a mut Vec<usize>,
+    scratch: &'a mut Vec<u8>,
 }
 
 impl Drop for Core {
