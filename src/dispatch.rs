@@ -211,11 +211,9 @@ impl Dispatcher<'_, '_, '_> {
             // A provider answering a call the bus forwarded to it.
             Entry::Response { id, outcome } => {
                 let id = id.and_then(|raw| raw.get().parse::<u32>().ok());
-                let outcome = match outcome {
-                    Ok(result) => Outcome::Result(Params::Json(result)),
-                    Err(error) => Outcome::Error(provider_error(error)),
-                };
-                self.shared.bus.answer(self.conn, id, outcome);
+                self.shared
+                    .bus
+                    .answer(self.conn, id, Outcome::from_jsonrpc(outcome));
             }
         }
     }
@@ -319,7 +317,7 @@ impl Dispatcher<'_, '_, '_> {
                 });
             }
             Kind::Response | Kind::Error => {
-                let outcome = provider_outcome(header, payload);
+                let outcome = Outcome::from_mcp1(header, payload);
                 self.shared.bus.answer(self.conn, Some(header.id), outcome);
             }
             Kind::Pong | Kind::Cancel => {
@@ -579,49 +577,5 @@ impl Dispatcher<'_, '_, '_> {
         if is_error {
             self.count_error(protocol);
         }
-    }
-}
-
-/// A JSON-RPC provider's `error` member as the caller will get it.
-fn provider_error(error: &RawValue) -> RpcError {
-    #[derive(serde::Deserialize)]
-    struct Wire {
-        code: i32,
-        message: String,
-        data: Option<serde_json::Value>,
-    }
-    match serde_json::from_str::<Wire>(error.get()) {
-        Ok(wire) => {
-            let mut rpc = RpcError::new(wire.code, wire.message);
-            rpc.data = wire.data;
-            rpc
-        }
-        Err(e) => RpcError::internal(format_args!(
-            "the provider sent a malformed error object: {e}"
-        )),
-    }
-}
-
-/// An MCP1 provider's RESPONSE or ERROR frame as the caller will get it.
-fn provider_outcome<'p>(header: &Header, payload: &'p [u8]) -> Outcome<'p> {
-    if header.kind == Kind::Error {
-        return Outcome::Error(match mcp1::parse_error_payload(payload) {
-            Some(error) => {
-                let mut rpc = RpcError::new(error.code, error.message.to_string());
-                rpc.data = error.data.and_then(|d| serde_json::from_slice(d).ok());
-                rpc
-            }
-            None => RpcError::internal("the provider sent a malformed ERROR frame"),
-        });
-    }
-    if header.is_raw() {
-        return Outcome::Result(Params::Raw(payload));
-    }
-    match mcp1::parse_json_body(payload) {
-        Ok(raw) => Outcome::Result(Params::Json(raw)),
-        Err(e) => Outcome::Error(RpcError::internal(format_args!(
-            "the provider's result is not JSON: {}",
-            e.message
-        ))),
     }
 }

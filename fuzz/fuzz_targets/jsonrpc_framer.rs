@@ -1,6 +1,6 @@
 //! Fuzz target `jsonrpc_framer`: JSON-RPC line framing (`next_line` over the
 //! ring buffer), envelope parsing (`parse_line`, `parse_entry`) and response
-//! writing (`write_response`, `write_error`, `write_notification`), on
+//! writing (`write_response`, `write_error`, `write_request`), on
 //! arbitrary bytes delivered in arbitrary reads.
 //!
 //! Why: this is everything between a JSON-RPC peer's bytes and the bytes
@@ -243,7 +243,7 @@ fn check_entry(text: &str, entry: &Entry<'_>) {
             assert_eq!(got_method.as_ref(), method.as_str());
             assert_eq!(&got_params.map(|p| p.get().to_string()), params);
             let mut note = Vec::new();
-            jsonrpc::write_notification(&mut note, got_method, *got_params);
+            jsonrpc::write_request(&mut note, None, got_method, got_params.map(RawValue::get));
             assert!(spec::is_json(&note), "notification not JSON: {note:?}");
         }
         _ => panic!("{text:?}: the spec says {model:?}, the parser {entry:?}"),

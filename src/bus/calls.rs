@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::{Bus, Caller, Delivery};
 use crate::error::{ErrorCode, RpcError};
+use crate::proto::mcp1::{Header, Kind};
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::router::Params;
 use crate::stats::Stats;
@@ -22,6 +23,52 @@ pub enum Outcome<'a> {
     Result(Params<'a>),
     /// An error, passed on as it came.
     Error(RpcError),
+}
+
+impl<'a> Outcome<'a> {
+    /// A JSON-RPC provider's `result` (Ok) or `error` (Err) member.
+    pub fn from_jsonrpc(member: Result<&'a RawValue, &'a RawValue>) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            code: i32,
+            message: String,
+            data: Option<serde_json::Value>,
+        }
+        let error = match member {
+            Ok(result) => return Outcome::Result(Params::Json(result)),
+            Err(error) => error,
+        };
+        Outcome::Error(match serde_json::from_str::<Wire>(error.get()) {
+            Ok(wire) => {
+                let mut rpc = RpcError::new(wire.code, wire.message);
+                rpc.data = wire.data;
+                rpc
+            }
+            Err(e) => RpcError::internal(format_args!(
+                "the provider sent a malformed error object: {e}"
+            )),
+        })
+    }
+
+    /// An MCP1 provider's RESPONSE or ERROR frame.
+    pub fn from_mcp1(header: &Header, payload: &'a [u8]) -> Self {
+        if header.kind == Kind::Error {
+            return Outcome::Error(match mcp1::parse_error_payload(payload) {
+                Some(error) => error.to_rpc(),
+                None => RpcError::internal("the provider sent a malformed ERROR frame"),
+            });
+        }
+        if header.is_raw() {
+            return Outcome::Result(Params::Raw(payload));
+        }
+        match mcp1::parse_json_body(payload) {
+            Ok(raw) => Outcome::Result(Params::Json(raw)),
+            Err(e) => Outcome::Error(RpcError::internal(format_args!(
+                "the provider's result is not JSON: {}",
+                e.message
+            ))),
+        }
+    }
 }
 
 /// A call forwarded to a provider and not yet answered.

@@ -295,9 +295,18 @@ impl Bus {
         });
     }
 
-    /// Subscribers with events to move into their output.
+    /// Subscribers with events to move into their output (give the list
+    /// back with [`Bus::return_ready`]).
     pub fn take_ready(&mut self) -> Vec<ConnRef> {
         std::mem::take(&mut self.ready)
+    }
+
+    /// Gives back the list from [`Bus::take_ready`], keeping its allocation.
+    pub fn return_ready(&mut self, mut list: Vec<ConnRef>) {
+        if self.ready.is_empty() {
+            list.clear();
+            self.ready = list;
+        }
     }
 
     /// A subscriber's output drained: its queued events may move.

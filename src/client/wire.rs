@@ -273,11 +273,9 @@ fn decode_mcp1(header: &RawHeader, payload: Vec<u8>) -> Result<Inbound, ClientEr
         Kind::Error => {
             let error = mcp1::parse_error_payload(&payload)
                 .ok_or_else(|| ClientError::Protocol("malformed ERROR payload".into()))?;
-            let mut rpc = RpcError::new(error.code, error.message.to_string());
-            rpc.data = error.data.and_then(|d| serde_json::from_slice(d).ok());
             Ok(Inbound::Response(Response {
                 id,
-                result: Err(rpc),
+                result: Err(error.to_rpc()),
             }))
         }
         Kind::Pong => Ok(Inbound::Pong {

@@ -398,20 +398,9 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, error: &RpcError) {
     write_id(out, id);
 }
 
-/// Appends a notification object (no newline): what the daemon sends to
-/// subscribers.
-pub fn write_notification(out: &mut Vec<u8>, method: &str, params: Option<&RawValue>) {
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","method":"#);
-    let _ = serde_json::to_writer(&mut *out, method);
-    if let Some(params) = params {
-        out.extend_from_slice(br#","params":"#);
-        out.extend_from_slice(params.get().as_bytes());
-    }
-    out.push(b'}');
-}
-
 /// Appends a request object (no newline) with a numeric id, or a
-/// notification when `id` is None: what the daemon forwards to providers.
+/// notification when `id` is None: what the daemon forwards to providers
+/// and sends to subscribers.
 pub fn write_request(out: &mut Vec<u8>, id: Option<u32>, method: &str, params: Option<&str>) {
     out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {

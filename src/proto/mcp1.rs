@@ -482,7 +482,16 @@ pub struct ErrorPayload<'a> {
     pub data: Option<&'a [u8]>,
 }
 
-/// Reads an ERROR payload (for clients).
+impl ErrorPayload<'_> {
+    /// The error as received: code, message, and the data when it is JSON.
+    pub fn to_rpc(&self) -> RpcError {
+        let mut rpc = RpcError::new(self.code, self.message.to_string());
+        rpc.data = self.data.and_then(|d| serde_json::from_slice(d).ok());
+        rpc
+    }
+}
+
+/// Reads an ERROR payload (for clients, and for the daemon reading a provider's).
 pub fn parse_error_payload(payload: &[u8]) -> Option<ErrorPayload<'_>> {
     let (code, rest) = payload.split_first_chunk::<4>()?;
     let (len, rest) = rest.split_first_chunk::<2>()?;

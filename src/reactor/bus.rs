@@ -60,7 +60,8 @@ impl Core {
 
     /// Moves queued events into the output of subscribers that have room.
     fn feed_subscribers(&mut self) {
-        for id in self.bus.take_ready() {
+        let mut ready = self.bus.take_ready();
+        for id in ready.drain(..) {
             let Some(client) = self.clients.get_mut(id.token) else {
                 continue;
             };
@@ -81,6 +82,7 @@ impl Core {
             client.conn.push_bytes(&self.events, &mut shared);
             self.dirty.push(id.token);
         }
+        self.bus.return_ready(ready);
     }
 
     /// A connection's output drained: a subscriber with queued events gets more.
