@@ -93,6 +93,17 @@ pub enum ClientError {
         /// The OS error.
         source: io::Error,
     },
+    /// The Unix socket's path is not one to trust: a link, a directory others
+    /// could write to, or a socket owned by another user (`net::PathProblem`).
+    #[error("refusing to connect to junctiond at {endpoint}: {path} {problem}")]
+    Unsafe {
+        /// Where we meant to connect.
+        endpoint: Endpoint,
+        /// The path at fault (the socket or its directory).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::net::PathProblem,
+    },
     /// Reading or writing failed.
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
@@ -220,7 +231,7 @@ impl Client {
             source,
         };
         let socket = match endpoint {
-            Endpoint::Unix(path) => Socket::Unix(UnixStream::connect(path).map_err(connect_err)?),
+            Endpoint::Unix(path) => socket::connect_unix(endpoint, path)?,
             Endpoint::Tcp(addr) => {
                 let stream = TcpStream::connect(addr.as_str()).map_err(connect_err)?;
                 stream.set_nodelay(true)?;

@@ -3,12 +3,36 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
+
+use super::{ClientError, Endpoint};
+use crate::net::sockpath;
 
 /// A connected blocking socket.
 pub(crate) enum Socket {
     Unix(UnixStream),
     Tcp(TcpStream),
+}
+
+/// Connects to the Unix socket at `path` once the path passes the client's
+/// checks (`sockpath::check_client_path`): a planted link, a directory
+/// others could write to, or a socket owned by an untrusted user would hand
+/// our calls to whoever put it there.
+pub(crate) fn connect_unix(endpoint: &Endpoint, path: &Path) -> Result<Socket, ClientError> {
+    if let Err((at, problem)) = sockpath::check_client_path(path) {
+        return Err(ClientError::Unsafe {
+            endpoint: endpoint.clone(),
+            path: at,
+            problem,
+        });
+    }
+    UnixStream::connect(path)
+        .map(Socket::Unix)
+        .map_err(|source| ClientError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        })
 }
 
 impl Socket {

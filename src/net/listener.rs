@@ -1,20 +1,26 @@
 //! Binding the Unix and TCP listeners, with the backlog we choose, and the
-//! stale-socket rule: unlink a socket file only when nothing answers there.
+//! Unix path's rules: a directory we can trust (`sockpath`), a lock beside
+//! the socket held for the listener's life, and the stale-socket rule: unlink
+//! a socket file only while holding the lock and only when nothing answers.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use nix::fcntl::Flock;
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::sockpath::{self, DirError, LockError, PathProblem};
 use super::tuning::{self, SocketOptions};
+
+pub use super::sockpath::default_unix_path;
 use super::{Stream, Transport};
 
 /// Why a listener could not be set up.
@@ -28,11 +34,29 @@ pub enum BindError {
     /// The path exists and is not a socket: never removed.
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
-    /// The fallback socket directory is not private to this user.
+    /// Another daemon holds the lock beside the socket path.
     #[error(
-        "{0} is not a private directory of this user (owner and mode 0700 expected); remove it or set XDG_RUNTIME_DIR or --unix"
+        "another junctiond is listening on {path} ({} holds the lock {lock}); stop it first, or pick another path with --unix",
+        .pid.map_or_else(|| "a process whose pid it has not written yet".to_string(), |p| format!("pid {p}"))
     )]
-    UnsafeDirectory(PathBuf),
+    Locked {
+        /// The socket path.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
+    /// A directory, the socket or the lock file on the way cannot be trusted.
+    #[error(
+        "{path} {problem}; refusing to use it (fix or remove it, or pick another path with --unix or XDG_RUNTIME_DIR)"
+    )]
+    Unsafe {
+        /// The path at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: PathProblem,
+    },
     /// A system call failed.
     #[error("{what} {target}: {source}")]
     Io {
@@ -66,8 +90,10 @@ pub enum Listener {
         listener: UnixListener,
         /// The socket file, removed on shutdown.
         path: PathBuf,
-        /// The inode bound, so that shutdown never removes another daemon's file.
-        inode: u64,
+        /// The device and inode bound, so that shutdown never removes another daemon's file.
+        inode: (u64, u64),
+        /// The lock beside the socket, held as long as the listener lives.
+        lock: Flock<File>,
     },
     /// A TCP listener.
     Tcp(TcpListener),
@@ -75,14 +101,15 @@ pub enum Listener {
 
 impl Listener {
     /// Binds the Unix socket at `path` with file mode `mode` and, when set,
-    /// owner uid and group gid.
+    /// owner uid and group gid, after checking its directory and taking the
+    /// lock `<path>.lock` (see `sockpath` for the rules).
     pub fn bind_unix(
         path: &Path,
         mode: u32,
         owner: (Option<u32>, Option<u32>),
         backlog: i32,
     ) -> Result<Self, BindError> {
-        prepare_socket_path(path)?;
+        let lock = prepare_socket_path(path, owner.0)?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
             .map_err(io_err("cannot create a socket for", path.display()))?;
         let addr = SockAddr::unix(path).map_err(io_err("invalid socket path", path.display()))?;
@@ -104,12 +131,13 @@ impl Listener {
         socket
             .set_nonblocking(true)
             .map_err(io_err("cannot set non-blocking", path.display()))?;
-        let inode = fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+        let inode = fs::symlink_metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()));
         let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
         Ok(Listener::Unix {
             listener: UnixListener::from_std(std_listener),
             path: path.to_path_buf(),
             inode,
+            lock,
         })
     }
 
@@ -214,11 +242,12 @@ impl Listener {
         }
     }
 
-    /// Removes the socket file if it is still the one this listener bound.
+    /// Removes the socket file if it is still the one this listener bound
+    /// (the lock file stays: see `sockpath::take_lock`).
     pub fn remove_socket_file(&self) {
         if let Listener::Unix { path, inode, .. } = self {
-            match fs::metadata(path) {
-                Ok(meta) if meta.ino() == *inode => {
+            match fs::symlink_metadata(path) {
+                Ok(meta) if (meta.dev(), meta.ino()) == *inode => {
                     if let Err(e) = fs::remove_file(path) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot remove socket file");
                     }
@@ -262,29 +291,64 @@ impl Source for Listener {
     }
 }
 
-/// Creates the parent directory (0700) and clears a stale socket file.
-fn prepare_socket_path(path: &Path) -> Result<(), BindError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err("cannot create directory", dir.display()))?;
-        } else if Some(dir) == default_unix_path().parent() && default_is_fallback() {
-            // /tmp is shared: someone else may have made the directory first.
-            check_private_dir(dir, nix::unistd::getuid().as_raw())?;
-        }
-    }
+/// Checks (and makes, when missing) the socket's directory, then takes the
+/// lock beside the socket: from here on no other daemon can be setting up
+/// this path, so a socket that refuses connections is really stale.
+fn prepare_socket_path(path: &Path, owner: Option<u32>) -> Result<Flock<File>, BindError> {
+    let dir = sockpath::socket_dir(path);
+    let fallback = sockpath::fallback_dir().is_some_and(|f| f == dir);
+    // The descriptor only has to outlive the checks on it.
+    let _dir = sockpath::open_daemon_dir(dir, fallback).map_err(|e| match e {
+        DirError::Unsafe(path, problem) => BindError::Unsafe { path, problem },
+        DirError::Io(what, source) => io_err(what, dir.display())(source),
+    })?;
+    let lock_path = sockpath::lock_path(path);
+    let lock = sockpath::take_lock(&lock_path).map_err(|e| match e {
+        LockError::Held(pid) => BindError::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path.clone(),
+            pid,
+        },
+        LockError::Unsafe(problem) => BindError::Unsafe {
+            path: lock_path.clone(),
+            problem,
+        },
+        LockError::Io(what, source) => io_err(what, lock_path.display())(source),
+    })?;
+    clear_stale_socket(path, owner)?;
+    Ok(lock)
+}
+
+/// Removes a socket file left by a daemon that died: only a socket (never a
+/// link or another file), only one we could have made (owned by us or the
+/// configured `--unix-owner`), and only when it refuses connections.
+fn clear_stale_socket(path: &Path, owner: Option<u32>) -> Result<(), BindError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err("cannot inspect", path.display())(e)),
     };
+    if meta.file_type().is_symlink() {
+        return Err(BindError::Unsafe {
+            path: path.to_path_buf(),
+            problem: PathProblem::Symlink,
+        });
+    }
     if !meta.file_type().is_socket() {
         return Err(BindError::NotASocket(path.to_path_buf()));
     }
+    let euid = sockpath::euid();
+    if meta.uid() != euid && Some(meta.uid()) != owner {
+        return Err(BindError::Unsafe {
+            path: path.to_path_buf(),
+            problem: PathProblem::Owner {
+                owner: meta.uid(),
+                trusted: format!("uid {euid} (this daemon's user)"),
+            },
+        });
+    }
     match StdUnixStream::connect(path) {
+        // A daemon that takes no lock (an older version) serves it.
         Ok(_) => Err(BindError::AlreadyRunning(path.to_path_buf())),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "removing stale socket file");
@@ -296,52 +360,5 @@ fn prepare_socket_path(path: &Path) -> Result<(), BindError> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("cannot probe existing socket", path.display())(e)),
-    }
-}
-
-fn default_is_fallback() -> bool {
-    std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty())
-}
-
-/// Refuses a directory that another user owns or that others can write to.
-fn check_private_dir(dir: &Path, uid: u32) -> Result<(), BindError> {
-    let meta = fs::metadata(dir).map_err(io_err("cannot inspect", dir.display()))?;
-    if meta.uid() != uid || meta.mode() & 0o077 != 0 {
-        return Err(BindError::UnsafeDirectory(dir.to_path_buf()));
-    }
-    Ok(())
-}
-
-/// The default Unix socket path: `$XDG_RUNTIME_DIR/junction.sock`, else
-/// `/tmp/junction-<uid>/junction.sock`.
-pub fn default_unix_path() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("junction.sock"),
-        None => {
-            PathBuf::from(format!("/tmp/junction-{}", nix::unistd::getuid())).join("junction.sock")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_private_directory_of_ours_is_trusted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let uid = nix::unistd::getuid().as_raw();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
-        assert!(check_private_dir(dir.path(), uid).is_ok());
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).expect("chmod");
-        assert!(matches!(
-            check_private_dir(dir.path(), uid),
-            Err(BindError::UnsafeDirectory(_))
-        ));
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
-        assert!(matches!(
-            check_private_dir(dir.path(), uid + 1),
-            Err(BindError::UnsafeDirectory(_))
-        ));
     }
 }

@@ -1,10 +1,12 @@
 //! Listeners and accepted streams: the only code that knows Unix from TCP.
 
 pub mod listener;
+pub(crate) mod sockpath;
 pub mod stream;
 pub mod tuning;
 
 pub use listener::{BindError, Listener};
+pub use sockpath::PathProblem;
 pub use stream::Stream;
 
 use serde::Serialize;

@@ -1,0 +1,504 @@
+//! Trusting a Unix socket path. The daemon checks the socket's directory
+//! before it binds and takes a lock beside the socket; the client checks the
+//! directory and the socket's owner before it connects. Both resolve the
+//! default path here, so they agree on it and on which directory is the
+//! shared-`/tmp` fallback that gets the strictest rule.
+//!
+//! The rules (docs/operations.md, "The socket and who can connect"):
+//! - a symbolic link is never followed for the fallback directory, the
+//!   socket or the lock file; for a directory the user named (`--unix`,
+//!   `XDG_RUNTIME_DIR`), only a link owned by us or root is followed;
+//! - the fallback `/tmp/junction-<uid>` is made with one `mkdir(0700)` and
+//!   must then be a real directory owned by us with no group or other
+//!   permissions;
+//! - any other socket directory must be owned by us or root and not be
+//!   writable by group or others unless it is sticky (like `/tmp`);
+//! - the client connects only to a socket owned by us, root or the owner of
+//!   its directory.
+
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// What makes a path on the way to the socket untrustworthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    /// A symbolic link where none is followed.
+    #[error("is a symbolic link, which is never followed here (someone may have planted it)")]
+    Symlink,
+    /// A symbolic link owned by another user.
+    #[error(
+        "is a symbolic link owned by uid {owner}, not by uid {euid} or root; it is not followed"
+    )]
+    ForeignSymlink {
+        /// Who owns the link.
+        owner: u32,
+        /// Our effective uid.
+        euid: u32,
+    },
+    /// Not a directory.
+    #[error("is not a directory")]
+    NotADirectory,
+    /// Not a regular file (the lock file).
+    #[error("is not a regular file")]
+    NotAFile,
+    /// Owned by a user we do not trust.
+    #[error("is owned by uid {owner}; only {trusted} may own it")]
+    Owner {
+        /// Who owns it.
+        owner: u32,
+        /// Who may, in words ("uid 1000 or root").
+        trusted: String,
+    },
+    /// Others could replace what is in it.
+    #[error(
+        "has mode {mode:04o}: group or others may write to it without the sticky bit, so they could replace the socket"
+    )]
+    Writable {
+        /// The directory's mode bits.
+        mode: u32,
+    },
+    /// The shared-`/tmp` fallback directory is not private.
+    #[error(
+        "has mode {mode:04o}; the fallback directory must have mode 0700 (no group or other permissions)"
+    )]
+    NotPrivate {
+        /// The directory's mode bits.
+        mode: u32,
+    },
+    /// The client's fallback directory is writable by others.
+    #[error(
+        "has mode {mode:04o}: group or others may write to it, so they could replace the socket"
+    )]
+    Shared {
+        /// The directory's mode bits.
+        mode: u32,
+    },
+}
+
+/// Our effective uid: what the kernel checks, and who must own our files.
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+fn nonempty(var: &str) -> Option<OsString> {
+    std::env::var_os(var).filter(|v| !v.is_empty())
+}
+
+/// The default Unix socket path: `$XDG_RUNTIME_DIR/junction.sock`, else
+/// `$JUNCTION_TMPDIR/junction-<euid>/junction.sock` (`JUNCTION_TMPDIR`
+/// defaults to `/tmp`, as tmux's `TMUX_TMPDIR`).
+pub fn default_unix_path() -> PathBuf {
+    match nonempty("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("junction.sock"),
+        None => fallback_dir_in(&tmp_base(), euid()).join("junction.sock"),
+    }
+}
+
+/// Where the fallback directory is made when `XDG_RUNTIME_DIR` is unset.
+fn tmp_base() -> PathBuf {
+    nonempty("JUNCTION_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+/// The fallback directory for `uid` under `base`: `<base>/junction-<uid>`.
+pub fn fallback_dir_in(base: &Path, uid: u32) -> PathBuf {
+    base.join(format!("junction-{uid}"))
+}
+
+/// The fallback directory in use, when `XDG_RUNTIME_DIR` is unset.
+pub(crate) fn fallback_dir() -> Option<PathBuf> {
+    match nonempty("XDG_RUNTIME_DIR") {
+        Some(_) => None,
+        None => Some(fallback_dir_in(&tmp_base(), euid())),
+    }
+}
+
+/// The directory a socket path lives in ("." for a bare file name).
+pub(crate) fn socket_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// "uid 1000 or root", "uid 1000, root or uid 1001".
+fn trusted_words(euid: u32, also: Option<u32>) -> String {
+    match also.filter(|&uid| uid != euid && uid != 0) {
+        Some(uid) if euid != 0 => format!("uid {euid}, root or uid {uid} (the directory's owner)"),
+        Some(uid) => format!("root or uid {uid} (the directory's owner)"),
+        None if euid == 0 => "root".into(),
+        None => format!("uid {euid} or root"),
+    }
+}
+
+/// A verdict on a path: which path is at fault and why.
+pub(crate) type Verdict = Result<(), (PathBuf, PathProblem)>;
+
+/// The daemon's rule for the socket's directory, on its `fstat`.
+pub(crate) fn check_daemon_dir(
+    meta: &Metadata,
+    fallback: bool,
+    euid: u32,
+) -> Result<(), PathProblem> {
+    if !meta.is_dir() {
+        return Err(PathProblem::NotADirectory);
+    }
+    let mode = meta.mode() & 0o7777;
+    if fallback {
+        if meta.uid() != euid {
+            return Err(PathProblem::Owner {
+                owner: meta.uid(),
+                trusted: format!("uid {euid}"),
+            });
+        }
+        if mode & 0o077 != 0 {
+            return Err(PathProblem::NotPrivate { mode });
+        }
+        return Ok(());
+    }
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(PathProblem::Owner {
+            owner: meta.uid(),
+            trusted: trusted_words(euid, None),
+        });
+    }
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(PathProblem::Writable { mode });
+    }
+    Ok(())
+}
+
+/// Makes `dir` and any missing parents, one `mkdir(0700)` each; a directory
+/// that appears meanwhile is fine (what it is gets checked afterwards).
+fn make_dirs(dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => make_dirs(parent)?,
+                None => return Err(e),
+            }
+            match fs::DirBuilder::new().mode(0o700).create(dir) {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Why the daemon cannot use a socket directory.
+#[derive(Debug)]
+pub(crate) enum DirError {
+    /// The directory is unsafe.
+    Unsafe(PathBuf, PathProblem),
+    /// A system call failed.
+    Io(&'static str, io::Error),
+}
+
+/// Makes (when missing) and opens the socket's directory, then checks what
+/// was opened. The fallback directory is made with a single `mkdir(0700)`
+/// and never followed if it is a link; a directory the user named may be a
+/// link only if we or root own the link.
+pub(crate) fn open_daemon_dir(dir: &Path, fallback: bool) -> Result<File, DirError> {
+    let euid = euid();
+    let unsafe_dir = |problem| DirError::Unsafe(dir.to_path_buf(), problem);
+    if fallback {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(DirError::Io("cannot create directory", e)),
+        }
+    } else if matches!(fs::symlink_metadata(dir), Err(e) if e.kind() == ErrorKind::NotFound) {
+        make_dirs(dir).map_err(|e| DirError::Io("cannot create directory", e))?;
+    }
+    let link = fs::symlink_metadata(dir).map_err(|e| DirError::Io("cannot inspect", e))?;
+    let follow = if link.file_type().is_symlink() {
+        if fallback {
+            return Err(unsafe_dir(PathProblem::Symlink));
+        }
+        if link.uid() != euid && link.uid() != 0 {
+            return Err(unsafe_dir(PathProblem::ForeignSymlink {
+                owner: link.uid(),
+                euid,
+            }));
+        }
+        true
+    } else {
+        false
+    };
+    let mut flags = libc::O_DIRECTORY;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(dir)
+    {
+        Ok(file) => file,
+        // Swapped for a link or a file between the lstat and the open.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return Err(match fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => unsafe_dir(PathProblem::Symlink),
+                _ => unsafe_dir(PathProblem::NotADirectory),
+            });
+        }
+        Err(e) => return Err(DirError::Io("cannot open directory", e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| DirError::Io("cannot inspect", e))?;
+    check_daemon_dir(&meta, fallback, euid).map_err(unsafe_dir)?;
+    Ok(file)
+}
+
+/// The lock file of a socket path: `<socket>.lock`.
+pub(crate) fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// Another process holds it; its pid when it wrote one.
+    Held(Option<u32>),
+    /// The lock file is unsafe.
+    Unsafe(PathProblem),
+    /// A system call failed.
+    Io(&'static str, io::Error),
+}
+
+/// Opens (creating, mode 0600, never through a link) and locks the lock file
+/// `path` with `flock(LOCK_EX | LOCK_NB)`, then writes our pid into it. The
+/// lock lasts as long as the returned value; the file itself stays on exit
+/// (removing it would let a third daemon lock a new file while a second
+/// still holds the old one).
+pub(crate) fn take_lock(path: &Path) -> Result<Flock<File>, LockError> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(LockError::Unsafe(PathProblem::Symlink));
+        }
+        Err(e) => return Err(LockError::Io("cannot open the lock file", e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| LockError::Io("cannot inspect the lock file", e))?;
+    if !meta.is_file() {
+        return Err(LockError::Unsafe(PathProblem::NotAFile));
+    }
+    let euid = euid();
+    if meta.uid() != euid {
+        return Err(LockError::Unsafe(PathProblem::Owner {
+            owner: meta.uid(),
+            trusted: format!("uid {euid}"),
+        }));
+    }
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => {
+            let pid = format!("{}\n", std::process::id());
+            lock.set_len(0)
+                .and_then(|()| lock.write_all_at(pid.as_bytes(), 0))
+                .map_err(|e| LockError::Io("cannot write the lock file", e))?;
+            Ok(lock)
+        }
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held(holder_pid(&file))),
+        Err((_, errno)) => Err(LockError::Io("cannot lock", errno.into())),
+    }
+}
+
+/// The pid the lock's holder wrote. It writes it just after locking, so an
+/// empty file is read again a few times (bounded: about half a second).
+fn holder_pid(file: &File) -> Option<u32> {
+    let mut buf = [0u8; 32];
+    for _ in 0..100 {
+        if let Ok(n) = file.read_at(&mut buf, 0) {
+            let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
+}
+
+/// The client's check before connecting to `socket`: the directory (the
+/// fallback one: a real directory owned by us or root, writable by nobody
+/// else; another one: not writable by others unless sticky) and the socket
+/// (not a link; owned by us, root or the directory's owner). A path that
+/// does not exist passes: connecting then reports it.
+pub(crate) fn check_client_path(socket: &Path) -> Verdict {
+    let dir = socket_dir(socket);
+    let fallback = fallback_dir().is_some_and(|f| f == dir);
+    check_client_path_as(socket, fallback, euid())
+}
+
+pub(crate) fn check_client_path_as(socket: &Path, fallback: bool, euid: u32) -> Verdict {
+    let dir = socket_dir(socket);
+    let at_dir = |problem| Err((dir.to_path_buf(), problem));
+    let dir_meta = if fallback {
+        fs::symlink_metadata(dir)
+    } else {
+        fs::metadata(dir)
+    };
+    let dir_meta = match dir_meta {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    let mode = dir_meta.mode() & 0o7777;
+    if fallback {
+        if dir_meta.file_type().is_symlink() {
+            return at_dir(PathProblem::Symlink);
+        }
+        if !dir_meta.is_dir() {
+            return at_dir(PathProblem::NotADirectory);
+        }
+        if dir_meta.uid() != euid && dir_meta.uid() != 0 {
+            return at_dir(PathProblem::Owner {
+                owner: dir_meta.uid(),
+                trusted: trusted_words(euid, None),
+            });
+        }
+        if mode & 0o022 != 0 {
+            return at_dir(PathProblem::Shared { mode });
+        }
+    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return at_dir(PathProblem::Writable { mode });
+    }
+    let meta = match fs::symlink_metadata(socket) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    if meta.file_type().is_symlink() {
+        return Err((socket.to_path_buf(), PathProblem::Symlink));
+    }
+    if !meta.file_type().is_socket() {
+        // Connecting fails with its own error.
+        return Ok(());
+    }
+    let owner = meta.uid();
+    let dir_owner = (!fallback).then_some(dir_meta.uid());
+    if owner != euid && owner != 0 && Some(owner) != dir_owner {
+        return Err((
+            socket.to_path_buf(),
+            PathProblem::Owner {
+                owner,
+                trusted: trusted_words(euid, dir_owner),
+            },
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn the_fallback_directory_must_be_ours_and_private() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let uid = euid();
+        let dir = base.path().join("d");
+        fs::create_dir(&dir).expect("mkdir");
+        chmod(&dir, 0o700);
+        let meta = fs::metadata(&dir).expect("stat");
+        assert_eq!(check_daemon_dir(&meta, true, uid), Ok(()));
+        assert!(matches!(
+            check_daemon_dir(&meta, true, uid + 1),
+            Err(PathProblem::Owner { .. })
+        ));
+        chmod(&dir, 0o750);
+        let meta = fs::metadata(&dir).expect("stat");
+        assert_eq!(
+            check_daemon_dir(&meta, true, uid),
+            Err(PathProblem::NotPrivate { mode: 0o750 })
+        );
+        // Elsewhere, group read is fine; group write only with the sticky bit.
+        assert_eq!(check_daemon_dir(&meta, false, uid), Ok(()));
+        chmod(&dir, 0o770);
+        let meta = fs::metadata(&dir).expect("stat");
+        assert_eq!(
+            check_daemon_dir(&meta, false, uid),
+            Err(PathProblem::Writable { mode: 0o770 })
+        );
+        chmod(&dir, 0o1777);
+        let meta = fs::metadata(&dir).expect("stat");
+        assert_eq!(check_daemon_dir(&meta, false, uid), Ok(()));
+    }
+
+    #[test]
+    fn a_linked_fallback_directory_is_refused_not_followed() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let target = base.path().join("target");
+        fs::create_dir(&target).expect("mkdir");
+        let link = base.path().join("junction-x");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        assert!(matches!(
+            open_daemon_dir(&link, true),
+            Err(DirError::Unsafe(_, PathProblem::Symlink))
+        ));
+        // Our own link to a directory the user named is followed.
+        assert!(open_daemon_dir(&link, false).is_ok());
+        let mut socket = link.clone();
+        socket.push("junction.sock");
+        assert_eq!(
+            check_client_path_as(&socket, true, euid()),
+            Err((link, PathProblem::Symlink))
+        );
+    }
+
+    #[test]
+    fn default_paths_follow_the_environment_rules() {
+        assert_eq!(
+            fallback_dir_in(Path::new("/tmp"), 1000),
+            PathBuf::from("/tmp/junction-1000")
+        );
+        assert_eq!(socket_dir(Path::new("x.sock")), Path::new("."));
+        assert_eq!(
+            lock_path(Path::new("/a/j.sock")),
+            PathBuf::from("/a/j.sock.lock")
+        );
+        assert_eq!(trusted_words(1000, None), "uid 1000 or root");
+        assert_eq!(trusted_words(0, Some(0)), "root");
+    }
+
+    #[test]
+    fn a_lock_is_held_once_and_names_its_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.sock.lock");
+        let held = take_lock(&path).expect("first lock");
+        match take_lock(&path) {
+            Err(LockError::Held(pid)) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("second lock: {other:?}"),
+        }
+        drop(held);
+        assert!(take_lock(&path).is_ok(), "free again once dropped");
+        let link = dir.path().join("link.lock");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(matches!(
+            take_lock(&link),
+            Err(LockError::Unsafe(PathProblem::Symlink))
+        ));
+    }
+}
