@@ -319,6 +319,11 @@ fn prepare_socket_path(path: &Path, owner: Option<u32>) -> Result<Flock<File>, B
     Ok(lock)
 }
 
+/// How often, and how far apart, a socket that accepts while we hold the
+/// lock is probed again before the start is refused (2 s in all).
+const DYING_PROBES: u32 = 40;
+const DYING_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Removes a socket file left by a daemon that died: only a socket (never a
 /// link or another file), only one we could have made (owned by us or the
 /// configured `--unix-owner`), and only when it refuses connections.
@@ -347,8 +352,21 @@ fn clear_stale_socket(path: &Path, owner: Option<u32>) -> Result<(), BindError> 
             },
         });
     }
-    match StdUnixStream::connect(path) {
-        // A daemon that takes no lock (an older version) serves it.
+    // We hold the lock, so no junctiond is starting or running here. A socket
+    // that still accepts belongs to one that just died (an io_uring ring is
+    // torn down after its process, holding the listener a little longer), or
+    // to a program that takes no lock: ask again for a bounded while.
+    let mut probes = 0;
+    let probe = loop {
+        match StdUnixStream::connect(path) {
+            Ok(_) if probes < DYING_PROBES => {
+                probes += 1;
+                std::thread::sleep(DYING_PAUSE);
+            }
+            other => break other,
+        }
+    };
+    match probe {
         Ok(_) => Err(BindError::AlreadyRunning(path.to_path_buf())),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "removing stale socket file");
