@@ -184,7 +184,7 @@ impl Backend {
 #[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Unix socket path, or "off" [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock]
+    /// Unix socket path, or "off" [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock; $JUNCTION_TMPDIR replaces /tmp]
     #[arg(long, env = "JUNCTION_UNIX", value_name = "PATH|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix: Option<String>,

@@ -27,7 +27,7 @@ use junction::proto::Protocol;
 #[derive(Parser)]
 #[command(name = "junction", version)]
 struct Args {
-    /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock]
+    /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock; $JUNCTION_TMPDIR replaces /tmp]
     #[arg(long, env = "JUNCTION_UNIX", value_name = "PATH")]
     unix: Option<PathBuf>,
     /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix)
