@@ -297,8 +297,7 @@ impl Source for Listener {
 fn prepare_socket_path(path: &Path, owner: Option<u32>) -> Result<Flock<File>, BindError> {
     let dir = sockpath::socket_dir(path);
     let fallback = sockpath::fallback_dir().is_some_and(|f| f == dir);
-    // The descriptor only has to outlive the checks on it.
-    let _dir = sockpath::open_daemon_dir(dir, fallback).map_err(|e| match e {
+    sockpath::check_daemon_dir_at(dir, fallback).map_err(|e| match e {
         DirError::Unsafe(path, problem) => BindError::Unsafe { path, problem },
         DirError::Io(what, source) => io_err(what, dir.display())(source),
     })?;

@@ -202,10 +202,11 @@ pub(crate) enum DirError {
 }
 
 /// Makes (when missing) and opens the socket's directory, then checks what
-/// was opened. The fallback directory is made with a single `mkdir(0700)`
-/// and never followed if it is a link; a directory the user named may be a
-/// link only if we or root own the link.
-pub(crate) fn open_daemon_dir(dir: &Path, fallback: bool) -> Result<File, DirError> {
+/// was opened (`fstat`, so a name swapped after the `lstat` changes
+/// nothing). The fallback directory is made with a single `mkdir(0700)` and
+/// never followed if it is a link; a directory the user named may be a link
+/// only if we or root own the link.
+pub(crate) fn check_daemon_dir_at(dir: &Path, fallback: bool) -> Result<(), DirError> {
     let euid = euid();
     let unsafe_dir = |problem| DirError::Unsafe(dir.to_path_buf(), problem);
     if fallback {
@@ -254,8 +255,7 @@ pub(crate) fn open_daemon_dir(dir: &Path, fallback: bool) -> Result<File, DirErr
     let meta = file
         .metadata()
         .map_err(|e| DirError::Io("cannot inspect", e))?;
-    check_daemon_dir(&meta, fallback, euid).map_err(unsafe_dir)?;
-    Ok(file)
+    check_daemon_dir(&meta, fallback, euid).map_err(unsafe_dir)
 }
 
 /// The lock file of a socket path: `<socket>.lock`.
@@ -349,6 +349,7 @@ pub(crate) fn check_client_path(socket: &Path) -> Verdict {
     check_client_path_as(socket, fallback, euid())
 }
 
+/// [`check_client_path`] with the fallback decision and the uid given.
 pub(crate) fn check_client_path_as(socket: &Path, fallback: bool, euid: u32) -> Verdict {
     let dir = socket_dir(socket);
     let at_dir = |problem| Err((dir.to_path_buf(), problem));
@@ -455,11 +456,11 @@ mod tests {
         let link = base.path().join("junction-x");
         std::os::unix::fs::symlink(&target, &link).expect("symlink");
         assert!(matches!(
-            open_daemon_dir(&link, true),
+            check_daemon_dir_at(&link, true),
             Err(DirError::Unsafe(_, PathProblem::Symlink))
         ));
         // Our own link to a directory the user named is followed.
-        assert!(open_daemon_dir(&link, false).is_ok());
+        assert!(check_daemon_dir_at(&link, false).is_ok());
         let mut socket = link.clone();
         socket.push("junction.sock");
         assert_eq!(
