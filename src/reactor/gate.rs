@@ -24,9 +24,19 @@ impl Core {
             return;
         };
         client.hung_up = true;
-        if !client.conn.wants_input() {
+        if !client.conn.wants_input() || self.starved.contains(&key) {
             self.close_hung_up(key);
         }
+    }
+
+    /// True while the core holds a connection's input (max-in-flight,
+    /// max-output, a parked job) or it waits for buffer memory: nothing
+    /// reads its socket, so a driver that only learns of a hang-up by
+    /// reading (io_uring) watches for one instead.
+    pub fn not_reading(&self, key: usize) -> bool {
+        self.clients
+            .get(key)
+            .is_some_and(|c| c.conn.is_held() || self.starved.contains(&key))
     }
 
     /// The driver saw the peer end its input (POLLRDHUP) while it could not

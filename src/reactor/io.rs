@@ -211,7 +211,7 @@ impl Core {
             return;
         };
         client.conn.release_idle_buffers(&mut shared);
-        if client.hung_up && !client.conn.wants_input() {
+        if client.hung_up && (!client.conn.wants_input() || self.starved.contains(&key)) {
             // Its input became held while it was read: nothing reads it
             // to the end now, and no answer would reach it.
             self.close_hung_up(key);

@@ -373,6 +373,10 @@ impl Core {
             return;
         }
         let client = self.clients.remove(key);
+        if !self.starved.is_empty() {
+            // The slot may be reused at once: the newcomer has not waited.
+            self.starved.retain(|&k| k != key);
+        }
         self.stats()
             .transport(client.conn.transport())
             .current

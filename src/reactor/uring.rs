@@ -414,8 +414,10 @@ impl UringLoop {
                             self.core.hung_up(key);
                         }
                         self.start_read(key)?;
-                        // Held meanwhile: no read was posted, so watch instead.
-                        self.rearm.push(key);
+                        if self.core.not_reading(key) {
+                            // Held meanwhile: no read was posted, so watch instead.
+                            self.rearm.push(key);
+                        }
                     }
                 }
                 Some(Op::Watch) => {
@@ -670,17 +672,17 @@ impl UringLoop {
         rearm.sort_unstable();
         rearm.dedup();
         for &key in &rearm {
+            let waiting = self.core.not_reading(key);
             let Some(client) = self.core.client_mut(key) else {
                 continue;
             };
             let wants_input = client.conn.wants_input();
-            let held = client.conn.is_held();
             let fd = client.stream.as_raw_fd();
             let generation = client.conn.id().generation;
             let ops = self.in_flight(key);
-            let (op, events) = if wants_input && !(ops.poll || ops.read) {
+            let (op, events) = if wants_input && !waiting && !(ops.poll || ops.read) {
                 (Op::Poll, libc::POLLIN | libc::POLLRDHUP)
-            } else if held && !(ops.watch || ops.read_closed) {
+            } else if waiting && !(ops.watch || ops.read_closed) {
                 // POLLHUP and POLLERR are always reported.
                 (Op::Watch, libc::POLLRDHUP)
             } else {
