@@ -119,7 +119,7 @@ fn unknown_kind() -> Vec<u8> {
 fn unauthenticated_peers_cannot_lock_out_unix_or_authenticated_clients() {
     let (server, _secrets) = token_server(|config| {
         config.max_connections = MAX_CONNECTIONS;
-        config.auth_timeout = Duration::from_secs(2);
+        config.auth_timeout = Duration::from_secs(3);
     });
     let [unix, tcp] = <[Endpoint; 2]>::try_from(server.endpoints()).expect("two");
     // Authenticated before the flood: it keeps its slot.
