@@ -264,6 +264,14 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_SNIFF_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sniff_timeout: Option<Span>,
+    /// Close a connection that has not passed rpc.auth by then, whatever it sends meanwhile [default: 5s]
+    #[arg(long, env = "JUNCTION_AUTH_TIMEOUT", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_timeout: Option<Span>,
+    /// Most connections waiting to authenticate, apart from max-connections; one more is told so and closed [default: 64]
+    #[arg(long, env = "JUNCTION_MAX_UNAUTHENTICATED", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unauthenticated: Option<usize>,
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish [default: 10s]
     #[arg(long, env = "JUNCTION_DRAIN_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -403,6 +411,7 @@ impl Settings {
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
             tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
             bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
+            auth_timeout, max_unauthenticated,
             log_format, log)
     }
 }
@@ -448,6 +457,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Sniff timeout.
     pub sniff_timeout: Duration,
+    /// Longest a connection may take to pass `rpc.auth` (zero: off).
+    pub auth_timeout: Duration,
+    /// Most connections waiting to authenticate, beside `max_connections`.
+    pub max_unauthenticated: usize,
     /// Drain timeout at shutdown.
     pub drain_timeout: Duration,
     /// Longest a frame may take to arrive (zero: off).
@@ -488,6 +501,8 @@ impl Default for Config {
             max_batch: 1024,
             max_connections: 10_000,
             sniff_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(5),
+            max_unauthenticated: 64,
             drain_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
@@ -619,6 +634,14 @@ impl Config {
         if let Some(Span(t)) = settings.sniff_timeout {
             config.sniff_timeout = t;
         }
+        config.max_unauthenticated = positive(
+            "max-unauthenticated",
+            settings.max_unauthenticated,
+            config.max_unauthenticated,
+        )?;
+        if let Some(Span(t)) = settings.auth_timeout {
+            config.auth_timeout = t;
+        }
         if let Some(Span(t)) = settings.drain_timeout {
             config.drain_timeout = t;
         }
@@ -667,6 +690,8 @@ impl Config {
             max_batch: Some(self.max_batch),
             max_connections: Some(self.max_connections),
             sniff_timeout: Some(Span(self.sniff_timeout)),
+            auth_timeout: Some(Span(self.auth_timeout)),
+            max_unauthenticated: Some(self.max_unauthenticated),
             drain_timeout: Some(Span(self.drain_timeout)),
             frame_timeout: Some(Span(self.frame_timeout)),
             idle_timeout: Some(Span(self.idle_timeout)),

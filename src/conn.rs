@@ -47,6 +47,12 @@ macro_rules! dispatcher {
     };
 }
 
+/// The largest frame (a JSON-RPC line, an MCP1 frame) a connection may
+/// send before it has authenticated: `rpc.auth` with its token fits with
+/// room to spare, and a peer that has not shown the token cannot make the
+/// daemon hold more than one small ring for it.
+pub const PREAUTH_MAX_FRAME: usize = 4096;
+
 /// Which protocol the connection speaks, and the codec's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -313,12 +319,59 @@ impl Connection {
         self.in_flight
     }
 
+    /// True once requests are served: an allowed Unix peer, an open TCP
+    /// listener, or a peer that passed `rpc.auth`.
+    pub fn is_authenticated(&self) -> bool {
+        self.gate == Gate::Open
+    }
+
+    /// True while the peer may still send but the daemon holds its input
+    /// (max-output, max-in-flight, a parked job): nothing reads the socket,
+    /// so a driver must watch for a hang-up some other way.
+    pub fn is_held(&self) -> bool {
+        self.input == Input::Open && self.held()
+    }
+
+    /// The largest frame this connection may send now.
+    fn frame_limit(&self, shared: &Shared<'_>) -> usize {
+        if self.is_authenticated() {
+            shared.limits.max_frame
+        } else {
+            shared.limits.max_frame.min(PREAUTH_MAX_FRAME)
+        }
+    }
+
+    /// Ends the conversation with `error` in the connection's protocol (a
+    /// JSON-RPC line with id null, an MCP1 ERROR frame with id 0; nothing
+    /// before the protocol is known). Nothing more is read; the connection
+    /// closes once the error is out.
+    pub fn end_with(&mut self, error: &RpcError, shared: &mut Shared<'_>) {
+        if self.input == Input::Refused {
+            return;
+        }
+        match self.phase {
+            Phase::Sniffing => {}
+            Phase::JsonRpc { .. } => {
+                self.out.append(shared.chunks, |buf| {
+                    jsonrpc::write_error(buf, None, error);
+                    buf.push(b'\n');
+                });
+                let stats = shared.stats().protocol(Protocol::JsonRpc);
+                stats.errors.fetch_add(1, Relaxed);
+            }
+            Phase::Mcp1 => self.dispatcher(shared).mcp1_error(0, error),
+        }
+        self.frame_started = None;
+        self.refuse(shared, b"");
+        self.account_output(shared);
+    }
+
     /// The free space to read into, grown when full (up to what the largest
     /// frame needs). None while buffer memory is past its limit: the
     /// connection must wait until other connections free some.
     pub fn read_space(&mut self, shared: &mut Shared<'_>) -> Option<&mut RingBuffer> {
         // The largest frame plus its framing: a line's \r\n or an MCP1 header.
-        let max_ring = (shared.limits.max_frame + HEADER_LEN + 2)
+        let max_ring = (self.frame_limit(shared) + HEADER_LEN + 2)
             .next_power_of_two()
             .max(RING_MIN);
         let wanted = if !self.ring.has_storage() {
@@ -331,9 +384,10 @@ impl Connection {
         // Past the limit, connections holding buffers wait; those holding
         // none may use a reserve, so heavy peers cannot stall the rest. The
         // answers to one read can take a heavy peer past the limit by about
-        // a ring's worth, so the reserve is never less than that.
+        // a ring's worth, so the reserve is never less than that. A peer that
+        // has not authenticated gets no share of the reserve.
         let limit = shared.limits.max_buffer_memory;
-        let heavy = !self.out.is_empty() || !self.ring.is_empty();
+        let heavy = !self.out.is_empty() || !self.ring.is_empty() || !self.is_authenticated();
         let reserve = (limit / 16).max(2 * max_ring);
         let ceiling = if heavy { limit } else { limit + reserve };
         if shared.buffer_memory() + wanted >= ceiling {
@@ -441,7 +495,7 @@ impl Connection {
         if self.input == Input::Open && len > 0 {
             match self.phase {
                 Phase::Sniffing => {}
-                Phase::JsonRpc { .. } if len <= shared.limits.max_frame => {
+                Phase::JsonRpc { .. } if len <= self.frame_limit(shared) => {
                     self.take_line(len, len, shared, scratch);
                 }
                 Phase::JsonRpc { .. } => self.line_too_long(shared),
@@ -617,7 +671,7 @@ impl Connection {
             if self.input != Input::Open || self.must_wait(shared) {
                 return;
             }
-            match jsonrpc::next_line(&self.ring, scanned, shared.limits.max_frame) {
+            match jsonrpc::next_line(&self.ring, scanned, self.frame_limit(shared)) {
                 Line::Complete { len, consumed } => {
                     self.phase = Phase::JsonRpc { scanned: 0 };
                     self.take_line(len, consumed, shared, scratch);
@@ -640,7 +694,7 @@ impl Connection {
             if self.must_wait(shared) {
                 return;
             }
-            match mcp1::next_frame(&self.ring, shared.limits.max_frame) {
+            match mcp1::next_frame(&self.ring, self.frame_limit(shared)) {
                 Next::NeedMore => return,
                 Next::Frame(header) => {
                     let payload = self.ring.frame(HEADER_LEN, header.length as usize, scratch);
@@ -712,7 +766,7 @@ impl Connection {
             ErrorCode::FrameTooLarge,
             format_args!(
                 "a line exceeds the limit of {} bytes; closing",
-                shared.limits.max_frame
+                self.frame_limit(shared)
             ),
         );
         let stats = shared.stats().protocol(Protocol::JsonRpc);

@@ -247,6 +247,8 @@ impl Server {
             },
             max_connections: self.config.max_connections,
             sniff_timeout: self.config.sniff_timeout,
+            auth_timeout: self.config.auth_timeout,
+            max_unauthenticated: self.config.max_unauthenticated,
             drain_timeout: self.config.drain_timeout,
             timeouts: Timeouts {
                 frame: self.config.frame_timeout,

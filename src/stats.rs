@@ -81,6 +81,8 @@ pub struct Stats {
     sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
     /// Service bus and pub/sub counters.
     pub bus: BusStats,
+    /// Connections waiting to authenticate, and peers that hung up.
+    pub gate: GateStats,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -135,6 +137,22 @@ counters! {
     }
 }
 
+counters! {
+    /// Connections waiting to authenticate (`max-unauthenticated`,
+    /// `auth-timeout`), and peers noticed gone with work pending.
+    GateStats => GateSnapshot {
+        /// Connections open now that have not authenticated yet (a gauge).
+        unauthenticated,
+        /// Turned away at accept: `max-unauthenticated` connections were waiting.
+        refused_unauthenticated,
+        /// Closed for not authenticating within `auth-timeout`.
+        auth_timeouts,
+        /// Closed at once because the peer hung up (closed or reset) while
+        /// calls, answers or held input were pending.
+        hang_ups,
+    }
+}
+
 impl Stats {
     /// Fresh counters for a server with `workers` pool threads.
     pub fn new(workers: usize) -> Self {
@@ -165,6 +183,7 @@ impl Stats {
             backpressure_pauses: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
+            gate: GateStats::default(),
         }
     }
 
@@ -271,6 +290,7 @@ impl Stats {
             },
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
+            gate: self.gate.snapshot(),
         }
     }
 }
@@ -306,6 +326,8 @@ pub struct StatsSnapshot {
     pub sockets: serde_json::Value,
     /// Service bus and pub/sub counters.
     pub bus: BusSnapshot,
+    /// Connections waiting to authenticate, and peers that hung up.
+    pub gate: GateSnapshot,
 }
 
 /// Buffer memory in a snapshot.

@@ -100,7 +100,7 @@ fn raise_fd_limit(config: &Config) {
         soft
     };
     // Listeners, the poller, the waker, the spare, stdio, workers' needs.
-    let needed = config.max_connections as u64 + 32;
+    let needed = (config.max_connections + config.max_unauthenticated) as u64 + 32;
     if limit < needed {
         tracing::warn!(
             fd_limit = limit,

@@ -75,6 +75,25 @@ impl Stream {
         }
     }
 
+    /// True when the peer is gone altogether, not just done sending: the
+    /// kernel reports POLLHUP (a Unix peer closed its socket; a TCP
+    /// connection whose both directions ended) or POLLERR (a TCP reset).
+    /// A TCP peer that sent FIN shows neither until a write reaches its
+    /// closed socket and its kernel answers with a reset.
+    pub fn peer_gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on the stack, a count of 1 and a zero
+        // timeout: poll(2) only reads the descriptor's state and writes
+        // `revents`.
+        let ready = unsafe { libc::poll(&mut fd, 1, 0) };
+        ready > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// Who is at the other end: a Unix peer's credentials, a TCP peer's address.
     pub fn identity(&self) -> Peer {
         match self {

@@ -3,7 +3,9 @@
 //! Each turn: wait for events, accept on ready listeners, read ready
 //! connections until the socket is empty or the budget is spent, take the
 //! pool's completions, write what is pending, fire timers. Sockets are
-//! registered edge-triggered for both directions once, when accepted.
+//! registered edge-triggered for both directions once, when accepted, so a
+//! hang-up (EPOLLHUP, EPOLLERR) is reported even on a connection whose
+//! input the core holds and does not read.
 
 use std::io::{self, ErrorKind, IoSlice};
 use std::sync::Arc;
@@ -70,7 +72,8 @@ impl EpollLoop {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             // Data and the peer's FIN can share one edge: then read to the end.
                             let to_the_end = event.is_read_closed() || event.is_error();
-                            if event.is_write_closed() {
+                            // Closed or reset: gone, even if its input is held and not read.
+                            if event.is_write_closed() || event.is_error() {
                                 self.core.hung_up(key);
                             }
                             self.read(key, to_the_end);

@@ -178,10 +178,12 @@ impl Core {
                 Progress::Stop
             }
             Ok(0) => {
+                // A last request without its newline is still taken.
                 client.conn.end_of_input(&mut shared, &mut self.scratch);
                 if client.hung_up {
-                    // Gone, not half-closed: its routed calls can be answered to no one.
-                    shared.bus.caller_gone(client.conn.id());
+                    // Gone, not half-closed: nothing will reach it, so its
+                    // routed calls are cancelled and its slot freed now.
+                    self.close_hung_up(key);
                 }
                 Progress::Stop
             }
@@ -209,10 +211,17 @@ impl Core {
             return;
         };
         client.conn.release_idle_buffers(&mut shared);
+        if client.hung_up && (!client.conn.wants_input() || self.starved.contains(&key)) {
+            // Its input became held while it was read: nothing reads it
+            // to the end now, and no answer would reach it.
+            self.close_hung_up(key);
+            return;
+        }
         if budget_used {
             self.unread.push(key);
         }
         self.dirty.push(key);
+        self.check_authenticated(key);
     }
 
     /// The socket and the pending output to write from, filling `iov`;
@@ -262,6 +271,7 @@ impl Core {
             return;
         };
         client.conn.flushed(now);
+        self.check_authenticated(key);
         self.output_drained(key);
         let mut shared = shared!(self);
         let Some(client) = self.clients.get_mut(key) else {

@@ -13,6 +13,7 @@
 
 mod bus;
 pub mod epoll;
+mod gate;
 mod io;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
@@ -28,18 +29,17 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::access::{Gate, Peer};
 use crate::buffer::RingPool;
 use crate::bus::Bus;
 use crate::conn::{Connection, Finish, Timeout, Timeouts};
 use crate::dispatch::{Held, Limits, Shared};
-use crate::error::{ErrorCode, RpcError};
+use crate::error::RpcError;
 use crate::net::tuning::SocketOptions;
 use crate::net::{Listener, Stream};
 use crate::proto::jsonrpc;
 use crate::router::Context;
 use crate::stats::Stats;
-use crate::workers::{Completion, Completions, ConnRef, SubmitError, WorkerPool};
+use crate::workers::{Completion, Completions, SubmitError, WorkerPool};
 use crate::write_queue::ChunkPool;
 
 pub use timers::TimerKind;
@@ -55,10 +55,14 @@ const LINGER: Duration = Duration::from_secs(2);
 pub struct LoopConfig {
     /// Frame and batch limits.
     pub limits: Limits,
-    /// Most open connections.
+    /// Most connections served at once (allowed, or authenticated).
     pub max_connections: usize,
+    /// Most connections waiting to authenticate, beside `max_connections`.
+    pub max_unauthenticated: usize,
     /// Close connections that have not been sniffed after this long.
     pub sniff_timeout: Duration,
+    /// Close connections that have not authenticated after this long (zero: off).
+    pub auth_timeout: Duration,
     /// Bound on the graceful drain at shutdown.
     pub drain_timeout: Duration,
     /// Frame, idle and write timeouts.
@@ -75,9 +79,16 @@ pub struct Client {
     pub conn: Connection,
     /// Write side shut down; closing when the peer's EOF comes or LINGER ends.
     lingering: bool,
-    /// The peer closed both directions (a Unix peer that closed its socket),
-    /// as opposed to only ending its input: at EOF its routed calls are cancelled.
+    /// The peer closed both directions (a Unix peer that closed its socket,
+    /// a TCP reset), as opposed to only ending its input: nothing will reach
+    /// it any more, so it is closed as soon as its input is read or held.
     hung_up: bool,
+    /// The peer ended its input (FIN, or a Unix half-close) while the daemon
+    /// held it, as a driver that cannot read the EOF reports it: the
+    /// timeout sweep then checks whether it is gone altogether.
+    read_closed: bool,
+    /// Counted among the connections waiting to authenticate.
+    waiting_auth: bool,
 }
 
 /// Borrows what connections need from the loop, field by field, so that the
@@ -131,6 +142,10 @@ pub struct Core {
     fd_warning: (Option<Instant>, u64),
     /// When a refused peer was last logged, and how many since.
     denial_warning: (Option<Instant>, u64),
+    /// When a connection refused at max-unauthenticated was last logged, and how many since.
+    crowd_warning: (Option<Instant>, u64),
+    /// Connections open that have not authenticated yet.
+    unauthenticated: usize,
     /// Reused list of connections whose timeouts expired.
     expired: Vec<(usize, Timeout)>,
     /// Whether each transport's accepted-socket options were recorded.
@@ -198,6 +213,8 @@ impl Core {
             spare: File::open("/dev/null").ok(),
             fd_warning: (None, 0),
             denial_warning: (None, 0),
+            crowd_warning: (None, 0),
+            unauthenticated: 0,
             expired: Vec::new(),
             socket_recorded: [false; 2],
             held: Held::default(),
@@ -256,14 +273,9 @@ impl Core {
         let mut shared = shared!(self);
         client.conn.discard_output(&mut shared);
         client.conn.release_idle_buffers(&mut shared);
-    }
-
-    /// The driver saw the peer hang up (POLLHUP): it closed its socket, so
-    /// nothing will reach it any more.
-    pub fn hung_up(&mut self, key: usize) {
-        if let Some(client) = self.clients.get_mut(key) {
-            client.hung_up = true;
-        }
+        self.stats()
+            .ring_bytes
+            .store(self.rings.in_use() as u64, Relaxed);
     }
 
     /// Marks a connection as having output to write this turn.
@@ -337,83 +349,6 @@ impl Core {
             .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Takes in an accepted stream, or turns it away at the connection limit.
-    /// Returns its key; the driver starts watching it (see [`Core::take_admitted`]).
-    pub fn admit(&mut self, mut stream: Stream) -> Option<usize> {
-        if self.clients.len() >= self.config.max_connections {
-            Stats::bump(&self.stats().refused_max_connections);
-            let error = RpcError::with(
-                ErrorCode::TooManyConnections,
-                format_args!(
-                    "the daemon serves at most {} connections",
-                    self.config.max_connections
-                ),
-            );
-            turn_away(&mut stream, &error);
-            tracing::warn!(
-                limit = self.config.max_connections,
-                "connection refused: limit reached"
-            );
-            return None;
-        }
-        let transport = stream.transport();
-        let peer = stream.identity();
-        let gate = self.context.access().gate(&peer);
-        if gate == Gate::Denied {
-            // Answered with an error once its protocol is known, then closed.
-            Stats::bump(&self.stats().access_denied);
-            self.warn_denied(&peer);
-        }
-        if !self.socket_recorded[transport as usize] {
-            // The first connection of each transport shows what the kernel took.
-            self.socket_recorded[transport as usize] = true;
-            self.stats()
-                .record_socket(transport.name(), stream.read_back());
-        }
-        let entry = self.clients.vacant_entry();
-        let key = entry.key();
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let id = ConnRef {
-            token: key,
-            generation: self.next_generation,
-        };
-        tracing::debug!(conn = key, peer = %peer, "accepted");
-        entry.insert(Client {
-            stream,
-            conn: Connection::new(id, peer, gate, self.now),
-            lingering: false,
-            hung_up: false,
-        });
-        let stats = self.stats().transport(transport);
-        Stats::bump(&stats.current);
-        Stats::bump(&stats.total);
-        self.add_timer(
-            Instant::now() + self.config.sniff_timeout,
-            key,
-            id.generation,
-            TimerKind::Sniff,
-        );
-        self.admitted.push(key);
-        Some(key)
-    }
-
-    /// Logs a peer refused by the allow-list, at most once per
-    /// [`timers::WARNING_EVERY`] with a count of the rest.
-    fn warn_denied(&mut self, peer: &Peer) {
-        let now = self.now;
-        let (last, count) = &mut self.denial_warning;
-        *count += 1;
-        if last.is_none_or(|at| now.duration_since(at) >= timers::WARNING_EVERY) {
-            tracing::warn!(
-                peer = %peer,
-                refused = *count,
-                "connection refused: peer not on the allow-list (allow-uids / allow-gids)"
-            );
-            *last = Some(now);
-            *count = 0;
-        }
-    }
-
     /// Closes or half-closes a connection that has nothing left to do.
     pub fn settle(&mut self, key: usize) {
         let Some(client) = self.clients.get_mut(key) else {
@@ -438,10 +373,18 @@ impl Core {
             return;
         }
         let client = self.clients.remove(key);
+        if !self.starved.is_empty() {
+            // The slot may be reused at once: the newcomer has not waited.
+            self.starved.retain(|&k| k != key);
+        }
         self.stats()
             .transport(client.conn.transport())
             .current
             .fetch_sub(1, Relaxed);
+        if client.waiting_auth {
+            self.unauthenticated -= 1;
+            self.stats().gate.unauthenticated.fetch_sub(1, Relaxed);
+        }
         self.bus.disconnected(client.conn.id());
         tracing::debug!(conn = key, "closed");
         self.closed.push(client);

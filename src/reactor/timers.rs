@@ -1,6 +1,7 @@
-//! The loop's timers: sniff and linger deadlines per connection, the
-//! periodic sweep of frame, idle and write timeouts, and the accept retry
-//! after running out of descriptors.
+//! The loop's timers: sniff, auth and linger deadlines per connection, the
+//! periodic sweep of frame, idle and write timeouts (and of peers that may
+//! have hung up while no driver watches them), and the accept retry after
+//! running out of descriptors.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
@@ -11,6 +12,9 @@ use crate::stats::Stats;
 
 /// How often a repeated warning (fd exhaustion, refused peers) is logged at most.
 pub const WARNING_EVERY: Duration = Duration::from_secs(5);
+/// The longest between two checks for peers that hung up while their
+/// connection was neither read nor watched.
+pub const HANGUP_CHECK: Duration = Duration::from_secs(1);
 /// How soon accepting is retried when no spare descriptor is left.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -19,6 +23,8 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 pub enum TimerKind {
     /// The connection must have shown its protocol by now.
     Sniff,
+    /// The connection must have authenticated by now.
+    Auth,
     /// A refused connection's lingering close ends now.
     Linger,
     /// Check every connection's frame, idle and write timeouts.
@@ -46,14 +52,18 @@ impl Core {
         }
     }
 
-    /// A quarter of the shortest timeout, within 50 ms and 1 s.
+    /// A quarter of the shortest timeout, within 50 ms and 1 s; 1 s when
+    /// every timeout is off, for the hang-up check.
     fn sweep_interval(&self) -> Option<Duration> {
         let t = self.config.timeouts;
-        [t.frame, t.idle, t.write]
+        let every = [t.frame, t.idle, t.write]
             .into_iter()
             .filter(|d| !d.is_zero())
             .min()
-            .map(|d| (d / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+            .map_or(HANGUP_CHECK, |d| {
+                (d / 4).clamp(Duration::from_millis(50), HANGUP_CHECK)
+            });
+        Some(every)
     }
 
     /// Fires every timer that is due. Timers a firing one adds wait for the
@@ -78,7 +88,7 @@ impl Core {
                     self.accept_all(key);
                     continue;
                 }
-                TimerKind::Sniff | TimerKind::Linger => {}
+                TimerKind::Sniff | TimerKind::Linger | TimerKind::Auth => {}
             }
             let Some(client) = self.clients.get(key) else {
                 continue;
@@ -95,11 +105,60 @@ impl Core {
                     );
                     self.close(key);
                 }
+                TimerKind::Auth if client.waiting_auth && !client.lingering => {
+                    self.auth_timed_out(key);
+                }
                 TimerKind::Linger => self.close(key),
-                TimerKind::Sniff | TimerKind::Sweep | TimerKind::AcceptRetry => {}
+                TimerKind::Sniff | TimerKind::Auth | TimerKind::Sweep | TimerKind::AcceptRetry => {}
             }
         }
         self.due = due;
+    }
+
+    /// Ends a connection that did not authenticate within `auth-timeout`,
+    /// whatever it sent meanwhile: -32007 in its protocol, then a close.
+    fn auth_timed_out(&mut self, key: usize) {
+        Stats::bump(&self.stats().gate.auth_timeouts);
+        let limit = self.config.auth_timeout;
+        tracing::debug!(
+            conn = key,
+            "closed: not authenticated within the auth timeout"
+        );
+        let error = crate::error::RpcError::with(
+            crate::error::ErrorCode::Unauthorized,
+            format_args!("not authenticated within {limit:?} (auth-timeout); closing"),
+        );
+        let mut shared = shared!(self);
+        if let Some(client) = self.clients.get_mut(key) {
+            if client.conn.is_sniffing() {
+                self.close(key);
+                return;
+            }
+            client.conn.end_with(&error, &mut shared);
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Closes connections whose peer is gone although no driver told: one
+    /// whose input ended (or was reported closed while held) may be waiting
+    /// on answers that its peer, if it closed altogether, can never read. A
+    /// Unix peer that closed, or a TCP peer whose kernel answered a write
+    /// with a reset, shows as POLLHUP or POLLERR.
+    fn sweep_hang_ups(&mut self) {
+        let gone: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                !c.lingering
+                    && !c.hung_up
+                    && (c.read_closed || !c.conn.wants_input() && !c.conn.is_held())
+            })
+            .filter(|(_, c)| c.stream.peer_gone())
+            .map(|(key, _)| key)
+            .collect();
+        for key in gone {
+            self.hung_up(key);
+        }
     }
 
     /// Acts on the connections whose frame, idle or write timeout expired:
@@ -140,6 +199,7 @@ impl Core {
             }
         }
         self.expired = expired;
+        self.sweep_hang_ups();
         self.schedule_sweep(now);
     }
 }

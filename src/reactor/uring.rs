@@ -3,7 +3,10 @@
 //! Multishot ACCEPT on each listener. A connection waiting for input has a
 //! one-shot POLL_ADD posted, which holds no buffer, so an idle connection
 //! costs no ring memory; when it fires, a READV goes into the free regions
-//! of the connection's ring buffer. Output goes out with WRITEV from the
+//! of the connection's ring buffer. A connection whose input the core holds
+//! (max-in-flight, max-output, a parked job) is not read, but has a watch
+//! posted, a POLL_ADD for POLLRDHUP only, so that a peer that hangs up is
+//! noticed at once. Output goes out with WRITEV from the
 //! write queue, whose chunks are sealed while the kernel reads them. The
 //! pool wakes the loop through an eventfd with a READ posted on it. One
 //! `io_uring_enter` per turn submits everything and waits.
@@ -41,6 +44,7 @@ enum Op {
     Read = 4,
     Write = 5,
     Cancel = 6,
+    Watch = 7,
 }
 
 /// Packs an operation, a connection's generation (low 24 bits) and key.
@@ -56,6 +60,7 @@ fn untag(data: u64) -> (Option<Op>, u32, usize) {
         4 => Some(Op::Read),
         5 => Some(Op::Write),
         6 => Some(Op::Cancel),
+        7 => Some(Op::Watch),
         _ => None,
     };
     (
@@ -153,6 +158,11 @@ struct InFlight {
     poll: bool,
     read: bool,
     write: bool,
+    /// A hang-up watch (POLLRDHUP, no POLLIN) is posted.
+    watch: bool,
+    /// The watch saw the peer end its input: posting it again would fire
+    /// at once, for ever.
+    read_closed: bool,
     /// Bytes the posted READV may fill, and the posted WRITEV covers.
     read_room: u32,
     write_total: u32,
@@ -160,7 +170,10 @@ struct InFlight {
 
 impl InFlight {
     fn count(&self) -> usize {
-        usize::from(self.poll) + usize::from(self.read) + usize::from(self.write)
+        usize::from(self.poll)
+            + usize::from(self.read)
+            + usize::from(self.write)
+            + usize::from(self.watch)
     }
 }
 
@@ -397,10 +410,19 @@ impl UringLoop {
                 Some(Op::Accept) => self.accepted(key, result, flags),
                 Some(Op::Poll) => {
                     if self.settle_op(key, generation, Op::Poll) {
-                        if result > 0 && result & i32::from(libc::POLLHUP) != 0 {
+                        if hung_up(result) {
                             self.core.hung_up(key);
                         }
                         self.start_read(key)?;
+                        if self.core.not_reading(key) {
+                            // Held meanwhile: no read was posted, so watch instead.
+                            self.rearm.push(key);
+                        }
+                    }
+                }
+                Some(Op::Watch) => {
+                    if self.settle_op(key, generation, Op::Watch) {
+                        self.watched(key, result)?;
                     }
                 }
                 Some(Op::Read) => {
@@ -531,6 +553,24 @@ impl UringLoop {
         Ok(())
     }
 
+    /// A hang-up watch fired: a peer that is gone is closed by the core (or
+    /// read to the end, if its input is no longer held); one that only ended
+    /// its input is left to the core's sweep, since the watch would fire again
+    /// at once.
+    fn watched(&mut self, key: usize, result: i32) -> io::Result<()> {
+        if hung_up(result) {
+            self.core.hung_up(key);
+            return self.start_read(key);
+        }
+        if result > 0 && result & i32::from(libc::POLLRDHUP) != 0 {
+            self.in_flight(key).read_closed = true;
+            self.core.read_closed(key);
+        }
+        // Cancelled or spurious: post it again if still held.
+        self.rearm.push(key);
+        Ok(())
+    }
+
     fn generation_of(&mut self, key: usize) -> Option<u32> {
         self.core.client_mut(key).map(|c| c.conn.id().generation)
     }
@@ -632,26 +672,32 @@ impl UringLoop {
         rearm.sort_unstable();
         rearm.dedup();
         for &key in &rearm {
+            let waiting = self.core.not_reading(key);
             let Some(client) = self.core.client_mut(key) else {
                 continue;
             };
-            if !client.conn.wants_input() {
-                continue;
-            }
+            let wants_input = client.conn.wants_input();
             let fd = client.stream.as_raw_fd();
             let generation = client.conn.id().generation;
             let ops = self.in_flight(key);
-            if ops.poll || ops.read {
+            let (op, events) = if wants_input && !waiting && !(ops.poll || ops.read) {
+                (Op::Poll, libc::POLLIN | libc::POLLRDHUP)
+            } else if waiting && !(ops.watch || ops.read_closed) {
+                // POLLHUP and POLLERR are always reported.
+                (Op::Watch, libc::POLLRDHUP)
+            } else {
                 continue;
-            }
-            let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
-            let entry = opcode::PollAdd::new(types::Fd(fd), events)
+            };
+            let entry = opcode::PollAdd::new(types::Fd(fd), events as u32)
                 .build()
-                .user_data(tag(Op::Poll, generation, key));
+                .user_data(tag(op, generation, key));
             self.push(entry)?;
             let ops = self.in_flight(key);
             ops.generation = generation & 0x00FF_FFFF;
-            ops.poll = true;
+            match op {
+                Op::Watch => ops.watch = true,
+                _ => ops.poll = true,
+            }
         }
         rearm.clear();
         self.rearm = rearm;
@@ -675,6 +721,7 @@ impl UringLoop {
                 (ops.poll, Op::Poll),
                 (ops.read, Op::Read),
                 (ops.write, Op::Write),
+                (ops.watch, Op::Watch),
             ] {
                 if on {
                     let entry = opcode::AsyncCancel::new(tag(op, generation, key))
@@ -727,6 +774,12 @@ fn clear(ops: &mut InFlight, op: Op) {
         Op::Poll => ops.poll = false,
         Op::Read => ops.read = false,
         Op::Write => ops.write = false,
+        Op::Watch => ops.watch = false,
         Op::Wake | Op::Accept | Op::Cancel => {}
     }
+}
+
+/// Whether a poll result says the peer is gone (closed, or reset).
+fn hung_up(result: i32) -> bool {
+    result > 0 && result & i32::from(libc::POLLHUP | libc::POLLERR) != 0
 }
