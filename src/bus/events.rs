@@ -1,8 +1,15 @@
 //! Pub/sub: subscriptions, publishing, and each subscriber's bounded queue
 //! of events waiting for room in its output.
+//!
+//! An event is encoded at most once per protocol into [`SharedBytes`] that
+//! every subscriber's output references: fan-out costs a pointer per
+//! subscriber, not a copy. The event's data and its encodings count once
+//! against `max-buffer-memory` (the `shared_bytes` gauge) while any queue
+//! or output holds them, and a publish whose event does not fit gets -32000.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::value::RawValue;
@@ -13,6 +20,7 @@ use crate::error::{ErrorCode, RpcError};
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::stats::Stats;
 use crate::workers::ConnRef;
+use crate::write_queue::{Outgoing, SharedBytes};
 
 /// The method of the notification that carries an event.
 const EVENT_METHOD: &str = "bus.event";
@@ -23,32 +31,48 @@ const EVENT_METHOD: &str = "bus.event";
 pub(super) struct Event {
     topic: String,
     data: Box<RawValue>,
-    jsonrpc: OnceLock<Vec<u8>>,
-    mcp1: OnceLock<Vec<u8>>,
+    jsonrpc: OnceLock<Arc<SharedBytes>>,
+    mcp1: OnceLock<Arc<SharedBytes>>,
+    /// Where its size is counted while it lives.
+    stats: Arc<Stats>,
 }
 
 impl Event {
+    fn new(topic: &str, data: Box<RawValue>, stats: &Arc<Stats>) -> Self {
+        let event = Self {
+            topic: topic.into(),
+            data,
+            jsonrpc: OnceLock::new(),
+            mcp1: OnceLock::new(),
+            stats: Arc::clone(stats),
+        };
+        stats.shared_bytes.fetch_add(event.size() as u64, Relaxed);
+        event
+    }
+
     /// Bytes the event counts for against a queue's byte cap.
     fn size(&self) -> usize {
         self.topic.len() + self.data.get().len() + 64
     }
 
-    /// Appends the event's frame in `protocol`; `dropped` events before it
-    /// are reported in it.
-    fn encode(&self, protocol: Protocol, dropped: u64, out: &mut Vec<u8>) {
+    /// The event's frame in `protocol`: the shared encoding, or a frame of
+    /// its own reporting `dropped` events before it.
+    fn frame(&self, protocol: Protocol, dropped: u64) -> Outgoing {
         if dropped > 0 {
-            return self.encode_fresh(protocol, dropped, out);
+            let mut frame = Vec::with_capacity(self.size() + 32);
+            self.encode_fresh(protocol, dropped, &mut frame);
+            return Outgoing::Owned(frame);
         }
         let cache = match protocol {
             Protocol::JsonRpc => &self.jsonrpc,
             Protocol::Mcp1 => &self.mcp1,
         };
         let frame = cache.get_or_init(|| {
-            let mut frame = Vec::new();
+            let mut frame = Vec::with_capacity(self.size() + 32);
             self.encode_fresh(protocol, 0, &mut frame);
-            frame
+            SharedBytes::new(frame, &self.stats)
         });
-        out.extend_from_slice(frame);
+        Outgoing::Shared(Arc::clone(frame))
     }
 
     fn encode_fresh(&self, protocol: Protocol, dropped: u64, out: &mut Vec<u8>) {
@@ -73,6 +97,14 @@ impl Event {
     }
 }
 
+impl Drop for Event {
+    fn drop(&mut self) {
+        self.stats
+            .shared_bytes
+            .fetch_sub(self.size() as u64, Relaxed);
+    }
+}
+
 /// A subscriber's events not yet in its output.
 #[derive(Debug, Default)]
 pub(super) struct EventQueue {
@@ -87,19 +119,13 @@ impl EventQueue {
         self.queue.is_empty()
     }
 
-    /// Appends events to `out` until it holds `room` bytes; returns how many.
-    pub(super) fn pop_into(&mut self, protocol: Protocol, room: usize, out: &mut Vec<u8>) -> usize {
-        let mut count = 0;
-        while out.len() < room {
-            let Some(event) = self.queue.pop_front() else {
-                break;
-            };
-            self.bytes -= event.size();
-            event.encode(protocol, self.dropped, out);
-            self.dropped = 0;
-            count += 1;
-        }
-        count
+    /// The oldest event's frame in `protocol`, taken off the queue.
+    pub(super) fn pop(&mut self, protocol: Protocol) -> Option<Outgoing> {
+        let event = self.queue.pop_front()?;
+        self.bytes -= event.size();
+        let frame = event.frame(protocol, self.dropped);
+        self.dropped = 0;
+        Some(frame)
     }
 
     /// Makes room for one more event of `size` bytes under the caps by
@@ -125,16 +151,39 @@ impl EventQueue {
 }
 
 impl Bus {
-    /// Subscribes the caller to `topics` (names or patterns).
-    pub(super) fn subscribe(&mut self, caller: &Caller<'_>, topics: &[Pattern]) {
+    /// Subscribes the caller to `topics` (names or patterns), all or
+    /// nothing: past `bus-max-subscriptions` none is taken (-32025).
+    pub(super) fn subscribe(
+        &mut self,
+        caller: &Caller<'_>,
+        topics: &[Pattern],
+    ) -> Result<(), RpcError> {
+        let max = self.config.max_subscriptions;
+        let member = self.member(caller);
+        let fresh = topics
+            .iter()
+            .filter(|t| !member.topics.contains(*t))
+            .count();
+        if member.topics.len() + fresh > max {
+            let held = member.topics.len();
+            Stats::bump(&self.stats.bus.limit_refused);
+            self.prune(caller.id);
+            return Err(RpcError::with(
+                ErrorCode::LimitReached,
+                format_args!(
+                    "a connection may subscribe to at most {max} topics (bus-max-subscriptions); it has {held}, and this call adds {fresh}"
+                ),
+            )
+            .data(serde_json::json!({"limit": "bus-max-subscriptions", "max": max, "held": held})));
+        }
         for topic in topics {
             let member = self.member(caller);
-            if member.topics.contains(topic) {
+            if !member.topics.insert(topic.clone()) {
                 continue;
             }
-            member.topics.push(topic.clone());
-            self.topics.entry(topic, Vec::new).push(caller.id);
+            self.topics.entry(topic, Default::default).insert(caller.id);
         }
+        Ok(())
     }
 
     /// Unsubscribes the caller from those of `topics` it has; returns them.
@@ -142,8 +191,8 @@ impl Bus {
         let mut removed = Vec::new();
         if let Some(member) = self.members.get_mut(&id) {
             for topic in topics {
-                if let Some(at) = member.topics.iter().position(|t| t == topic) {
-                    removed.push(member.topics.swap_remove(at));
+                if member.topics.remove(topic) {
+                    removed.push(topic.clone());
                 }
             }
         }
@@ -159,32 +208,60 @@ impl Bus {
         let Some(subscribers) = self.topics.get_mut(topic) else {
             return;
         };
-        subscribers.retain(|s| *s != id);
+        subscribers.remove(&id);
         if subscribers.is_empty() {
             self.topics.remove(topic);
         }
     }
 
     /// Queues an event for every subscriber of `topic`; returns how many.
-    pub(super) fn publish(&mut self, topic: &str, data: Box<RawValue>) -> usize {
+    /// An event that does not fit in the buffer memory with its encodings
+    /// is refused (-32000) and reaches no one.
+    pub(super) fn publish(&mut self, topic: &str, data: Box<RawValue>) -> Result<usize, RpcError> {
         let mut subscribers: Vec<ConnRef> =
             self.topics.matching(topic).flatten().copied().collect();
         subscribers.sort_unstable_by_key(|s| (s.token, s.generation));
         subscribers.dedup();
+        if !subscribers.is_empty() {
+            self.check_budget(topic, &data)?;
+        }
         Stats::bump(&self.stats.bus.events_published);
-        let event = Arc::new(Event {
-            topic: topic.into(),
-            data,
-            jsonrpc: OnceLock::new(),
-            mcp1: OnceLock::new(),
-        });
+        let event = Arc::new(Event::new(topic, data, &self.stats));
         let mut reached = 0;
         for id in subscribers {
             if self.enqueue(id, &event) {
                 reached += 1;
             }
         }
-        reached
+        Ok(reached)
+    }
+
+    /// Refuses an event whose data and its encodings (at most one per
+    /// protocol, shared by every subscriber) would take the buffer memory
+    /// past `max-buffer-memory`.
+    fn check_budget(&self, topic: &str, data: &RawValue) -> Result<(), RpcError> {
+        let limit = self.stats.memory_limit();
+        // The data, then an encoding per protocol of about its size each.
+        let needed = 3 * (topic.len() + data.get().len() + 64);
+        let used = self.stats.buffer_memory();
+        if limit == 0 || used.saturating_add(needed) <= limit {
+            return Ok(());
+        }
+        Stats::bump(&self.stats.bus.publish_refused);
+        tracing::debug!(
+            topic,
+            used,
+            needed,
+            limit,
+            "bus: publish refused: buffer memory full"
+        );
+        Err(RpcError::with(
+            ErrorCode::ServerBusy,
+            format_args!(
+                "the event ({} bytes) does not fit in the buffer memory now ({used} of {limit} bytes in use, max-buffer-memory); retry later",
+                data.get().len()
+            ),
+        ))
     }
 
     /// Puts an event in one subscriber's queue, applying the slow-subscriber

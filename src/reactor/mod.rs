@@ -144,8 +144,6 @@ pub struct Core {
     starved_at: usize,
     /// The service bus: routed names, pending calls, subscriptions.
     bus: Bus,
-    /// Reused buffer for events on their way into a subscriber's output.
-    events: Vec<u8>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -175,7 +173,6 @@ impl Core {
         );
         let mut core = Self {
             bus,
-            events: Vec::new(),
             listeners,
             clients: Slab::new(),
             next_generation: 0,
@@ -276,6 +273,7 @@ impl Core {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        self.close_overflowed(&dirty);
         dirty
     }
 
