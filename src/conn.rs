@@ -558,10 +558,7 @@ impl Connection {
     /// Queues an event for this subscriber: shared bytes are referenced,
     /// not copied.
     pub fn push_event(&mut self, frame: Outgoing, shared: &mut Shared<'_>) {
-        self.originate(match &frame {
-            Outgoing::Owned(bytes) => bytes.len(),
-            Outgoing::Shared(bytes) => bytes.bytes().len(),
-        });
+        self.originate(frame.len());
         self.out.push(frame, shared.chunks);
         self.account_output(shared);
     }

@@ -55,32 +55,50 @@ impl Drop for SharedBytes {
     }
 }
 
-/// A frame on its way into an output: owned by it, or shared with others.
+/// A frame on its way into an output: a few bytes of its own (`head`,
+/// copied) followed by shared bytes from offset `from` (referenced).
 #[derive(Debug)]
-pub enum Outgoing {
-    /// Bytes of this output alone.
-    Owned(Vec<u8>),
-    /// Bytes shared with other outputs (not copied).
-    Shared(Arc<SharedBytes>),
+pub struct Outgoing {
+    /// Bytes for this output alone (small: copied in).
+    pub head: Vec<u8>,
+    /// Bytes shared with other outputs, and where this frame's part starts.
+    pub shared: Option<(Arc<SharedBytes>, usize)>,
+}
+
+impl Outgoing {
+    /// The frame's length.
+    pub fn len(&self) -> usize {
+        self.head.len()
+            + self
+                .shared
+                .as_ref()
+                .map_or(0, |(s, from)| s.bytes().len().saturating_sub(*from))
+    }
+
+    /// True for a frame of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One queued chunk.
 #[derive(Debug)]
 enum Chunk {
     Owned(Vec<u8>),
-    Shared(Arc<SharedBytes>),
+    /// Shared bytes from an offset.
+    Shared(Arc<SharedBytes>, usize),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(s) => s.bytes(),
+            Chunk::Shared(s, from) => &s.bytes()[*from..],
         }
     }
 
     fn is_shared(&self) -> bool {
-        matches!(self, Chunk::Shared(_))
+        matches!(self, Chunk::Shared(..))
     }
 
     fn give_back(self, pool: &mut ChunkPool) {
@@ -162,22 +180,24 @@ impl WriteQueue {
         self.chunks.push_back(Chunk::Owned(frame));
     }
 
-    /// Queues a reference to shared bytes: nothing is copied.
-    pub fn push_shared(&mut self, frame: Arc<SharedBytes>) {
-        let len = frame.bytes().len();
+    /// Queues a reference to shared bytes from offset `from`: nothing is copied.
+    pub fn push_shared(&mut self, frame: Arc<SharedBytes>, from: usize) {
+        let len = frame.bytes().len().saturating_sub(from);
         if len == 0 {
             return;
         }
         self.pending += len;
         self.shared += len;
-        self.chunks.push_back(Chunk::Shared(frame));
+        self.chunks.push_back(Chunk::Shared(frame, from));
     }
 
-    /// Queues an owned or shared frame.
+    /// Queues a frame: its head copied, its shared part referenced.
     pub fn push(&mut self, frame: Outgoing, pool: &mut ChunkPool) {
-        match frame {
-            Outgoing::Owned(bytes) => self.push_frame(bytes, pool),
-            Outgoing::Shared(shared) => self.push_shared(shared),
+        if !frame.head.is_empty() {
+            self.push_frame(frame.head, pool);
+        }
+        if let Some((shared, from)) = frame.shared {
+            self.push_shared(shared, from);
         }
     }
 
@@ -347,6 +367,41 @@ mod tests {
         assert!(
             drain(&q).ends_with(b"z!"),
             "unsealed: the tail is packed again"
+        );
+    }
+
+    #[test]
+    fn shared_bytes_are_referenced_not_owned_and_counted_once() {
+        let stats = Arc::new(Stats::new(1));
+        let mut pool = ChunkPool::new(8);
+        let shared = SharedBytes::new(b"0123456789".to_vec(), &stats);
+        let (mut a, mut b) = (WriteQueue::new(), WriteQueue::new());
+        a.append(&mut pool, |buf| buf.extend_from_slice(b"head:"));
+        a.push_shared(Arc::clone(&shared), 0);
+        b.push(
+            Outgoing {
+                head: b"<".to_vec(),
+                shared: Some((Arc::clone(&shared), 4)),
+            },
+            &mut pool,
+        );
+        drop(shared);
+        assert_eq!(stats.shared_bytes.load(Relaxed), 10, "once, for both");
+        assert_eq!((a.len(), a.owned_len()), (15, 5));
+        assert_eq!((b.len(), b.owned_len()), (7, 1));
+        assert_eq!(drain(&a), b"head:0123456789");
+        assert_eq!(drain(&b), b"<456789");
+        a.advance(7, &mut pool);
+        assert_eq!((a.len(), a.owned_len()), (8, 0));
+        assert_eq!(drain(&a), b"23456789");
+        a.advance(8, &mut pool);
+        assert!(a.is_empty());
+        assert_eq!(stats.shared_bytes.load(Relaxed), 10, "b still holds them");
+        b.release(&mut pool);
+        assert_eq!(
+            stats.shared_bytes.load(Relaxed),
+            0,
+            "freed with the last holder"
         );
     }
 }

@@ -25,6 +25,9 @@ use crate::write_queue::{Outgoing, SharedBytes};
 /// The method of the notification that carries an event.
 const EVENT_METHOD: &str = "bus.event";
 
+/// How an event's params begin in its encoding (where a dropped count goes).
+const PARAMS: &[u8] = br#"{"topic":"#;
+
 /// One published event, shared by every subscriber's queue and encoded at
 /// most once per protocol.
 #[derive(Debug)]
@@ -55,24 +58,47 @@ impl Event {
         self.topic.len() + self.data.get().len() + 64
     }
 
-    /// The event's frame in `protocol`: the shared encoding, or a frame of
-    /// its own reporting `dropped` events before it.
+    /// The event's frame in `protocol`: the shared encoding, or, when it
+    /// reports `dropped` events before it, a few bytes of its own that say
+    /// so followed by the shared encoding's params (so even then the data
+    /// is not copied): `{"dropped":K,` takes the place of the params' `{`.
     fn frame(&self, protocol: Protocol, dropped: u64) -> Outgoing {
-        if dropped > 0 {
-            let mut frame = Vec::with_capacity(self.size() + 32);
-            self.encode_fresh(protocol, dropped, &mut frame);
-            return Outgoing::Owned(frame);
-        }
         let cache = match protocol {
             Protocol::JsonRpc => &self.jsonrpc,
             Protocol::Mcp1 => &self.mcp1,
         };
-        let frame = cache.get_or_init(|| {
+        let shared = cache.get_or_init(|| {
             let mut frame = Vec::with_capacity(self.size() + 32);
             self.encode_fresh(protocol, 0, &mut frame);
             SharedBytes::new(frame, &self.stats)
         });
-        Outgoing::Shared(Arc::clone(frame))
+        let whole = Outgoing {
+            head: Vec::new(),
+            shared: Some((Arc::clone(shared), 0)),
+        };
+        if dropped == 0 {
+            return whole;
+        }
+        let bytes = shared.bytes();
+        let Some(at) = bytes.windows(PARAMS.len()).position(|w| w == PARAMS) else {
+            // Not the expected shape: a frame of its own, encoded afresh.
+            let mut head = Vec::with_capacity(self.size() + 32);
+            self.encode_fresh(protocol, dropped, &mut head);
+            return Outgoing { head, shared: None };
+        };
+        let mut head = Vec::with_capacity(at + 32);
+        head.extend_from_slice(&bytes[..at]);
+        let _ = write!(head, r#"{{"dropped":{dropped},"#);
+        if protocol == Protocol::Mcp1 && at >= mcp1::HEADER_LEN {
+            // The payload grew by what the head added to the params' `{`.
+            let length = bytes.len() - mcp1::HEADER_LEN + head.len() - at - 1;
+            let length = u32::try_from(length).unwrap_or(u32::MAX);
+            head[12..16].copy_from_slice(&length.to_le_bytes());
+        }
+        Outgoing {
+            head,
+            shared: Some((Arc::clone(shared), at + 1)),
+        }
     }
 
     fn encode_fresh(&self, protocol: Protocol, dropped: u64, out: &mut Vec<u8>) {
@@ -321,5 +347,71 @@ impl Bus {
             }
             Protocol::Mcp1 => mcp1::write_error(frame, 0, &error),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's bytes, head then shared part.
+    fn bytes(frame: &Outgoing) -> Vec<u8> {
+        let mut out = frame.head.clone();
+        if let Some((shared, from)) = &frame.shared {
+            out.extend_from_slice(&shared.bytes()[*from..]);
+        }
+        out
+    }
+
+    fn params(protocol: Protocol, frame: &[u8]) -> serde_json::Value {
+        match protocol {
+            Protocol::JsonRpc => {
+                assert_eq!(frame.last(), Some(&b'\n'));
+                let line: serde_json::Value =
+                    serde_json::from_slice(&frame[..frame.len() - 1]).expect("json");
+                assert_eq!(line["method"], EVENT_METHOD);
+                line["params"].clone()
+            }
+            Protocol::Mcp1 => {
+                let length = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes"));
+                assert_eq!(length as usize, frame.len() - mcp1::HEADER_LEN);
+                let method_len = usize::from(u16::from_le_bytes([frame[16], frame[17]]));
+                assert_eq!(&frame[18..18 + method_len], EVENT_METHOD.as_bytes());
+                serde_json::from_slice(&frame[18 + method_len..]).expect("json body")
+            }
+        }
+    }
+
+    #[test]
+    fn a_dropped_count_shares_the_encoding_and_the_bytes_are_counted_once() {
+        let stats = Arc::new(Stats::new(1));
+        let data = RawValue::from_string(r#"{"big":[1,2,3]}"#.into()).expect("raw");
+        let event = Event::new("build.done", data, &stats);
+        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+            let plain = event.frame(protocol, 0);
+            assert!(plain.head.is_empty(), "shared as it is");
+            assert_eq!(
+                params(protocol, &bytes(&plain)),
+                serde_json::json!({"topic": "build.done", "data": {"big": [1, 2, 3]}})
+            );
+            let counted = event.frame(protocol, 7);
+            let (shared, _) = counted.shared.as_ref().expect("the data is shared");
+            assert!(Arc::ptr_eq(
+                shared,
+                &plain.shared.as_ref().expect("shared").0
+            ));
+            assert!(counted.head.len() < 64, "only a small head is its own");
+            assert_eq!(
+                params(protocol, &bytes(&counted)),
+                serde_json::json!({"dropped": 7, "topic": "build.done", "data": {"big": [1, 2, 3]}})
+            );
+        }
+        assert!(stats.shared_bytes.load(Relaxed) > 0);
+        drop(event);
+        assert_eq!(
+            stats.shared_bytes.load(Relaxed),
+            0,
+            "freed with the last holder"
+        );
     }
 }
