@@ -99,20 +99,6 @@ impl Core {
         }
     }
 
-    /// Closes the connections among `keys` whose pending output passed
-    /// max-output-hard (each logged and counted when it passed it).
-    pub(super) fn close_overflowed(&mut self, keys: &[usize]) {
-        for &key in keys {
-            if self
-                .clients
-                .get(key)
-                .is_some_and(|c| c.conn.is_overflowed())
-            {
-                self.close(key);
-            }
-        }
-    }
-
     /// Fails routed calls whose provider did not answer in time.
     pub(super) fn expire_calls(&mut self, now: Instant) {
         if self.bus.deadline_hint().is_some_and(|at| at <= now) {

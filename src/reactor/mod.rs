@@ -14,6 +14,7 @@
 mod bus;
 pub mod epoll;
 mod io;
+mod output;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub mod uring;
@@ -144,6 +145,10 @@ pub struct Core {
     starved_at: usize,
     /// The service bus: routed names, pending calls, subscriptions.
     bus: Bus,
+    /// Bytes written this turn, and connections left for the next one
+    /// past [`output::WRITE_BYTES_PER_TURN`].
+    written: usize,
+    deferred: Vec<usize>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -200,6 +205,8 @@ impl Core {
             held: Held::default(),
             starved: Vec::new(),
             starved_at: 0,
+            written: 0,
+            deferred: Vec::new(),
         };
         core.schedule_sweep(Instant::now());
         core
@@ -223,6 +230,7 @@ impl Core {
     pub fn begin_turn(&mut self) {
         self.now = Instant::now();
         self.bus.tick(self.now);
+        self.written = 0;
     }
 
     /// Connections that still had input when their read budget ran out
@@ -273,6 +281,7 @@ impl Core {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        self.append_deferred(&mut dirty);
         self.close_overflowed(&dirty);
         dirty
     }
@@ -323,7 +332,11 @@ impl Core {
 
     /// How long the driver may wait for I/O before the next timer or deadline.
     pub fn wait_timeout(&self) -> Option<Duration> {
-        if !self.unread.is_empty() || !self.dirty.is_empty() || self.bus.has_work() {
+        if !self.unread.is_empty()
+            || !self.dirty.is_empty()
+            || !self.deferred.is_empty()
+            || self.bus.has_work()
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
