@@ -373,6 +373,18 @@ pub struct Settings {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus_allow: Option<Vec<String>>,
+    /// Most bus names and patterns one connection may provide; past it bus.register gets -32025 [default: 1024]
+    #[arg(long, env = "JUNCTION_BUS_MAX_NAMES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_max_names: Option<usize>,
+    /// Most topics and patterns one connection may subscribe to; past it bus.subscribe gets -32025 [default: 1024]
+    #[arg(long, env = "JUNCTION_BUS_MAX_SUBSCRIPTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_max_subscriptions: Option<usize>,
+    /// Pending output of one connection past which it is closed (the peer does not read) [default: 64MiB, at least 2 x max-output]
+    #[arg(long, env = "JUNCTION_MAX_OUTPUT_HARD", value_name = "SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_hard: Option<ByteSize>,
     /// Log line format [default: human]
     #[arg(long, env = "JUNCTION_LOG_FORMAT", value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -412,6 +424,7 @@ impl Settings {
             tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
             bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
             auth_timeout, max_unauthenticated,
+            bus_max_names, bus_max_subscriptions, max_output_hard,
             log_format, log)
     }
 }
@@ -447,6 +460,8 @@ pub struct Config {
     pub max_frame: usize,
     /// Pending output at which a connection stops being read.
     pub max_output: usize,
+    /// Pending output past which a connection is closed.
+    pub max_output_hard: usize,
     /// Requests in flight at which a connection stops being read.
     pub max_in_flight: usize,
     /// Buffer memory of all connections past which none gets more to read into.
@@ -496,6 +511,7 @@ impl Default for Config {
             queue: 65536,
             max_frame: 1 << 20,
             max_output: 4 << 20,
+            max_output_hard: 64 << 20,
             max_in_flight: 4096,
             max_buffer_memory: 1 << 30,
             max_batch: 1024,
@@ -625,6 +641,13 @@ impl Config {
             }
             config.max_output = size as usize;
         }
+        config.max_output_hard = match settings.max_output_hard {
+            Some(ByteSize(size)) if size < config.max_output as u64 => {
+                return Err(invalid("max-output-hard", "must be at least max-output"));
+            }
+            Some(ByteSize(size)) => usize::try_from(size).unwrap_or(usize::MAX),
+            None => config.max_output_hard.max(2 * config.max_output),
+        };
         if let Some(ByteSize(size)) = settings.max_buffer_memory {
             if size < 1 << 20 {
                 return Err(invalid("max-buffer-memory", "must be at least 1MiB"));
@@ -685,6 +708,7 @@ impl Config {
             queue: Some(self.queue),
             max_frame: Some(ByteSize(self.max_frame as u64)),
             max_output: Some(ByteSize(self.max_output as u64)),
+            max_output_hard: Some(ByteSize(self.max_output_hard as u64)),
             max_in_flight: Some(self.max_in_flight),
             max_buffer_memory: Some(ByteSize(self.max_buffer_memory as u64)),
             max_batch: Some(self.max_batch),
@@ -715,6 +739,8 @@ impl Config {
             bus_queue_events: Some(self.bus.queue_events),
             bus_queue_bytes: Some(ByteSize(self.bus.queue_bytes as u64)),
             bus_slow_subscriber: Some(self.bus.slow_subscriber),
+            bus_max_names: Some(self.bus.max_names),
+            bus_max_subscriptions: Some(self.bus.max_subscriptions),
             bus_allow: Some(
                 self.bus
                     .policy
@@ -789,6 +815,16 @@ fn resolve_bus(settings: &Settings) -> Result<BusConfig, ConfigError> {
         bus.queue_bytes = size as usize;
     }
     bus.slow_subscriber = settings.bus_slow_subscriber.unwrap_or(bus.slow_subscriber);
+    match settings.bus_max_names {
+        Some(0) => return Err(invalid("bus-max-names", "must be at least 1")),
+        Some(n) => bus.max_names = n,
+        None => {}
+    }
+    match settings.bus_max_subscriptions {
+        Some(0) => return Err(invalid("bus-max-subscriptions", "must be at least 1")),
+        Some(n) => bus.max_subscriptions = n,
+        None => {}
+    }
     if let Some(rules) = &settings.bus_allow {
         let rules = rules
             .iter()

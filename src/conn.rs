@@ -29,7 +29,7 @@ use crate::proto::mcp1::{self, HEADER_LEN, Next};
 use crate::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
 use crate::stats::ClientInfo;
 use crate::workers::{Completion, ConnRef};
-use crate::write_queue::WriteQueue;
+use crate::write_queue::{Outgoing, WriteQueue};
 
 /// A dispatcher over the connection's answering fields, borrowed one by one
 /// so that the ring (holding the frame being answered) stays borrowable.
@@ -40,6 +40,7 @@ macro_rules! dispatcher {
             peer: &$conn.peer,
             out: &mut $conn.out,
             batches: &mut $conn.batches,
+            batched: &mut $conn.batched,
             in_flight: &mut $conn.in_flight,
             parked: &mut $conn.parked,
             shared: $shared,
@@ -136,6 +137,8 @@ pub struct Connection {
     ring: RingBuffer,
     out: WriteQueue,
     batches: Slab<PendingBatch>,
+    /// Bytes of batch responses still being collected: output too.
+    batched: usize,
     in_flight: usize,
     /// Jobs waiting on the loop for room in the worker queue: not read meanwhile.
     parked: u32,
@@ -158,6 +161,11 @@ pub struct Connection {
     /// written. They never pause its input: a provider must stay readable
     /// for its answers to drain the calls queued to it.
     originated: u32,
+    /// Pending output is at max-output (until it drains to half): the bus
+    /// forwards no calls to it meanwhile.
+    congested: bool,
+    /// Pending output passed max-output-hard: closed at the end of the turn.
+    overflowed: bool,
 }
 
 impl Connection {
@@ -176,6 +184,9 @@ impl Connection {
             saturated: false,
             gauged: 0,
             originated: 0,
+            congested: false,
+            overflowed: false,
+            batched: 0,
             id,
             phase: Phase::Sniffing,
             input: Input::Open,
@@ -258,9 +269,26 @@ impl Connection {
         self.paused
     }
 
-    /// Pauses input once output reaches the cap, and keeps the gauge current.
+    /// Pauses input once output reaches the cap, keeps the gauge current
+    /// (owned output and batches being collected; shared event bytes are
+    /// counted once elsewhere), tells the bus when the output is full, and
+    /// condemns a connection past the hard limit.
     fn account_output(&mut self, shared: &mut Shared<'_>) {
-        let len = self.out.len();
+        let len = self.out.owned_len() + self.batched;
+        let total = self.out.len() + self.batched;
+        let limits = shared.limits;
+        let congested = if self.congested {
+            total > limits.max_output / 2
+        } else {
+            total >= limits.max_output
+        };
+        if congested != self.congested {
+            self.congested = congested;
+            shared.bus.set_congested(self.id, congested);
+        }
+        if total > limits.max_output_hard && !self.overflowed {
+            self.overflow(total, shared);
+        }
         let stats = shared.stats();
         if len >= self.gauged {
             stats
@@ -279,6 +307,28 @@ impl Connection {
             self.paused = true;
             stats.backpressure_pauses.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Past max-output-hard: nothing more is read, and the loop closes the
+    /// connection this turn, dropping its output (Redis's
+    /// client-output-buffer-limit hard limit).
+    fn overflow(&mut self, total: usize, shared: &mut Shared<'_>) {
+        self.overflowed = true;
+        shared.stats().output_limit_closes.fetch_add(1, Relaxed);
+        tracing::warn!(
+            conn = self.id.token,
+            peer = %self.peer,
+            pending = total,
+            limit = shared.limits.max_output_hard,
+            "closing a connection whose pending output passed max-output-hard (its peer does not read)"
+        );
+        self.ring.consume(self.ring.len());
+        self.input = Input::Refused;
+    }
+
+    /// True once pending output passed max-output-hard: close it.
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// After output drained to half the cap: parses what the ring still
@@ -549,11 +599,21 @@ impl Connection {
     }
 
     /// Appends frames the daemon originates for this peer (forwarded
-    /// requests, cancels, events).
+    /// requests, cancels). They never pause its input, but they count
+    /// towards its memory and its hard limit, and a full output stops the
+    /// bus forwarding more (see [`crate::bus::Bus::set_congested`]).
     pub fn push_bytes(&mut self, bytes: &[u8], shared: &mut Shared<'_>) {
         self.originate(bytes.len());
         self.out
             .append(shared.chunks, |buf| buf.extend_from_slice(bytes));
+        self.account_output(shared);
+    }
+
+    /// Queues an event for this subscriber: shared bytes are referenced,
+    /// not copied.
+    pub fn push_event(&mut self, frame: Outgoing, shared: &mut Shared<'_>) {
+        self.originate(frame.len());
+        self.out.push(frame, shared.chunks);
         self.account_output(shared);
     }
 
@@ -569,9 +629,10 @@ impl Connection {
         self.originated = self.originated.saturating_add(len);
     }
 
-    /// Pending output that answers this peer's own requests.
+    /// Pending output that answers this peer's own requests (batch
+    /// responses still being collected included).
     fn own_output(&self) -> usize {
-        self.out.len().saturating_sub(self.originated as usize)
+        (self.out.len() + self.batched).saturating_sub(self.originated as usize)
     }
 
     /// The bytes waiting to be written.
@@ -615,11 +676,16 @@ impl Connection {
     pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
         self.out.release(shared.chunks);
         self.originated = 0;
+        self.batches.clear();
+        self.batched = 0;
         self.account_output(shared);
     }
 
     /// Whether the connection is done, and how to end it.
     pub fn finish(&self) -> Finish {
+        if self.overflowed {
+            return Finish::Close;
+        }
         let idle = self.in_flight == 0 && self.out.is_empty() && self.batches.is_empty();
         match self.input {
             Input::Open => Finish::Open,

@@ -42,6 +42,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// Pending output at which a connection stops being read (backpressure).
     pub max_output: usize,
+    /// Pending output past which a connection is closed.
+    pub max_output_hard: usize,
     /// Requests of one connection waiting on workers or on bus providers at
     /// which it stops being read until one is answered.
     pub max_in_flight: usize,
@@ -86,13 +88,20 @@ impl Shared<'_> {
         self.context.stats()
     }
 
-    /// Ring storage held plus output pending, all connections together.
+    /// Ring storage held plus output pending (shared event bytes once), all
+    /// connections together.
     pub fn buffer_memory(&self) -> usize {
-        self.rings.in_use() + self.stats().output_buffered.load(Relaxed) as usize
+        let stats = self.stats();
+        self.rings.in_use()
+            + stats.output_buffered.load(Relaxed) as usize
+            + stats.shared_bytes.load(Relaxed) as usize
     }
 }
 
-/// A batch whose responses are still being collected.
+/// A batch whose responses are still being collected. Its body counts as
+/// the connection's output (memory, max-output, max-output-hard); once it
+/// holds max-output bytes, its requests not yet run are answered with
+/// -32025 instead (a notification still runs: it adds nothing).
 #[derive(Debug, Default)]
 pub struct PendingBatch {
     body: Vec<u8>,
@@ -117,6 +126,8 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
     pub batches: &'c mut Slab<PendingBatch>,
+    /// Bytes their bodies hold.
+    pub batched: &'c mut usize,
     /// Its jobs at the pool (or held by the loop).
     pub in_flight: &'c mut usize,
     /// Its jobs parked while the worker queue is full.
@@ -201,6 +212,22 @@ impl Dispatcher<'_, '_, '_> {
 
     fn jsonrpc_entry(&mut self, entry: Entry<'_>, batch: Option<usize>) {
         match entry {
+            Entry::Request { id: Some(id), .. } if self.batch_is_full(batch) => {
+                let error = RpcError::with(
+                    ErrorCode::LimitReached,
+                    format_args!(
+                        "the batch's response passed max-output ({} bytes); this request was not run",
+                        self.shared.limits.max_output
+                    ),
+                );
+                self.send_error(
+                    Answer::JsonRpc {
+                        id: Some(id),
+                        batch,
+                    },
+                    &error,
+                );
+            }
             Entry::Request { id, method, params } => self.call(
                 Answer::JsonRpc { id, batch },
                 &method,
@@ -489,14 +516,32 @@ impl Dispatcher<'_, '_, '_> {
 
     /// Writes a JSON-RPC response: a line of its own, or an entry of a batch.
     fn write(&mut self, batch: Option<usize>, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
-        match batch.and_then(|key| self.batches.get_mut(key)) {
-            Some(pending) => pending.push_entry(write),
+        match batch.filter(|key| self.batches.contains(*key)) {
+            Some(key) => self.push_batch_entry(key, write),
             None => self.out.append(self.shared.chunks, |buf| {
                 let failed = write(buf);
                 buf.push(b'\n');
                 failed
             }),
         }
+    }
+
+    /// Appends an entry to a batch's body, keeping the count of batched bytes.
+    fn push_batch_entry(&mut self, key: usize, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let Some(pending) = self.batches.get_mut(key) else {
+            return false;
+        };
+        let before = pending.body.len();
+        let failed = pending.push_entry(write);
+        *self.batched += pending.body.len() - before;
+        failed
+    }
+
+    /// True when the batch's response already holds max-output bytes.
+    fn batch_is_full(&self, batch: Option<usize>) -> bool {
+        batch
+            .and_then(|key| self.batches.get(key))
+            .is_some_and(|b| b.body.len() >= self.shared.limits.max_output)
     }
 
     fn count_frame(&self, protocol: Protocol) {
@@ -518,6 +563,7 @@ impl Dispatcher<'_, '_, '_> {
     fn finish_batch_if_done(&mut self, key: usize) {
         if self.batches.get(key).is_some_and(|b| b.waiting == 0) {
             let mut done = self.batches.remove(key);
+            *self.batched = self.batched.saturating_sub(done.body.len());
             if !done.body.is_empty() {
                 // A batch of notifications only gets no response at all.
                 done.body.extend_from_slice(b"]\n");
@@ -558,13 +604,13 @@ impl Dispatcher<'_, '_, '_> {
                     .append(self.shared.chunks, |buf| buf.extend_from_slice(frame));
             }
             Some(key) => {
+                if !frame.is_empty() {
+                    self.push_batch_entry(key, |buf| {
+                        buf.extend_from_slice(frame);
+                        false
+                    });
+                }
                 if let Some(pending) = self.batches.get_mut(key) {
-                    if !frame.is_empty() {
-                        pending.push_entry(|buf| {
-                            buf.extend_from_slice(frame);
-                            false
-                        });
-                    }
                     pending.waiting = pending.waiting.saturating_sub(1);
                 }
                 self.finish_batch_if_done(key);

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     CallTimeout,
     /// A subscriber fell too far behind its events and is disconnected.
     SlowSubscriber,
+    /// A per-connection limit (bus names, subscriptions, a batch's response size) is reached.
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -66,6 +68,7 @@ impl ErrorCode {
             Self::ProviderGone => -32022,
             Self::CallTimeout => -32023,
             Self::SlowSubscriber => -32024,
+            Self::LimitReached => -32025,
         }
     }
 
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::ProviderGone => "Provider gone",
             Self::CallTimeout => "Call timed out",
             Self::SlowSubscriber => "Subscriber too slow",
+            Self::LimitReached => "Limit reached",
         }
     }
 }

@@ -79,9 +79,9 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
                     description,
                     mode: "inline",
                 });
-            let provided = routed.iter().map(|r| MethodInfo {
-                name: &r.name,
-                description: &r.provider,
+            let provided = routed.iter().map(|(name, provider)| MethodInfo {
+                name,
+                description: provider,
                 mode: "routed",
             });
             let mut list: Vec<MethodInfo<'_>> = own.chain(bus).chain(provided).collect();

@@ -242,6 +242,7 @@ impl Server {
                 max_frame: self.config.max_frame,
                 max_batch: self.config.max_batch,
                 max_output: self.config.max_output,
+                max_output_hard: self.config.max_output_hard,
                 max_in_flight: self.config.max_in_flight,
                 max_buffer_memory: self.config.max_buffer_memory,
             },

@@ -77,6 +77,10 @@ pub struct Stats {
     pub output_buffered: AtomicU64,
     /// Times a connection stopped being read because its output reached max-output.
     pub backpressure_pauses: AtomicU64,
+    /// Bytes shared by several outputs or queues (events), counted once.
+    pub shared_bytes: AtomicU64,
+    /// Connections closed because their pending output passed max-output-hard.
+    pub output_limit_closes: AtomicU64,
     /// Socket options as the kernel reports them, by listener or transport.
     sockets: Mutex<serde_json::Map<String, serde_json::Value>>,
     /// Service bus and pub/sub counters.
@@ -134,6 +138,12 @@ counters! {
         events_dropped,
         /// Subscribers disconnected for being too slow.
         slow_disconnects,
+        /// Registrations and subscriptions refused at a per-connection cap.
+        limit_refused,
+        /// Publishes refused because the event did not fit in the buffer memory.
+        publish_refused,
+        /// Calls not forwarded because their provider's output was full.
+        provider_busy,
     }
 }
 
@@ -181,6 +191,8 @@ impl Stats {
             write_timeouts: AtomicU64::new(0),
             output_buffered: AtomicU64::new(0),
             backpressure_pauses: AtomicU64::new(0),
+            shared_bytes: AtomicU64::new(0),
+            output_limit_closes: AtomicU64::new(0),
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
             gate: GateStats::default(),
@@ -197,6 +209,20 @@ impl Stats {
     pub fn with_memory_limit(mut self, limit: usize) -> Self {
         self.memory_limit = limit as u64;
         self
+    }
+
+    /// The buffer-memory limit given with [`Stats::with_memory_limit`] (0: none).
+    pub fn memory_limit(&self) -> usize {
+        usize::try_from(self.memory_limit).unwrap_or(usize::MAX)
+    }
+
+    /// Buffer memory in use: rings (as of the last turn), owned output and
+    /// shared event bytes.
+    pub fn buffer_memory(&self) -> usize {
+        let total = self.ring_bytes.load(Relaxed)
+            + self.output_buffered.load(Relaxed)
+            + self.shared_bytes.load(Relaxed);
+        usize::try_from(total).unwrap_or(usize::MAX)
     }
 
     /// Records the options read back from a socket under `key`.
@@ -266,6 +292,7 @@ impl Stats {
                 frame_timeouts: self.frame_timeouts.load(Relaxed),
                 idle_timeouts: self.idle_timeouts.load(Relaxed),
                 write_timeouts: self.write_timeouts.load(Relaxed),
+                output_limit_closes: self.output_limit_closes.load(Relaxed),
             },
             protocols: ProtocolsSnapshot {
                 jsonrpc: protocol(Protocol::JsonRpc),
@@ -279,7 +306,10 @@ impl Stats {
             memory: MemorySnapshot {
                 ring_bytes: self.ring_bytes.load(Relaxed),
                 output_bytes: self.output_buffered.load(Relaxed),
-                total_bytes: self.ring_bytes.load(Relaxed) + self.output_buffered.load(Relaxed),
+                shared_bytes: self.shared_bytes.load(Relaxed),
+                total_bytes: self.ring_bytes.load(Relaxed)
+                    + self.output_buffered.load(Relaxed)
+                    + self.shared_bytes.load(Relaxed),
                 limit_bytes: self.memory_limit,
                 waits: self.memory_waits.load(Relaxed),
             },
@@ -337,7 +367,9 @@ pub struct MemorySnapshot {
     pub ring_bytes: u64,
     /// Output waiting to be written.
     pub output_bytes: u64,
-    /// The two together.
+    /// Event bytes shared by subscribers' queues and outputs, counted once.
+    pub shared_bytes: u64,
+    /// The three together.
     pub total_bytes: u64,
     /// The limit past which connections wait to be read (`max-buffer-memory`).
     pub limit_bytes: u64,
@@ -415,6 +447,8 @@ pub struct ConnectionsSnapshot {
     pub idle_timeouts: u64,
     /// Closed by the write timeout.
     pub write_timeouts: u64,
+    /// Closed because pending output passed max-output-hard.
+    pub output_limit_closes: u64,
 }
 
 /// One transport in a snapshot.

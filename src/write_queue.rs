@@ -3,10 +3,17 @@
 //! Responses produced on the loop are encoded straight into the tail chunk;
 //! a frame built by a worker arrives as its own `Vec` and is queued without a
 //! copy. Written chunks go back to a [`ChunkPool`], so that a connection with
-//! nothing to send holds no buffer at all.
+//! nothing to send holds no buffer at all. A frame sent to many connections
+//! (an event for its subscribers) is queued as a reference to one
+//! [`SharedBytes`]: each output holds a pointer, not a copy, and the bytes
+//! count once against the buffer memory (see [`SharedBytes`]).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::stats::Stats;
 
 /// Size of a pooled chunk; small responses are packed into one until it is full.
 pub const CHUNK_SIZE: usize = 16 * 1024;
@@ -14,13 +21,102 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 /// Most chunks handed to one `writev` call.
 pub const MAX_IOVECS: usize = 64;
 
+/// Bytes several outputs send (an encoded event), counted once in the
+/// server's `shared_bytes` gauge for as long as any output or queue holds
+/// them: the honest figure for memory that fan-out does not multiply.
+#[derive(Debug)]
+pub struct SharedBytes {
+    bytes: Box<[u8]>,
+    stats: Arc<Stats>,
+}
+
+impl SharedBytes {
+    /// Shares `bytes`, adding them to the gauge until the last holder drops them.
+    pub fn new(bytes: Vec<u8>, stats: &Arc<Stats>) -> Arc<Self> {
+        let bytes = bytes.into_boxed_slice();
+        stats.shared_bytes.fetch_add(bytes.len() as u64, Relaxed);
+        Arc::new(Self {
+            bytes,
+            stats: Arc::clone(stats),
+        })
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for SharedBytes {
+    fn drop(&mut self) {
+        self.stats
+            .shared_bytes
+            .fetch_sub(self.bytes.len() as u64, Relaxed);
+    }
+}
+
+/// A frame on its way into an output: a few bytes of its own (`head`,
+/// copied) followed by shared bytes from offset `from` (referenced).
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Bytes for this output alone (small: copied in).
+    pub head: Vec<u8>,
+    /// Bytes shared with other outputs, and where this frame's part starts.
+    pub shared: Option<(Arc<SharedBytes>, usize)>,
+}
+
+impl Outgoing {
+    /// The frame's length.
+    pub fn len(&self) -> usize {
+        self.head.len()
+            + self
+                .shared
+                .as_ref()
+                .map_or(0, |(s, from)| s.bytes().len().saturating_sub(*from))
+    }
+
+    /// True for a frame of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One queued chunk.
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    /// Shared bytes from an offset.
+    Shared(Arc<SharedBytes>, usize),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(s, from) => &s.bytes()[*from..],
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self, Chunk::Shared(..))
+    }
+
+    fn give_back(self, pool: &mut ChunkPool) {
+        if let Chunk::Owned(v) = self {
+            pool.give(v);
+        }
+    }
+}
+
 /// Pending output of one connection.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     written: usize,
     pending: usize,
+    /// Pending bytes that are in shared chunks (not this output's memory).
+    shared: usize,
     /// Front chunks a write in flight reads from: not to be extended.
     sealed: usize,
 }
@@ -36,6 +132,12 @@ impl WriteQueue {
         self.pending
     }
 
+    /// Bytes waiting to be written that this output alone holds (its share
+    /// of the buffer memory; shared chunks are counted once elsewhere).
+    pub fn owned_len(&self) -> usize {
+        self.pending - self.shared
+    }
+
     /// True when nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.pending == 0
@@ -45,14 +147,14 @@ impl WriteQueue {
     /// Returns what `write` returns.
     pub fn append<R>(&mut self, pool: &mut ChunkPool, write: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let reuse_tail = self.chunks.len() > self.sealed
-            && self
-                .chunks
-                .back()
-                .is_some_and(|c| c.len() < CHUNK_SIZE && c.capacity() >= CHUNK_SIZE);
+            && matches!(self.chunks.back(),
+                Some(Chunk::Owned(c)) if c.len() < CHUNK_SIZE && c.capacity() >= CHUNK_SIZE);
         if !reuse_tail {
-            self.chunks.push_back(pool.take());
+            self.chunks.push_back(Chunk::Owned(pool.take()));
         }
-        let tail = self.chunks.back_mut().expect("tail chunk pushed above");
+        let Some(Chunk::Owned(tail)) = self.chunks.back_mut() else {
+            unreachable!("an owned tail chunk was pushed above");
+        };
         let before = tail.len();
         let result = write(tail);
         self.pending = self.pending + tail.len() - before.min(tail.len());
@@ -75,13 +177,35 @@ impl WriteQueue {
             return;
         }
         self.pending += frame.len();
-        self.chunks.push_back(frame);
+        self.chunks.push_back(Chunk::Owned(frame));
+    }
+
+    /// Queues a reference to shared bytes from offset `from`: nothing is copied.
+    pub fn push_shared(&mut self, frame: Arc<SharedBytes>, from: usize) {
+        let len = frame.bytes().len().saturating_sub(from);
+        if len == 0 {
+            return;
+        }
+        self.pending += len;
+        self.shared += len;
+        self.chunks.push_back(Chunk::Shared(frame, from));
+    }
+
+    /// Queues a frame: its head copied, its shared part referenced.
+    pub fn push(&mut self, frame: Outgoing, pool: &mut ChunkPool) {
+        if !frame.head.is_empty() {
+            self.push_frame(frame.head, pool);
+        }
+        if let Some((shared, from)) = frame.shared {
+            self.push_shared(shared, from);
+        }
     }
 
     /// Fills `iov` with the pending bytes; returns how many slices were used.
     pub fn iovecs<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
         let mut used = 0;
         for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            let chunk = chunk.bytes();
             let start = if i == 0 { self.written } else { 0 };
             if start < chunk.len() {
                 iov[used] = IoSlice::new(&chunk[start..]);
@@ -108,7 +232,10 @@ impl WriteQueue {
             let Some(front) = self.chunks.front() else {
                 break;
             };
-            let left = front.len() - self.written;
+            let left = front.bytes().len() - self.written;
+            if front.is_shared() {
+                self.shared -= n.min(left);
+            }
             if n < left {
                 self.written += n;
                 return;
@@ -116,7 +243,7 @@ impl WriteQueue {
             n -= left;
             self.written = 0;
             if let Some(chunk) = self.chunks.pop_front() {
-                pool.give(chunk);
+                chunk.give_back(pool);
             }
         }
         if self.pending == 0 {
@@ -127,14 +254,14 @@ impl WriteQueue {
     /// Drops everything queued (the peer is gone) and returns the chunks.
     pub fn release(&mut self, pool: &mut ChunkPool) {
         for chunk in self.chunks.drain(..) {
-            pool.give(chunk);
+            chunk.give_back(pool);
         }
         self.written = 0;
         self.pending = 0;
+        self.shared = 0;
         self.sealed = 0;
     }
 }
-
 /// Free output chunks of [`CHUNK_SIZE`] capacity.
 #[derive(Debug)]
 pub struct ChunkPool {
@@ -240,6 +367,41 @@ mod tests {
         assert!(
             drain(&q).ends_with(b"z!"),
             "unsealed: the tail is packed again"
+        );
+    }
+
+    #[test]
+    fn shared_bytes_are_referenced_not_owned_and_counted_once() {
+        let stats = Arc::new(Stats::new(1));
+        let mut pool = ChunkPool::new(8);
+        let shared = SharedBytes::new(b"0123456789".to_vec(), &stats);
+        let (mut a, mut b) = (WriteQueue::new(), WriteQueue::new());
+        a.append(&mut pool, |buf| buf.extend_from_slice(b"head:"));
+        a.push_shared(Arc::clone(&shared), 0);
+        b.push(
+            Outgoing {
+                head: b"<".to_vec(),
+                shared: Some((Arc::clone(&shared), 4)),
+            },
+            &mut pool,
+        );
+        drop(shared);
+        assert_eq!(stats.shared_bytes.load(Relaxed), 10, "once, for both");
+        assert_eq!((a.len(), a.owned_len()), (15, 5));
+        assert_eq!((b.len(), b.owned_len()), (7, 1));
+        assert_eq!(drain(&a), b"head:0123456789");
+        assert_eq!(drain(&b), b"<456789");
+        a.advance(7, &mut pool);
+        assert_eq!((a.len(), a.owned_len()), (8, 0));
+        assert_eq!(drain(&a), b"23456789");
+        a.advance(8, &mut pool);
+        assert!(a.is_empty());
+        assert_eq!(stats.shared_bytes.load(Relaxed), 10, "b still holds them");
+        b.release(&mut pool);
+        assert_eq!(
+            stats.shared_bytes.load(Relaxed),
+            0,
+            "freed with the last holder"
         );
     }
 }

@@ -423,6 +423,7 @@ fuzz_target!(|data: &[u8]| {
         // Out of reach: the memory limit is a loop-wide policy, not the codec's,
         // and the in-flight cap would need the loop to read again.
         max_buffer_memory: 1 << 40,
+        max_output_hard: usize::MAX,
         max_in_flight: usize::MAX,
     };
     let eof = setup.a & 0x80 != 0;

@@ -109,6 +109,13 @@ impl Calls {
         self.next_sweep
     }
 
+    /// Gives memory back when the table is mostly empty.
+    pub(super) fn shrink(&mut self) {
+        if self.pending.capacity() > 4 * self.pending.len() + 64 {
+            self.pending.shrink_to_fit();
+        }
+    }
+
     fn ids_where(&self, keep: impl Fn(&Pending) -> bool) -> Vec<u32> {
         self.pending
             .iter()
@@ -132,6 +139,16 @@ impl Bus {
         let Some(to) = self.members.get(&provider).map(|m| m.protocol) else {
             return Err(RpcError::internal("the provider is gone"));
         };
+        if self.congested.contains(&provider) {
+            // It does not read what it is sent: more would only pile up.
+            Stats::bump(&self.stats.bus.provider_busy);
+            return Err(RpcError::with(
+                ErrorCode::ServerBusy,
+                format_args!(
+                    "the provider of {method} is not reading the calls sent to it (its pending output is at max-output); retry later"
+                ),
+            ));
+        }
         let id = reply.is_some().then(|| self.calls.next_id());
         let start = self.arena.len();
         if let Err(e) = write_call(&mut self.arena, to, id, method, params) {

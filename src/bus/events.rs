@@ -1,8 +1,15 @@
 //! Pub/sub: subscriptions, publishing, and each subscriber's bounded queue
 //! of events waiting for room in its output.
+//!
+//! An event is encoded at most once per protocol into [`SharedBytes`] that
+//! every subscriber's output references: fan-out costs a pointer per
+//! subscriber, not a copy. The event's data and its encodings count once
+//! against `max-buffer-memory` (the `shared_bytes` gauge) while any queue
+//! or output holds them, and a publish whose event does not fit gets -32000.
 
 use std::collections::VecDeque;
 use std::io::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::value::RawValue;
@@ -13,9 +20,13 @@ use crate::error::{ErrorCode, RpcError};
 use crate::proto::{Protocol, jsonrpc, mcp1};
 use crate::stats::Stats;
 use crate::workers::ConnRef;
+use crate::write_queue::{Outgoing, SharedBytes};
 
 /// The method of the notification that carries an event.
 const EVENT_METHOD: &str = "bus.event";
+
+/// How an event's params begin in its encoding (where a dropped count goes).
+const PARAMS: &[u8] = br#"{"topic":"#;
 
 /// One published event, shared by every subscriber's queue and encoded at
 /// most once per protocol.
@@ -23,32 +34,71 @@ const EVENT_METHOD: &str = "bus.event";
 pub(super) struct Event {
     topic: String,
     data: Box<RawValue>,
-    jsonrpc: OnceLock<Vec<u8>>,
-    mcp1: OnceLock<Vec<u8>>,
+    jsonrpc: OnceLock<Arc<SharedBytes>>,
+    mcp1: OnceLock<Arc<SharedBytes>>,
+    /// Where its size is counted while it lives.
+    stats: Arc<Stats>,
 }
 
 impl Event {
+    fn new(topic: &str, data: Box<RawValue>, stats: &Arc<Stats>) -> Self {
+        let event = Self {
+            topic: topic.into(),
+            data,
+            jsonrpc: OnceLock::new(),
+            mcp1: OnceLock::new(),
+            stats: Arc::clone(stats),
+        };
+        stats.shared_bytes.fetch_add(event.size() as u64, Relaxed);
+        event
+    }
+
     /// Bytes the event counts for against a queue's byte cap.
     fn size(&self) -> usize {
         self.topic.len() + self.data.get().len() + 64
     }
 
-    /// Appends the event's frame in `protocol`; `dropped` events before it
-    /// are reported in it.
-    fn encode(&self, protocol: Protocol, dropped: u64, out: &mut Vec<u8>) {
-        if dropped > 0 {
-            return self.encode_fresh(protocol, dropped, out);
-        }
+    /// The event's frame in `protocol`: the shared encoding, or, when it
+    /// reports `dropped` events before it, a few bytes of its own that say
+    /// so followed by the shared encoding's params (so even then the data
+    /// is not copied): `{"dropped":K,` takes the place of the params' `{`.
+    fn frame(&self, protocol: Protocol, dropped: u64) -> Outgoing {
         let cache = match protocol {
             Protocol::JsonRpc => &self.jsonrpc,
             Protocol::Mcp1 => &self.mcp1,
         };
-        let frame = cache.get_or_init(|| {
-            let mut frame = Vec::new();
+        let shared = cache.get_or_init(|| {
+            let mut frame = Vec::with_capacity(self.size() + 32);
             self.encode_fresh(protocol, 0, &mut frame);
-            frame
+            SharedBytes::new(frame, &self.stats)
         });
-        out.extend_from_slice(frame);
+        let whole = Outgoing {
+            head: Vec::new(),
+            shared: Some((Arc::clone(shared), 0)),
+        };
+        if dropped == 0 {
+            return whole;
+        }
+        let bytes = shared.bytes();
+        let Some(at) = bytes.windows(PARAMS.len()).position(|w| w == PARAMS) else {
+            // Not the expected shape: a frame of its own, encoded afresh.
+            let mut head = Vec::with_capacity(self.size() + 32);
+            self.encode_fresh(protocol, dropped, &mut head);
+            return Outgoing { head, shared: None };
+        };
+        let mut head = Vec::with_capacity(at + 32);
+        head.extend_from_slice(&bytes[..at]);
+        let _ = write!(head, r#"{{"dropped":{dropped},"#);
+        if protocol == Protocol::Mcp1 && at >= mcp1::HEADER_LEN {
+            // The payload grew by what the head added to the params' `{`.
+            let length = bytes.len() - mcp1::HEADER_LEN + head.len() - at - 1;
+            let length = u32::try_from(length).unwrap_or(u32::MAX);
+            head[12..16].copy_from_slice(&length.to_le_bytes());
+        }
+        Outgoing {
+            head,
+            shared: Some((Arc::clone(shared), at + 1)),
+        }
     }
 
     fn encode_fresh(&self, protocol: Protocol, dropped: u64, out: &mut Vec<u8>) {
@@ -73,6 +123,14 @@ impl Event {
     }
 }
 
+impl Drop for Event {
+    fn drop(&mut self) {
+        self.stats
+            .shared_bytes
+            .fetch_sub(self.size() as u64, Relaxed);
+    }
+}
+
 /// A subscriber's events not yet in its output.
 #[derive(Debug, Default)]
 pub(super) struct EventQueue {
@@ -87,19 +145,13 @@ impl EventQueue {
         self.queue.is_empty()
     }
 
-    /// Appends events to `out` until it holds `room` bytes; returns how many.
-    pub(super) fn pop_into(&mut self, protocol: Protocol, room: usize, out: &mut Vec<u8>) -> usize {
-        let mut count = 0;
-        while out.len() < room {
-            let Some(event) = self.queue.pop_front() else {
-                break;
-            };
-            self.bytes -= event.size();
-            event.encode(protocol, self.dropped, out);
-            self.dropped = 0;
-            count += 1;
-        }
-        count
+    /// The oldest event's frame in `protocol`, taken off the queue.
+    pub(super) fn pop(&mut self, protocol: Protocol) -> Option<Outgoing> {
+        let event = self.queue.pop_front()?;
+        self.bytes -= event.size();
+        let frame = event.frame(protocol, self.dropped);
+        self.dropped = 0;
+        Some(frame)
     }
 
     /// Makes room for one more event of `size` bytes under the caps by
@@ -125,16 +177,39 @@ impl EventQueue {
 }
 
 impl Bus {
-    /// Subscribes the caller to `topics` (names or patterns).
-    pub(super) fn subscribe(&mut self, caller: &Caller<'_>, topics: &[Pattern]) {
+    /// Subscribes the caller to `topics` (names or patterns), all or
+    /// nothing: past `bus-max-subscriptions` none is taken (-32025).
+    pub(super) fn subscribe(
+        &mut self,
+        caller: &Caller<'_>,
+        topics: &[Pattern],
+    ) -> Result<(), RpcError> {
+        let max = self.config.max_subscriptions;
+        let member = self.member(caller);
+        let fresh = topics
+            .iter()
+            .filter(|t| !member.topics.contains(*t))
+            .count();
+        if member.topics.len() + fresh > max {
+            let held = member.topics.len();
+            Stats::bump(&self.stats.bus.limit_refused);
+            self.prune(caller.id);
+            return Err(RpcError::with(
+                ErrorCode::LimitReached,
+                format_args!(
+                    "a connection may subscribe to at most {max} topics (bus-max-subscriptions); it has {held}, and this call adds {fresh}"
+                ),
+            )
+            .data(serde_json::json!({"limit": "bus-max-subscriptions", "max": max, "held": held})));
+        }
         for topic in topics {
             let member = self.member(caller);
-            if member.topics.contains(topic) {
+            if !member.topics.insert(topic.clone()) {
                 continue;
             }
-            member.topics.push(topic.clone());
-            self.topics.entry(topic, Vec::new).push(caller.id);
+            self.topics.entry(topic, Default::default).insert(caller.id);
         }
+        Ok(())
     }
 
     /// Unsubscribes the caller from those of `topics` it has; returns them.
@@ -142,8 +217,8 @@ impl Bus {
         let mut removed = Vec::new();
         if let Some(member) = self.members.get_mut(&id) {
             for topic in topics {
-                if let Some(at) = member.topics.iter().position(|t| t == topic) {
-                    removed.push(member.topics.swap_remove(at));
+                if member.topics.remove(topic) {
+                    removed.push(topic.clone());
                 }
             }
         }
@@ -159,32 +234,60 @@ impl Bus {
         let Some(subscribers) = self.topics.get_mut(topic) else {
             return;
         };
-        subscribers.retain(|s| *s != id);
+        subscribers.remove(&id);
         if subscribers.is_empty() {
             self.topics.remove(topic);
         }
     }
 
     /// Queues an event for every subscriber of `topic`; returns how many.
-    pub(super) fn publish(&mut self, topic: &str, data: Box<RawValue>) -> usize {
+    /// An event that does not fit in the buffer memory with its encodings
+    /// is refused (-32000) and reaches no one.
+    pub(super) fn publish(&mut self, topic: &str, data: Box<RawValue>) -> Result<usize, RpcError> {
         let mut subscribers: Vec<ConnRef> =
             self.topics.matching(topic).flatten().copied().collect();
         subscribers.sort_unstable_by_key(|s| (s.token, s.generation));
         subscribers.dedup();
+        if !subscribers.is_empty() {
+            self.check_budget(topic, &data)?;
+        }
         Stats::bump(&self.stats.bus.events_published);
-        let event = Arc::new(Event {
-            topic: topic.into(),
-            data,
-            jsonrpc: OnceLock::new(),
-            mcp1: OnceLock::new(),
-        });
+        let event = Arc::new(Event::new(topic, data, &self.stats));
         let mut reached = 0;
         for id in subscribers {
             if self.enqueue(id, &event) {
                 reached += 1;
             }
         }
-        reached
+        Ok(reached)
+    }
+
+    /// Refuses an event whose data and its encodings (at most one per
+    /// protocol, shared by every subscriber) would take the buffer memory
+    /// past `max-buffer-memory`.
+    fn check_budget(&self, topic: &str, data: &RawValue) -> Result<(), RpcError> {
+        let limit = self.stats.memory_limit();
+        // The data, then an encoding per protocol of about its size each.
+        let needed = 3 * (topic.len() + data.get().len() + 64);
+        let used = self.stats.buffer_memory();
+        if limit == 0 || used.saturating_add(needed) <= limit {
+            return Ok(());
+        }
+        Stats::bump(&self.stats.bus.publish_refused);
+        tracing::debug!(
+            topic,
+            used,
+            needed,
+            limit,
+            "bus: publish refused: buffer memory full"
+        );
+        Err(RpcError::with(
+            ErrorCode::ServerBusy,
+            format_args!(
+                "the event ({} bytes) does not fit in the buffer memory now ({used} of {limit} bytes in use, max-buffer-memory); retry later",
+                data.get().len()
+            ),
+        ))
     }
 
     /// Puts an event in one subscriber's queue, applying the slow-subscriber
@@ -244,5 +347,71 @@ impl Bus {
             }
             Protocol::Mcp1 => mcp1::write_error(frame, 0, &error),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frame's bytes, head then shared part.
+    fn bytes(frame: &Outgoing) -> Vec<u8> {
+        let mut out = frame.head.clone();
+        if let Some((shared, from)) = &frame.shared {
+            out.extend_from_slice(&shared.bytes()[*from..]);
+        }
+        out
+    }
+
+    fn params(protocol: Protocol, frame: &[u8]) -> serde_json::Value {
+        match protocol {
+            Protocol::JsonRpc => {
+                assert_eq!(frame.last(), Some(&b'\n'));
+                let line: serde_json::Value =
+                    serde_json::from_slice(&frame[..frame.len() - 1]).expect("json");
+                assert_eq!(line["method"], EVENT_METHOD);
+                line["params"].clone()
+            }
+            Protocol::Mcp1 => {
+                let length = u32::from_le_bytes(frame[12..16].try_into().expect("4 bytes"));
+                assert_eq!(length as usize, frame.len() - mcp1::HEADER_LEN);
+                let method_len = usize::from(u16::from_le_bytes([frame[16], frame[17]]));
+                assert_eq!(&frame[18..18 + method_len], EVENT_METHOD.as_bytes());
+                serde_json::from_slice(&frame[18 + method_len..]).expect("json body")
+            }
+        }
+    }
+
+    #[test]
+    fn a_dropped_count_shares_the_encoding_and_the_bytes_are_counted_once() {
+        let stats = Arc::new(Stats::new(1));
+        let data = RawValue::from_string(r#"{"big":[1,2,3]}"#.into()).expect("raw");
+        let event = Event::new("build.done", data, &stats);
+        for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+            let plain = event.frame(protocol, 0);
+            assert!(plain.head.is_empty(), "shared as it is");
+            assert_eq!(
+                params(protocol, &bytes(&plain)),
+                serde_json::json!({"topic": "build.done", "data": {"big": [1, 2, 3]}})
+            );
+            let counted = event.frame(protocol, 7);
+            let (shared, _) = counted.shared.as_ref().expect("the data is shared");
+            assert!(Arc::ptr_eq(
+                shared,
+                &plain.shared.as_ref().expect("shared").0
+            ));
+            assert!(counted.head.len() < 64, "only a small head is its own");
+            assert_eq!(
+                params(protocol, &bytes(&counted)),
+                serde_json::json!({"dropped": 7, "topic": "build.done", "data": {"big": [1, 2, 3]}})
+            );
+        }
+        assert!(stats.shared_bytes.load(Relaxed) > 0);
+        drop(event);
+        assert_eq!(
+            stats.shared_bytes.load(Relaxed),
+            0,
+            "freed with the last holder"
+        );
     }
 }

@@ -88,7 +88,7 @@ pub fn call(
         }
         "bus.subscribe" => {
             let topics = patterns(params.parse::<Topics>()?.topics)?;
-            bus.subscribe(caller, &topics);
+            bus.subscribe(caller, &topics)?;
             Ok(serde_json::json!({ "topics": listed(topics) }))
         }
         "bus.unsubscribe" => {
@@ -107,7 +107,7 @@ pub fn call(
                 }
             }
             let data = publish.data.unwrap_or_else(|| RawValue::NULL.to_owned());
-            let reached = bus.publish(&publish.topic, data);
+            let reached = bus.publish(&publish.topic, data)?;
             Ok(serde_json::json!({ "subscribers": reached }))
         }
         "bus.list" => serde_json::to_value(bus.list()).map_err(RpcError::internal),
@@ -139,24 +139,49 @@ impl Bus {
         for name in names {
             self.check_registration(caller, name, context)?;
         }
+        self.check_name_cap(caller, names)?;
         let member = self.member(caller);
+        let mut fresh = Vec::new();
         for name in names {
-            if !member.names.contains(name) {
-                member.names.push(name.clone());
+            if member.names.insert(name.clone()) {
+                fresh.push(name);
             }
         }
-        for name in names {
+        for name in &fresh {
             *self.names.entry(name, || caller.id) = caller.id;
         }
+        self.list_names(caller, fresh.iter().copied());
         Stats::add(&self.stats.bus.registrations, names.len() as u64);
         tracing::info!(
             peer = %caller.peer,
             conn = caller.id.token,
-            names = %names.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            count = names.len(),
+            first = %names[0],
             "bus: names registered"
         );
-        self.publish_directory();
         Ok(())
+    }
+
+    /// Refuses a registration that would take the caller past `bus-max-names`.
+    fn check_name_cap(&mut self, caller: &Caller<'_>, names: &[Pattern]) -> Result<(), RpcError> {
+        let max = self.config.max_names;
+        let held = self.members.get(&caller.id).map_or(0, |m| m.names.len());
+        let fresh = match self.members.get(&caller.id) {
+            Some(member) => names.iter().filter(|n| !member.names.contains(*n)).count(),
+            None => names.len(),
+        };
+        if held + fresh <= max {
+            return Ok(());
+        }
+        Stats::bump(&self.stats.bus.limit_refused);
+        tracing::warn!(peer = %caller.peer, conn = caller.id.token, held, fresh, max, "bus: registration refused: bus-max-names");
+        Err(RpcError::with(
+            ErrorCode::LimitReached,
+            format_args!(
+                "a connection may provide at most {max} names (bus-max-names); it has {held}, and this call adds {fresh}"
+            ),
+        )
+        .data(serde_json::json!({"limit": "bus-max-names", "max": max, "held": held})))
     }
 
     /// Why the caller may not register `name`, if it may not.
@@ -206,25 +231,28 @@ impl Bus {
     /// Releases those of `names` the connection owns; any it does not own
     /// is an error and nothing is released.
     fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Result<Vec<Pattern>, RpcError> {
-        let owned = self
-            .members
-            .get(&id)
-            .map(|m| m.names.as_slice())
-            .unwrap_or_default();
-        if let Some(stranger) = names.iter().find(|n| !owned.contains(n)) {
+        let owns = |name: &Pattern| {
+            self.members
+                .get(&id)
+                .is_some_and(|m| m.names.contains(name))
+        };
+        if let Some(stranger) = names.iter().find(|n| !owns(n)) {
             return Err(RpcError::invalid_params(format_args!(
                 "{:?} is not registered by this connection",
                 stranger.to_string()
             )));
         }
         if let Some(member) = self.members.get_mut(&id) {
-            member.names.retain(|n| !names.contains(n));
+            for name in names {
+                member.names.remove(name);
+            }
         }
         for name in names {
             self.names.remove(name);
         }
+        self.unlist(names.iter());
         self.prune(id);
-        self.publish_directory();
+        self.shrink();
         Ok(names.to_vec())
     }
 

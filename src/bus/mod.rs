@@ -6,7 +6,13 @@
 //! loop delivers what it produces ([`Delivery`]: forwarded requests, answers,
 //! cancels) to the connections it is for, since a connection's dispatcher
 //! can only write to its own output. Events wait in a bounded queue per
-//! subscriber and move into its output while that output is small.
+//! subscriber and move into its output while that output is small; an
+//! event is encoded once per protocol and shared by every subscriber.
+//!
+//! Per-connection limits: at most `bus-max-names` names and
+//! `bus-max-subscriptions` subscriptions (-32025 past them), each kept in a
+//! hash set, so registering or subscribing costs O(1) per name; the
+//! directory `rpc.methods` reads is updated name by name.
 
 mod calls;
 mod events;
@@ -14,7 +20,8 @@ pub mod methods;
 pub mod pattern;
 pub mod policy;
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +31,7 @@ use crate::access::Peer;
 use crate::proto::Protocol;
 use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef};
+use crate::write_queue::Outgoing;
 use calls::Calls;
 use events::EventQueue;
 use pattern::{Pattern, PatternMap};
@@ -32,6 +40,22 @@ use std::ops::Range;
 
 pub use calls::Outcome;
 pub use methods::{METHODS, PREFIX};
+
+/// A member holding this many names and topics together gives its memory
+/// back to the system when it leaves (see [`give_back_freed_memory`]).
+const BIG_MEMBER: usize = 1024;
+
+/// Returns freed heap memory to the system. glibc keeps freed small chunks
+/// resident; after a peer with thousands of names leaves, that is tens of
+/// MB the daemon no longer needs.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only releases free heap
+    // pages; glibc makes it safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// A subscriber's pending output under which events move into it at once.
 pub const EVENT_ROOM: usize = 64 << 10;
@@ -70,6 +94,10 @@ pub struct BusConfig {
     pub slow_subscriber: SlowSubscriber,
     /// Who may register which names.
     pub policy: Policy,
+    /// Most names and patterns one connection may provide.
+    pub max_names: usize,
+    /// Most topics and patterns one connection may subscribe to.
+    pub max_subscriptions: usize,
 }
 
 impl Default for BusConfig {
@@ -80,21 +108,16 @@ impl Default for BusConfig {
             queue_bytes: 1 << 20,
             slow_subscriber: SlowSubscriber::DropOldest,
             policy: Policy::default(),
+            max_names: 1024,
+            max_subscriptions: 1024,
         }
     }
 }
 
-/// A registered name as `rpc.methods` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutedName {
-    /// The name or pattern.
-    pub name: String,
-    /// Who provides it.
-    pub provider: String,
-}
-
-/// The registered names, shared with `rpc.methods` (which may run anywhere).
-pub type Directory = Arc<RwLock<Vec<RoutedName>>>;
+/// The registered names (name or pattern to who provides it), shared with
+/// `rpc.methods` (which may run anywhere). Sorted by name, and updated name
+/// by name as they come and go, never rebuilt.
+pub type Directory = Arc<RwLock<BTreeMap<String, String>>>;
 
 /// Who is making a bus call.
 #[derive(Debug, Clone, Copy)]
@@ -148,9 +171,9 @@ struct Member {
     peer: Peer,
     protocol: Protocol,
     /// Names and patterns it provides.
-    names: Vec<Pattern>,
+    names: HashSet<Pattern>,
     /// Topics and patterns it subscribes to.
-    topics: Vec<Pattern>,
+    topics: HashSet<Pattern>,
     /// Calls forwarded to it and not answered.
     providing: usize,
     /// Calls it made that wait on a provider.
@@ -165,8 +188,8 @@ impl Member {
         Self {
             peer: *caller.peer,
             protocol: caller.protocol,
-            names: Vec::new(),
-            topics: Vec::new(),
+            names: HashSet::default(),
+            topics: HashSet::default(),
             providing: 0,
             calling: 0,
             events: EventQueue::default(),
@@ -189,7 +212,10 @@ pub struct Bus {
     stats: Arc<Stats>,
     members: HashMap<ConnRef, Member>,
     names: PatternMap<ConnRef>,
-    topics: PatternMap<Vec<ConnRef>>,
+    topics: PatternMap<HashSet<ConnRef>>,
+    /// Connections whose pending output is at max-output: no call is
+    /// forwarded to them until it drains to half (they get -32000).
+    congested: HashSet<ConnRef>,
     calls: Calls,
     outbox: Vec<Delivery>,
     /// The bytes of every frame in the outbox.
@@ -212,6 +238,7 @@ impl Bus {
             members: HashMap::default(),
             names: PatternMap::default(),
             topics: PatternMap::default(),
+            congested: HashSet::default(),
             calls: Calls::default(),
             outbox: Vec::new(),
             arena: Vec::new(),
@@ -316,19 +343,31 @@ impl Bus {
         }
     }
 
-    /// Appends the subscriber's queued events to `out` until it holds at
-    /// least `room` bytes or the queue is empty.
-    pub fn pop_events(&mut self, id: ConnRef, room: usize, out: &mut Vec<u8>) {
-        let Some(member) = self.members.get_mut(&id) else {
-            return;
+    /// The subscriber's next queued event, encoded in its protocol: shared
+    /// with the other subscribers, or its own when it carries a count of
+    /// dropped events. None when its queue is empty.
+    pub fn pop_event(&mut self, id: ConnRef) -> Option<Outgoing> {
+        let member = self.members.get_mut(&id)?;
+        let Some(frame) = member.events.pop(member.protocol) else {
+            self.prune(id);
+            return None;
         };
-        let was_queued = !member.events.is_empty();
-        let delivered = member.events.pop_into(member.protocol, room, out);
-        Stats::add(&self.stats.bus.events_delivered, delivered as u64);
-        if was_queued && member.events.is_empty() {
+        Stats::bump(&self.stats.bus.events_delivered);
+        if member.events.is_empty() {
             self.backlogged -= 1;
+            self.prune(id);
         }
-        self.prune(id);
+        Some(frame)
+    }
+
+    /// A connection's pending output reached max-output (`full`), or
+    /// drained to half of it: calls are not forwarded to it meanwhile.
+    pub fn set_congested(&mut self, id: ConnRef, full: bool) {
+        if full {
+            self.congested.insert(id);
+        } else {
+            self.congested.remove(&id);
+        }
     }
 
     /// When the loop should wake to expire calls.
@@ -339,6 +378,7 @@ impl Bus {
     /// Everything of a connection that closed: its names are released, calls
     /// pending on it fail, calls it made are cancelled at their providers.
     pub fn disconnected(&mut self, id: ConnRef) {
+        self.congested.remove(&id);
         let Some(member) = self.members.remove(&id) else {
             return;
         };
@@ -350,7 +390,7 @@ impl Bus {
         }
         if !member.names.is_empty() {
             tracing::info!(peer = %member.peer, names = member.names.len(), "bus: provider left; its names are released");
-            self.publish_directory();
+            self.unlist(member.names.iter());
         }
         for topic in &member.topics {
             self.unsubscribe_one(id, topic);
@@ -361,6 +401,22 @@ impl Bus {
         if member.calling > 0 {
             self.cancel_calls_of(id);
         }
+        self.shrink();
+        if member.names.len() + member.topics.len() >= BIG_MEMBER {
+            drop(member);
+            give_back_freed_memory();
+        }
+    }
+
+    /// Gives memory back once tables are mostly empty (after a peer with
+    /// many names or subscriptions left).
+    fn shrink(&mut self) {
+        self.names.shrink();
+        self.topics.shrink();
+        if self.members.capacity() > 4 * self.members.len() + 64 {
+            self.members.shrink_to_fit();
+        }
+        self.calls.shrink();
     }
 
     /// Removes a member that no longer provides, subscribes or waits.
@@ -376,22 +432,29 @@ impl Bus {
             .or_insert_with(|| Member::new(caller))
     }
 
-    /// Shares the registered names with `rpc.methods`.
-    fn publish_directory(&self) {
-        let mut names: Vec<RoutedName> = self
-            .names
-            .iter()
-            .map(|(name, owner)| RoutedName {
-                name: name.to_string(),
-                provider: self.members.get(owner).map_or_else(String::new, |m| {
-                    format!("provided by connection {} ({})", owner.token, m.peer)
-                }),
-            })
-            .collect();
-        names.sort_by(|a, b| a.name.cmp(&b.name));
-        match self.directory.write() {
-            Ok(mut directory) => *directory = names,
-            Err(poisoned) => *poisoned.into_inner() = names,
+    /// Adds names the caller now provides to the directory `rpc.methods` reads.
+    fn list_names<'n>(&self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
+        let provider = format!(
+            "provided by connection {} ({})",
+            caller.id.token, caller.peer
+        );
+        let mut directory = match self.directory.write() {
+            Ok(directory) => directory,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for name in names {
+            directory.insert(name.to_string(), provider.clone());
+        }
+    }
+
+    /// Takes released names off the directory.
+    fn unlist<'n>(&self, names: impl Iterator<Item = &'n Pattern>) {
+        let mut directory = match self.directory.write() {
+            Ok(directory) => directory,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for name in names {
+            directory.remove(&name.to_string());
         }
     }
 }

@@ -174,6 +174,15 @@ impl<T> PatternMap<T> {
         exact.chain(prefixes)
     }
 
+    /// Gives memory back when the table is mostly empty.
+    pub fn shrink(&mut self) {
+        for map in [&mut self.exact, &mut self.prefixes] {
+            if map.capacity() > 4 * map.len() + 64 {
+                map.shrink_to_fit();
+            }
+        }
+    }
+
     /// How many names and patterns are stored.
     pub fn len(&self) -> usize {
         self.exact.len() + self.prefixes.len()

@@ -58,7 +58,10 @@ impl Core {
         self.feed_subscribers();
     }
 
-    /// Moves queued events into the output of subscribers that have room.
+    /// Moves queued events into the output of subscribers that have room,
+    /// until it holds [`EVENT_ROOM`] bytes. An event is a reference to
+    /// bytes its subscribers share: moving one copies nothing (but the first
+    /// event after drops, which says how many in a frame of its own).
     fn feed_subscribers(&mut self) {
         let mut ready = self.bus.take_ready();
         for id in ready.drain(..) {
@@ -68,19 +71,18 @@ impl Core {
             if client.conn.id() != id {
                 continue;
             }
-            let pending = client.conn.output().len();
-            if pending >= EVENT_ROOM {
-                continue; // Woken again as its output drains.
-            }
-            self.events.clear();
-            self.bus
-                .pop_events(id, EVENT_ROOM - pending, &mut self.events);
-            if self.events.is_empty() {
-                continue;
-            }
             let mut shared = shared!(self);
-            client.conn.push_bytes(&self.events, &mut shared);
-            self.dirty.push(id.token);
+            let mut fed = false;
+            while client.conn.output().len() < EVENT_ROOM {
+                let Some(frame) = shared.bus.pop_event(id) else {
+                    break;
+                };
+                client.conn.push_event(frame, &mut shared);
+                fed = true;
+            }
+            if fed {
+                self.dirty.push(id.token);
+            }
         }
         self.bus.return_ready(ready);
     }

@@ -232,12 +232,14 @@ impl Core {
         key: usize,
         iov: &mut [IoSlice<'a>; MAX_IOVECS],
     ) -> Option<(&'a mut Stream, usize, usize)> {
-        let client = self.clients.get_mut(key)?;
-        if client.conn.output().is_empty() {
+        let pending = self.clients.get(key)?.conn.output().len();
+        if pending == 0 || !self.may_write(key, pending) {
             return None;
         }
+        let client = self.clients.get_mut(key)?;
         let used = client.conn.output().iovecs(iov);
         let total = iov[..used].iter().map(|s| s.len()).sum::<usize>();
+        self.written += total.min(super::output::WRITE_ESTIMATE);
         Some((&mut client.stream, used, total))
     }
 

@@ -15,6 +15,7 @@ mod bus;
 pub mod epoll;
 mod gate;
 mod io;
+mod output;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub mod uring;
@@ -159,8 +160,10 @@ pub struct Core {
     starved_at: usize,
     /// The service bus: routed names, pending calls, subscriptions.
     bus: Bus,
-    /// Reused buffer for events on their way into a subscriber's output.
-    events: Vec<u8>,
+    /// Bytes written this turn, and connections left for the next one
+    /// past [`output::WRITE_BYTES_PER_TURN`].
+    written: usize,
+    deferred: Vec<usize>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -190,7 +193,6 @@ impl Core {
         );
         let mut core = Self {
             bus,
-            events: Vec::new(),
             listeners,
             clients: Slab::new(),
             next_generation: 0,
@@ -220,6 +222,8 @@ impl Core {
             held: Held::default(),
             starved: Vec::new(),
             starved_at: 0,
+            written: 0,
+            deferred: Vec::new(),
         };
         core.schedule_sweep(Instant::now());
         core
@@ -243,6 +247,7 @@ impl Core {
     pub fn begin_turn(&mut self) {
         self.now = Instant::now();
         self.bus.tick(self.now);
+        self.written = 0;
     }
 
     /// Connections that still had input when their read budget ran out
@@ -288,6 +293,8 @@ impl Core {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        self.append_deferred(&mut dirty);
+        self.close_overflowed(&dirty);
         dirty
     }
 
@@ -337,7 +344,11 @@ impl Core {
 
     /// How long the driver may wait for I/O before the next timer or deadline.
     pub fn wait_timeout(&self) -> Option<Duration> {
-        if !self.unread.is_empty() || !self.dirty.is_empty() || self.bus.has_work() {
+        if !self.unread.is_empty()
+            || !self.dirty.is_empty()
+            || !self.deferred.is_empty()
+            || self.bus.has_work()
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
