@@ -113,6 +113,8 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub conn: ConnRef,
     /// Who is at its other end (for the bus).
     pub peer: &'c Peer,
+    /// Its identity and what the policy lets it do.
+    pub rights: &'c mut crate::policy::Rights,
     /// Its output.
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
@@ -248,19 +250,14 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Checks the token of an `rpc.auth` call (`offer` None: the first
-    /// request was something else) and answers either way.
+    /// request was something else) and answers either way; a match makes
+    /// the connection the token's identity.
     fn authenticate(&mut self, answer: Answer<'_>, offer: Option<Params<'_>>) -> AuthOutcome {
-        let access = self.shared.context.access();
-        let verdict = match (offer, &access.token) {
-            (None, _) => {
-                Err("authentication required: the first request must be rpc.auth with the token")
-            }
-            (Some(params), Some(token)) => match offered_token(params) {
-                Some(offered) if token.matches(&offered) => Ok(()),
-                Some(_) => Err("authentication failed: wrong token"),
-                None => Err("rpc.auth takes {\"token\": \"...\"} (or [\"...\"], or a raw body)"),
-            },
-            (Some(_), None) => Ok(()), // No token configured: nothing to check.
+        let verdict = match offer {
+            None => Err(std::borrow::Cow::Borrowed(
+                "authentication required: the first request must be rpc.auth with the token",
+            )),
+            Some(params) => self.check_token(params),
         };
         match verdict {
             Ok(()) => {
@@ -278,6 +275,96 @@ impl Dispatcher<'_, '_, '_> {
                 self.send_error(answer, &RpcError::with(ErrorCode::Unauthorized, why));
                 AuthOutcome::Refused
             }
+        }
+    }
+
+    /// Judges an offered token: throttled addresses are refused unjudged;
+    /// a match sets the connection's rights, a miss counts against the address.
+    fn check_token(&mut self, params: Params<'_>) -> Result<(), std::borrow::Cow<'static, str>> {
+        let context: &Arc<Context> = self.shared.context;
+        let guard = context.guard();
+        let now = std::time::Instant::now();
+        if let Err(throttled) = guard.auth_allowed(self.peer, now) {
+            Stats::bump(&self.shared.stats().auth_throttled);
+            return Err(format!(
+                "too many failed attempts from this address; retry in {}s",
+                throttled.retry_after.as_secs().max(1)
+            )
+            .into());
+        }
+        let Some(offered) = offered_token(params) else {
+            return Err("rpc.auth takes {\"token\": \"...\"} (or [\"...\"], or a raw body)".into());
+        };
+        match context.access().match_token(&offered) {
+            Some(name) => {
+                guard.auth_passed(self.peer);
+                *self.rights = guard.token(name, self.peer);
+                Ok(())
+            }
+            None => {
+                guard.auth_failed(self.peer, now);
+                Err("authentication failed: wrong token".into())
+            }
+        }
+    }
+
+    /// `rpc.auth` on a connection already served: an anonymous TCP peer
+    /// becomes the token's identity; elsewhere the token is only checked.
+    fn reauthenticate(&mut self, answer: Answer<'_>, params: Params<'_>) {
+        use crate::policy::IdentityKind;
+        let context: &Arc<Context> = self.shared.context;
+        if context.access().tokens.is_empty() {
+            let error = RpcError::with(
+                ErrorCode::Unauthorized,
+                "authentication is not enabled on this daemon (no token)",
+            );
+            return self.send_error(answer, &error);
+        }
+        let anonymous = self.rights.identity().kind == IdentityKind::Anonymous;
+        let kept = if anonymous {
+            None
+        } else {
+            Some(std::mem::take(self.rights))
+        };
+        let verdict = self.check_token(params);
+        if let Some(kept) = kept {
+            *self.rights = kept; // Unix and token identities stay as they are.
+        }
+        match verdict {
+            Ok(()) => {
+                if anonymous {
+                    Stats::bump(&self.shared.stats().auth_successes);
+                }
+                self.send_result(answer, |reply| reply.json(&true));
+            }
+            Err(why) => {
+                if anonymous {
+                    Stats::bump(&self.shared.stats().auth_failures);
+                }
+                let message = if why.starts_with("authentication failed") {
+                    "wrong or missing token".into()
+                } else {
+                    why
+                };
+                self.send_error(answer, &RpcError::with(ErrorCode::Unauthorized, message));
+            }
+        }
+    }
+
+    /// Answers a request the policy refuses (-32008), counts and logs it.
+    fn forbid(&mut self, answer: Answer<'_>, action: crate::policy::Action, name: &str) {
+        Stats::bump(&self.shared.stats().forbidden);
+        crate::policy::warn_refused(self.rights.identity(), action, name);
+        if !answer.is_notification() {
+            let error = RpcError::with(
+                ErrorCode::Forbidden,
+                format_args!(
+                    "{} may not {} {name:?} (see the policy in docs/security.md)",
+                    self.rights.identity(),
+                    action.name()
+                ),
+            );
+            self.send_error(answer, &error);
         }
     }
 
@@ -349,6 +436,12 @@ impl Dispatcher<'_, '_, '_> {
 
     /// Routes one request, the same way for every protocol.
     fn call(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+        if !self.rights.may_call(method) {
+            return self.forbid(answer, crate::policy::Action::Call, method);
+        }
+        if method == AUTH_METHOD {
+            return self.reauthenticate(answer, params);
+        }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
         let Some(handler) = context.router().get(method) else {
@@ -383,6 +476,7 @@ impl Dispatcher<'_, '_, '_> {
             id: self.conn,
             peer: self.peer,
             protocol: answer.protocol(),
+            rights: &*self.rights,
         };
         if method.starts_with(bus::PREFIX) {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
