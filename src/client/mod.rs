@@ -67,7 +67,8 @@ pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
 /// The token file a client on `tcp` (`HOST:PORT`) can read by itself:
 /// the daemon's generated token beside its Unix socket (`unix`, else the
 /// default socket path), or that of a daemon without a Unix socket
-/// (`junction-tcp-<port>.token`, checked first). None when neither exists.
+/// (`junction-tcp-<port>.token`, checked first). None when neither exists
+/// or this user may not read it.
 pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<PathBuf> {
     let port = tcp
         .rsplit_once(':')
@@ -78,7 +79,7 @@ pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<Path
     by_port
         .into_iter()
         .chain(std::iter::once(beside))
-        .find(|path| path.is_file())
+        .find(|path| path.is_file() && std::fs::File::open(path).is_ok())
 }
 
 /// Where the daemon listens.
