@@ -224,7 +224,11 @@ fn publish_and_subscribe_follow_the_policy_and_patterns_are_filtered() {
         );
         let mut owner = connect(&unix, Protocol::JsonRpc);
         owner.subscribe(&["build.done"]).expect("owner subscribes");
-        assert_eq!(agent.publish("build.done", json!(1)).expect("granted"), 2, "the owner and itself");
+        assert_eq!(
+            agent.publish("build.done", json!(1)).expect("granted"),
+            2,
+            "the owner and itself"
+        );
         match owner.next_message().expect("event") {
             Incoming::Event(event) => assert_eq!(event.topic, "build.done"),
             other => panic!("{other:?}"),

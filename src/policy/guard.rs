@@ -118,7 +118,8 @@ impl Guard {
         } else {
             Arc::new(Grants {
                 all: false,
-                all_calls: owner && deny.call.is_empty(),
+                all_calls: (owner || allow.call.contains(&super::Scope::All))
+                    && deny.call.is_empty(),
                 owner,
                 allow,
                 deny,
