@@ -218,7 +218,7 @@ fn write_generated_token(
         path: path.clone(),
         source,
     })?;
-    tracing::info!(path = %path.display(), "TCP clients authenticate with the generated token in this file (mode 0600)");
+    tracing::info!(path = %path.display(), "TCP connections must send rpc.auth first: the daemon's user finds the token in this file (mode 0600), which `junction --tcp` reads by itself");
     Ok((path, token))
 }
 

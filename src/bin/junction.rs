@@ -175,6 +175,14 @@ fn endpoint(args: &Args) -> Endpoint {
 /// The exit code and message of a client error.
 fn failure(error: ClientError) -> Failure {
     match error {
+        ClientError::Rpc(e) if e.code == -32007 && e.message.contains("required") => {
+            Failure::Rpc(format!(
+                "error {}: {}\nhint: junction --tcp reads the token the daemon generated beside its \
+                 socket (<socket>.token) when this user may read it; say where the socket is with \
+                 --unix PATH, or pass --token-file",
+                e.code, e.message
+            ))
+        }
         ClientError::Rpc(e) => Failure::Rpc(format!("error {}: {}", e.code, e.message)),
         ClientError::Usage(message) => Failure::Usage(message),
         e if e.is_not_running() => Failure::Connection(format!(

@@ -126,13 +126,8 @@ fn report_access(config: &Config, server: &Server) {
              identity `anonymous` (rights: rpc.* plus what the policy grants `anonymous`)"
         );
     }
-    if let Some(path) = server.token_file() {
-        tracing::info!(
-            path = %path.display(),
-            "TCP connections must send rpc.auth first; the daemon's user finds the token in this file \
-             (`junction --tcp` reads it by itself)"
-        );
-    } else if !access.tokens.is_empty() {
+    // A generated token is reported by the server itself (its file's path).
+    if server.token_file().is_none() && !access.tokens.is_empty() {
         let names: Vec<&str> = access.tokens.iter().map(|t| t.name.as_str()).collect();
         tracing::info!(
             tokens = %names.join(","),
