@@ -334,6 +334,8 @@ impl Dispatcher<'_, '_, '_> {
             Ok(()) => {
                 if anonymous {
                     Stats::bump(&self.shared.stats().auth_successes);
+                    let grants = self.rights.grants();
+                    self.shared.bus.regrant(self.conn, grants);
                 }
                 self.send_result(answer, |reply| reply.json(&true));
             }

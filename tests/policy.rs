@@ -116,6 +116,50 @@ fn an_embedders_method_is_subject_to_call_and_deny_wins() {
 }
 
 #[test]
+fn an_anonymous_connection_takes_a_tokens_identity_with_rpc_auth() {
+    let server = start_real(|c| {
+        c.access.tcp_anonymous = true;
+        c.access.tokens = vec![NamedToken {
+            name: "agent".into(),
+            token: AuthToken::new(AGENT_SECRET),
+        }];
+        c.access.policy = rules(&[("token:agent:call:test.*", false)]);
+    });
+    let tcp = server.endpoints().remove(1);
+    for protocol in PROTOCOLS {
+        let mut client = connect(&tcp, protocol);
+        assert_eq!(client.call("rpc.ping", None).expect("anonymous"), "pong");
+        assert_eq!(
+            code(client.call("test.add", Some(json!([1, 2])))),
+            FORBIDDEN
+        );
+        assert_eq!(
+            code(client.call("rpc.auth", Some(json!({"token": "guess"})))),
+            UNAUTHORIZED,
+            "a wrong token keeps the connection"
+        );
+        client.authenticate(AGENT_SECRET).expect("authenticate");
+        assert_eq!(
+            client
+                .call("test.add", Some(json!([1, 2])))
+                .expect("granted"),
+            3
+        );
+        let me = client.call("rpc.clients", None).expect("rpc.clients");
+        assert_eq!(me[0]["identity"], "token:agent", "{me}");
+    }
+    // No token at all: the identity stays anonymous, and rpc.auth says so.
+    let open = start_real(|c| c.access.tcp_anonymous = true);
+    assert!(open.running.token_file().is_none(), "no token is generated");
+    let mut client = connect(&open.endpoints()[1], Protocol::Mcp1);
+    assert_eq!(
+        code(client.call("rpc.auth", Some(json!([AGENT_SECRET])))),
+        UNAUTHORIZED
+    );
+    assert_eq!(client.call("rpc.ping", None).expect("still open"), "pong");
+}
+
+#[test]
 fn rpc_clients_shows_identities_and_others_only_to_admins() {
     let server = with_agent(rules(&[]));
     let unix = server.endpoints().remove(0);

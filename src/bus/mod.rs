@@ -274,6 +274,17 @@ impl Bus {
         allowed.then_some(provider)
     }
 
+    /// A connection took another identity (an anonymous TCP peer that sent
+    /// `rpc.auth`): its routing and delivery checks follow the new grants.
+    pub fn regrant(&mut self, id: ConnRef, grants: &Arc<crate::policy::Grants>) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.grants = Arc::clone(grants);
+            member.verdicts = crate::policy::Verdicts::default();
+            // Its pattern subscriptions were judged under the old grants.
+            member.filter_events = true;
+        }
+    }
+
     /// After a subscription: events on its patterns are checked per topic
     /// when the policy denies some topic under one of them.
     pub(crate) fn filter_if_needed(&mut self, caller: &Caller<'_>, topics: &[Pattern]) {

@@ -67,8 +67,8 @@ pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
 /// The token file a client on `tcp` (`HOST:PORT`) can read by itself:
 /// the daemon's generated token beside its Unix socket (`unix`, else the
 /// default socket path), or that of a daemon without a Unix socket
-/// (`junction-tcp-<port>.token`, checked first). None when neither exists
-/// or this user may not read it.
+/// (`junction-tcp-<port>.token`, checked first). Only a regular file of
+/// this user counts; None when there is none.
 pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<PathBuf> {
     let port = tcp
         .rsplit_once(':')
@@ -79,7 +79,16 @@ pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<Path
     by_port
         .into_iter()
         .chain(std::iter::once(beside))
-        .find(|path| path.is_file() && std::fs::File::open(path).is_ok())
+        .find(|path| is_own_readable_file(path))
+}
+
+/// True for a regular file (not a symlink) of this user that it can read:
+/// a token file planted by someone else is never sent.
+fn is_own_readable_file(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw())
+        && std::fs::File::open(path).is_ok()
 }
 
 /// Where the daemon listens.
