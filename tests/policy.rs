@@ -602,6 +602,19 @@ fn a_second_local_user_can_do_nothing_unless_granted() {
     let stats = owner.call("rpc.stats", None).expect("stats");
     assert_eq!(stats["bus"]["events_published"], 0, "{stats}");
 
+    // At the default (no anonymous TCP) the generated token is not theirs to read.
+    let closed = shared_socket(|_| {});
+    let tcp = closed.running.tcp_addr().expect("tcp").to_string();
+    assert!(closed.running.token_file().is_some_and(Path::exists));
+    for proto in ["jsonrpc", "mcp1"] {
+        let out = as_nobody(
+            closed.dir.path(),
+            &["--proto", proto, "--tcp", &tcp, "call", "rpc.ping"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("-32007"), "{}", stderr(&out));
+    }
+
     // Granted, the same user can.
     let granted = shared_socket(|c| {
         c.access.tcp_anonymous = true;
