@@ -191,6 +191,33 @@ fn rpc_clients_shows_identities_and_others_only_to_admins() {
     assert!(seen.as_array().expect("list").len() >= 2, "{seen}");
 }
 
+#[test]
+fn bus_list_shows_other_providers_details_only_to_admins() {
+    for (admin, server) in [
+        (
+            false,
+            with_agent(rules(&[("token:agent:call:bus.list", false)])),
+        ),
+        (
+            true,
+            with_agent(rules(&[
+                ("token:agent:call:bus.list", false),
+                ("token:agent:admin", false),
+            ])),
+        ),
+    ] {
+        let mut owner = connect(&server.endpoints()[0], Protocol::Mcp1);
+        owner.register(&["vault.get"]).expect("register");
+        let mut agent = tcp_as(&server, Protocol::JsonRpc, AGENT_SECRET);
+        let list = agent.call("bus.list", None).expect("bus.list");
+        let provider = &list["names"][0]["provider"];
+        assert_eq!(list["names"][0]["name"], "vault.get", "{list}");
+        assert_eq!(provider["transport"], "unix", "{list}");
+        assert_eq!(provider.get("pid").is_some(), admin, "{list}");
+        assert_eq!(provider.get("uid").is_some(), admin, "{list}");
+    }
+}
+
 /// Scenario 3 with token identities: a provider allowed `editor.*` but
 /// denied `editor.secret` registers `editor.*` and never gets its calls.
 #[test]
