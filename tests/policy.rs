@@ -272,13 +272,15 @@ fn a_pattern_provider_gets_no_call_it_may_not_provide() {
 
 #[test]
 fn publish_and_subscribe_follow_the_policy_and_patterns_are_filtered() {
-    let server = with_agent(rules(&[
-        ("token:agent:subscribe:build.*", false),
-        ("token:agent:subscribe:build.secret", true),
-        ("token:agent:publish:build.done", false),
-    ]));
-    let unix = server.endpoints().remove(0);
     for protocol in PROTOCOLS {
+        // A server per protocol: subscriber counts are not disturbed by the
+        // previous round's connections closing.
+        let server = with_agent(rules(&[
+            ("token:agent:subscribe:build.*", false),
+            ("token:agent:subscribe:build.secret", true),
+            ("token:agent:publish:build.done", false),
+        ]));
+        let unix = server.endpoints().remove(0);
         let mut agent = tcp_as(&server, protocol, AGENT_SECRET);
         assert_eq!(
             code(agent.call("bus.subscribe", Some(json!({"topics": ["deploy.*"]})))),
