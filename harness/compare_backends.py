@@ -26,6 +26,7 @@ from __main__ import (  # harness/compare
     RELEASE,
     RUN_SLACK,
     TARGETS,
+    TCP_OPEN,
     Runner,
     Server,
     build,
@@ -73,7 +74,7 @@ def backend_targets(args):
 def junctiond_backend_cmd(backend, max_connections):
     def make(d):
         return ([str(RELEASE / "junctiond"), "--backend", backend,
-                 "--unix", str(d / "j.sock"), "--tcp", "127.0.0.1:0",
+                 "--unix", str(d / "j.sock"), "--tcp", "127.0.0.1:0", *TCP_OPEN,
                  "--max-connections", str(max_connections), "--log-format", "human"],
                 str(d / "j.sock"), None)
     return make

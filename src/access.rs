@@ -16,6 +16,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use crate::net::Transport;
+use crate::policy::OWNER_TOKEN;
 
 /// What the kernel says about the process at the other end of a Unix socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,8 +121,11 @@ impl AllowList {
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthToken(Box<[u8]>);
 
-/// Tokens shorter than this are accepted with a warning.
+/// Tokens shorter than this are refused on a non-loopback address.
 pub const SHORT_TOKEN: usize = 16;
+
+/// Bytes of randomness in a token the daemon generates.
+pub const GENERATED_TOKEN_BYTES: usize = 32;
 
 /// Why a token file is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -134,9 +138,19 @@ pub enum TokenError {
         /// The OS error.
         source: io::Error,
     },
-    /// The file holds nothing but whitespace.
+    /// The file holds nothing but whitespace and comments.
     #[error("the auth token file {0} is empty")]
     Empty(String),
+    /// A line is not `NAME:SECRET`, or a name repeats.
+    #[error("the auth token file {path}, line {line}: {why}")]
+    Line {
+        /// The file.
+        path: String,
+        /// The line number (from 1).
+        line: usize,
+        /// What is wrong (never the secret).
+        why: String,
+    },
 }
 
 impl AuthToken {
@@ -145,21 +159,7 @@ impl AuthToken {
         Self(secret.into().into_boxed_slice())
     }
 
-    /// Reads the token from a file: its content without surrounding whitespace.
-    pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| TokenError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let trimmed = text.trim_ascii();
-        if trimmed.is_empty() {
-            return Err(TokenError::Empty(shown));
-        }
-        Ok(Self::new(trimmed))
-    }
-
-    /// Length in bytes (for the "short token" warning; never the bytes).
+    /// Length in bytes (for the "short token" check; never the bytes).
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -182,13 +182,159 @@ impl fmt::Debug for AuthToken {
     }
 }
 
+/// A token and the name rules know its holder by (`token:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedToken {
+    /// The name; [`OWNER_TOKEN`] stands for the daemon's own user.
+    pub name: String,
+    /// The secret.
+    pub token: AuthToken,
+}
+
+impl NamedToken {
+    /// The token of the daemon's own user.
+    pub fn owner(token: AuthToken) -> Self {
+        Self {
+            name: OWNER_TOKEN.into(),
+            token,
+        }
+    }
+}
+
+/// Splits `NAME:SECRET` when the part before the first colon is a token name.
+fn split_named(line: &str) -> Option<(&str, &str)> {
+    line.split_once(':')
+        .filter(|(name, _)| crate::policy::valid_token_name(name))
+}
+
+/// Reads a token file: one `NAME:SECRET` per line (blank lines and lines
+/// starting with `#` are skipped), or a single line holding only a secret,
+/// which is the daemon's own user's token ([`OWNER_TOKEN`]).
+pub fn read_tokens(path: &Path) -> Result<Vec<NamedToken>, TokenError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read(path).map_err(|source| TokenError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let line_error = |line, why: &str| TokenError::Line {
+        path: shown.clone(),
+        line,
+        why: why.into(),
+    };
+    match lines.as_slice() {
+        [] => Err(TokenError::Empty(shown.clone())),
+        [(_, only)] if split_named(only).is_none() => {
+            Ok(vec![NamedToken::owner(AuthToken::new(only.as_bytes()))])
+        }
+        _ => {
+            let mut tokens: Vec<NamedToken> = Vec::with_capacity(lines.len());
+            for (n, line) in &lines {
+                let Some((name, secret)) = split_named(line) else {
+                    return Err(line_error(
+                        *n,
+                        "expected NAME:SECRET (NAME of letters, digits, '-', '_', '.')",
+                    ));
+                };
+                let secret = secret.trim();
+                if secret.is_empty() {
+                    return Err(line_error(*n, "the secret is empty"));
+                }
+                if tokens.iter().any(|t| t.name == name) {
+                    return Err(line_error(*n, "this name is already used"));
+                }
+                tokens.push(NamedToken {
+                    name: name.into(),
+                    token: AuthToken::new(secret.as_bytes()),
+                });
+            }
+            Ok(tokens)
+        }
+    }
+}
+
+/// The secret a client sends from a token file: the file's content, or
+/// its SECRET when it is one `NAME:SECRET` line (so a line of the
+/// daemon's file can be handed to the client as it is).
+pub fn client_secret(text: &str) -> &str {
+    let text = text.trim();
+    match split_named(text) {
+        Some((_, secret)) if !text.contains('\n') => secret.trim(),
+        _ => text,
+    }
+}
+
+/// Creates a fresh random token and writes it, mode 0600, to `path`: into
+/// a new file (O_EXCL, O_NOFOLLOW) that then replaces `path` atomically,
+/// so a symlink planted at `path` is replaced, never followed.
+pub fn generate_token_file(path: &Path) -> io::Result<AuthToken> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut random = [0u8; GENERATED_TOKEN_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.new", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(hex.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(AuthToken::new(hex.into_bytes()))
+}
+
+/// Where the daemon writes the token it generates: beside its Unix socket
+/// (`<socket>.token`), or with the Unix socket off, in the default
+/// socket's directory as `junction-tcp-<port>.token`.
+pub fn token_path(unix: Option<&Path>, tcp_port: u16) -> std::path::PathBuf {
+    match unix {
+        Some(socket) => {
+            let mut path = socket.as_os_str().to_owned();
+            path.push(".token");
+            path.into()
+        }
+        None => tcp_token_path(tcp_port),
+    }
+}
+
+/// The token file of a daemon whose Unix socket is off.
+pub fn tcp_token_path(tcp_port: u16) -> std::path::PathBuf {
+    let socket = crate::net::listener::default_unix_path();
+    let dir = socket.parent().unwrap_or(Path::new("/tmp"));
+    dir.join(format!("junction-tcp-{tcp_port}.token"))
+}
+
 /// The access policy every connection is checked against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     /// Who may use the Unix socket.
     pub allow: AllowList,
-    /// The token TCP connections must present first; None: no authentication.
-    pub token: Option<AuthToken>,
+    /// The tokens TCP connections authenticate with; empty: the server
+    /// generates one for the daemon's user when it binds.
+    pub tokens: Vec<NamedToken>,
+    /// TCP peers may skip `rpc.auth` and be `anonymous` (loopback only).
+    pub tcp_anonymous: bool,
+    /// Who may do what.
+    pub policy: crate::policy::Policy,
 }
 
 /// Where a new connection stands before its first request.
@@ -204,15 +350,28 @@ pub enum Gate {
 
 impl Access {
     /// The gate a new connection starts at. A Unix peer whose credentials
-    /// could not be read is denied unless anyone is allowed.
+    /// could not be read is denied unless anyone is allowed. A TCP peer
+    /// must authenticate unless anonymous TCP is on.
     pub fn gate(&self, peer: &Peer) -> Gate {
         match peer {
             Peer::Unix(_) if self.allow.any => Gate::Open,
             Peer::Unix(Some(cred)) if self.allow.permits(cred) => Gate::Open,
             Peer::Unix(_) => Gate::Denied,
-            Peer::Tcp(_) if self.token.is_some() => Gate::AuthRequired,
-            Peer::Tcp(_) => Gate::Open,
+            Peer::Tcp(_) if self.tcp_anonymous => Gate::Open,
+            Peer::Tcp(_) => Gate::AuthRequired,
         }
+    }
+
+    /// The name of the token `offered` is, if any. Every token is compared
+    /// (in constant time each), whichever matches.
+    pub fn match_token(&self, offered: &[u8]) -> Option<&str> {
+        let mut found = None;
+        for named in &self.tokens {
+            if named.token.matches(offered) && found.is_none() {
+                found = Some(named.name.as_str());
+            }
+        }
+        found
     }
 }
 
@@ -290,13 +449,74 @@ mod tests {
         assert!(list.permits(&cred(1000, 1)));
         assert!(list.permits(&cred(7, 50)));
         assert!(!list.permits(&cred(7, 7)));
-        let access = Access {
+        let mut access = Access {
             allow: list,
-            token: None,
+            ..Access::default()
         };
         assert_eq!(access.gate(&Peer::Unix(None)), Gate::Denied);
         assert_eq!(access.gate(&Peer::Unix(Some(cred(1000, 1)))), Gate::Open);
+        assert_eq!(access.gate(&Peer::Tcp(None)), Gate::AuthRequired);
+        access.tcp_anonymous = true;
         assert_eq!(access.gate(&Peer::Tcp(None)), Gate::Open);
+    }
+
+    #[test]
+    fn token_files_hold_one_secret_or_named_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |text: &str| {
+            let path = dir.path().join("t");
+            std::fs::write(&path, text).expect("write");
+            read_tokens(&path)
+        };
+        let one = file("  s3cret-s3cret-s3cret \n").expect("one");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, OWNER_TOKEN);
+        assert!(one[0].token.matches(b"s3cret-s3cret-s3cret"));
+        let named = file("# agents\nbuild-agent:aaaa\n\nci:bbbb\n").expect("named");
+        assert_eq!(named.len(), 2);
+        assert_eq!(
+            (named[0].name.as_str(), named[1].name.as_str()),
+            ("build-agent", "ci")
+        );
+        let access = Access {
+            tokens: named,
+            ..Access::default()
+        };
+        assert_eq!(access.match_token(b"bbbb"), Some("ci"));
+        assert_eq!(access.match_token(b"cccc"), None);
+        assert!(matches!(
+            file("a:1\nno colon here\n"),
+            Err(TokenError::Line { line: 2, .. })
+        ));
+        assert!(matches!(
+            file("a:1\na:2\n"),
+            Err(TokenError::Line { line: 2, .. })
+        ));
+        assert!(matches!(
+            file("a:1\nb:\n"),
+            Err(TokenError::Line { line: 2, .. })
+        ));
+        assert!(matches!(file("# nothing\n\n"), Err(TokenError::Empty(_))));
+        assert_eq!(client_secret("ci:bbbb\n"), "bbbb");
+        assert_eq!(client_secret("plain\n"), "plain");
+    }
+
+    #[test]
+    fn a_generated_token_replaces_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("write");
+        let path = dir.path().join("junction.sock.token");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let token = generate_token_file(&path).expect("generate");
+        assert_eq!(token.len(), 2 * GENERATED_TOKEN_BYTES);
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "untouched");
+        let meta = std::fs::symlink_metadata(&path).expect("meta");
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let read = read_tokens(&path).expect("read back");
+        assert_eq!(read, vec![NamedToken::owner(token)]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::access::{Access, AuthToken};
+use crate::access::{Access, read_tokens};
 use crate::bus::policy::{Policy, Rule};
 use crate::bus::{BusConfig, SlowSubscriber};
 use crate::net::listener::default_unix_path;
@@ -393,6 +393,33 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_LOG", value_name = "FILTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    // Access policy (docs/security.md).
+    /// Let TCP peers in without rpc.auth, as the identity `anonymous` (loopback addresses only) [default: false]
+    #[arg(long, env = "JUNCTION_TCP_ANONYMOUS", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_anonymous: Option<bool>,
+    /// Grant a right: WHO:ACTION:PATTERN[,PATTERN] (WHO: uid:N, user:NAME, gid:N, group:NAME, token:NAME, anonymous, *; ACTION: call, provide, publish, subscribe, or WHO:admin); repeat or separate with ';'
+    #[arg(
+        long,
+        env = "JUNCTION_ALLOW",
+        value_name = "WHO:ACTION:PATTERN",
+        value_delimiter = ';'
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Deny a right (deny wins over any allow): WHO:ACTION:PATTERN, as --allow
+    #[arg(
+        long,
+        env = "JUNCTION_DENY",
+        value_name = "WHO:ACTION:PATTERN",
+        value_delimiter = ';'
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+    /// Policy rules, `[[policy]]` tables (TOML file only)
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Vec<crate::policy::RuleTable>>,
 }
 
 macro_rules! merge_fields {
@@ -425,7 +452,7 @@ impl Settings {
             bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
             auth_timeout, max_unauthenticated,
             bus_max_names, bus_max_subscriptions, max_output_hard,
-            log_format, log)
+            log_format, log, tcp_anonymous, allow, deny, policy)
     }
 }
 
@@ -539,6 +566,7 @@ impl Config {
             bus: resolve_bus(&settings)?,
             ..Config::default()
         };
+        config.access.policy = resolve_policy(&settings)?;
         if let Some(unix) = settings.unix {
             config.unix = match unix.as_str() {
                 "off" => None,
@@ -582,10 +610,10 @@ impl Config {
                 id_list(groups, group_id).map_err(|e| invalid("allow-gids", e))?;
         }
         if let Some(path) = settings.auth_token_file {
-            let token = AuthToken::from_file(&path).map_err(|e| invalid("auth-token-file", e))?;
-            config.access.token = Some(token);
+            config.access.tokens = read_tokens(&path).map_err(|e| invalid("auth-token-file", e))?;
             config.auth_token_file = Some(path);
         }
+        config.access.tcp_anonymous = settings.tcp_anonymous.unwrap_or(false);
         if let Some(on) = settings.protected_mode {
             config.protected_mode = on;
         }
@@ -751,6 +779,18 @@ impl Config {
             ),
             log_format: Some(self.log_format),
             log: Some(self.log.clone()),
+            tcp_anonymous: Some(self.access.tcp_anonymous),
+            // Flags print back as the tables they became.
+            allow: Some(Vec::new()),
+            deny: Some(Vec::new()),
+            policy: Some(
+                self.access
+                    .policy
+                    .rules()
+                    .iter()
+                    .map(crate::policy::Rule::to_table)
+                    .collect(),
+            ),
         }
     }
 
@@ -835,6 +875,27 @@ fn resolve_bus(settings: &Settings) -> Result<BusConfig, ConfigError> {
         bus.policy = Policy::new(rules);
     }
     Ok(bus)
+}
+
+/// The policy rules: `[[policy]]` tables first, then `--allow` and `--deny`.
+fn resolve_policy(settings: &Settings) -> Result<crate::policy::Policy, ConfigError> {
+    use crate::policy::{Policy, Rule};
+    let mut rules = Vec::new();
+    for (n, table) in settings.policy.iter().flatten().enumerate() {
+        rules.push(
+            Rule::from_table(table, format!("[[policy]] #{}", n + 1))
+                .map_err(|e| invalid("policy", e))?,
+        );
+    }
+    for (flags, deny) in [(&settings.allow, false), (&settings.deny, true)] {
+        for text in flags.iter().flatten().filter(|t| !t.trim().is_empty()) {
+            rules.push(
+                Rule::from_flag(text, deny)
+                    .map_err(|e| invalid(if deny { "deny" } else { "allow" }, e))?,
+            );
+        }
+    }
+    Ok(Policy::new(rules))
 }
 
 /// The preset named by `tuning`, with each option set on its own applied over it.

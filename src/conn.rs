@@ -38,6 +38,7 @@ macro_rules! dispatcher {
         Dispatcher {
             conn: $conn.id,
             peer: &$conn.peer,
+            rights: &mut $conn.rights,
             out: &mut $conn.out,
             batches: &mut $conn.batches,
             batched: &mut $conn.batched,
@@ -132,6 +133,8 @@ pub struct Connection {
     id: ConnRef,
     peer: Peer,
     gate: Gate,
+    /// Who the policy takes it for, and what it may do.
+    rights: crate::policy::Rights,
     phase: Phase,
     input: Input,
     ring: RingBuffer,
@@ -175,6 +178,7 @@ impl Connection {
         Self {
             peer,
             gate,
+            rights: crate::policy::Rights::default(),
             parked: 0,
             accepted: now,
             last_activity: now,
@@ -195,6 +199,17 @@ impl Connection {
             batches: Slab::new(),
             in_flight: 0,
         }
+    }
+
+    /// The same connection with these rights (made at accept).
+    pub fn with_rights(mut self, rights: crate::policy::Rights) -> Self {
+        self.rights = rights;
+        self
+    }
+
+    /// True when it may see other peers' details.
+    pub fn is_admin(&self) -> bool {
+        self.rights.admin()
     }
 
     /// The connection's identity (slab key and generation).
@@ -230,6 +245,7 @@ impl Connection {
                 Peer::Tcp(addr) => addr.map(|a| a.to_string()),
                 Peer::Unix(_) => None,
             },
+            identity: self.rights.identity().label(),
             authenticated: self.gate == Gate::Open,
             age_secs: since(self.accepted),
             idle_secs: since(self.last_activity),

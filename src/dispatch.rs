@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde_json::value::RawValue;
 use slab::Slab;
 
+use crate::access::AUTH_METHOD;
 use crate::access::Peer;
-use crate::access::{AUTH_METHOD, offered_token};
 use crate::buffer::RingPool;
 use crate::bus::{self, Bus, Caller, Outcome};
 use crate::error::{ErrorCode, RpcError};
@@ -21,6 +21,8 @@ use crate::router::{Call, Context, Mode, Params, Reply};
 use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef, Job, OwnedParams, ReplyTo, SubmitError, WorkerPool};
 use crate::write_queue::{ChunkPool, WriteQueue};
+
+mod policy;
 
 /// What a connection that must authenticate does after its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,8 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub conn: ConnRef,
     /// Who is at its other end (for the bus).
     pub peer: &'c Peer,
+    /// Its identity and what the policy lets it do.
+    pub rights: &'c mut crate::policy::Rights,
     /// Its output.
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
@@ -275,19 +279,14 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Checks the token of an `rpc.auth` call (`offer` None: the first
-    /// request was something else) and answers either way.
+    /// request was something else) and answers either way; a match makes
+    /// the connection the token's identity.
     fn authenticate(&mut self, answer: Answer<'_>, offer: Option<Params<'_>>) -> AuthOutcome {
-        let access = self.shared.context.access();
-        let verdict = match (offer, &access.token) {
-            (None, _) => {
-                Err("authentication required: the first request must be rpc.auth with the token")
-            }
-            (Some(params), Some(token)) => match offered_token(params) {
-                Some(offered) if token.matches(&offered) => Ok(()),
-                Some(_) => Err("authentication failed: wrong token"),
-                None => Err("rpc.auth takes {\"token\": \"...\"} (or [\"...\"], or a raw body)"),
-            },
-            (Some(_), None) => Ok(()), // No token configured: nothing to check.
+        let verdict = match offer {
+            None => Err(std::borrow::Cow::Borrowed(
+                "authentication required: the first request must be rpc.auth with the token",
+            )),
+            Some(params) => self.check_token(params),
         };
         match verdict {
             Ok(()) => {
@@ -376,6 +375,12 @@ impl Dispatcher<'_, '_, '_> {
 
     /// Routes one request, the same way for every protocol.
     fn call(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+        if !self.rights.may_call(method) {
+            return self.forbid(answer, crate::policy::Action::Call, method);
+        }
+        if method == AUTH_METHOD {
+            return self.reauthenticate(answer, params);
+        }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
         let Some(handler) = context.router().get(method) else {
@@ -410,6 +415,7 @@ impl Dispatcher<'_, '_, '_> {
             id: self.conn,
             peer: self.peer,
             protocol: answer.protocol(),
+            rights: &*self.rights,
         };
         if method.starts_with(bus::PREFIX) {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);

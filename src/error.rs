@@ -32,6 +32,8 @@ pub enum ErrorCode {
     AccessDenied,
     /// The connection must authenticate first, or presented a wrong token.
     Unauthorized,
+    /// The policy does not let this identity do that (docs/security.md).
+    Forbidden,
     /// A bus name is already provided by another connection.
     NameTaken,
     /// The registration policy does not let this peer register the name.
@@ -63,6 +65,7 @@ impl ErrorCode {
             Self::OutOfDescriptors => -32005,
             Self::AccessDenied => -32006,
             Self::Unauthorized => -32007,
+            Self::Forbidden => -32008,
             Self::NameTaken => -32020,
             Self::NotPermitted => -32021,
             Self::ProviderGone => -32022,
@@ -88,6 +91,7 @@ impl ErrorCode {
             Self::OutOfDescriptors => "Out of file descriptors",
             Self::AccessDenied => "Access denied",
             Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
             Self::NameTaken => "Name taken",
             Self::NotPermitted => "Not permitted",
             Self::ProviderGone => "Provider gone",

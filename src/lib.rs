@@ -25,6 +25,7 @@ pub mod dispatch;
 pub mod error;
 pub mod methods;
 pub mod net;
+pub mod policy;
 pub mod proto;
 pub mod reactor;
 pub mod router;

@@ -91,7 +91,7 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
     )?;
     router.insert(
         "rpc.clients",
-        "lists open connections: transport, protocol, peer pid/uid/gid or address, age, in-flight work",
+        "lists open connections: transport, protocol, identity, peer pid/uid/gid or address, age, in-flight work (others' only for admins)",
         Mode::Loop,
         Box::new(|call, reply| reply.json(&call.clients.unwrap_or_default())),
     )?;
@@ -102,14 +102,15 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         Box::new(|call, reply| {
             // The first request of a connection that must authenticate never
             // gets here (the connection judges it); this answers later calls.
-            let Some(token) = &call.context.access().token else {
+            let access = call.context.access();
+            if access.tokens.is_empty() {
                 return Err(RpcError::with(
                     ErrorCode::Unauthorized,
-                    "authentication is not enabled on this daemon (no auth-token-file)",
+                    "authentication is not enabled on this daemon (no token)",
                 ));
-            };
+            }
             match offered_token(call.params) {
-                Some(offered) if token.matches(&offered) => reply.json(&true),
+                Some(offered) if access.match_token(&offered).is_some() => reply.json(&true),
                 _ => Err(RpcError::with(ErrorCode::Unauthorized, "wrong or missing token")),
             }
         }),

@@ -319,6 +319,7 @@ pub struct Context {
     access: Access,
     bus: BusConfig,
     directory: Directory,
+    guard: crate::policy::Guard,
 }
 
 impl Context {
@@ -330,13 +331,20 @@ impl Context {
             access: Access::default(),
             bus: BusConfig::default(),
             directory: Directory::default(),
+            guard: crate::policy::Guard::default(),
         }
     }
 
     /// The same context with these bus settings.
     pub fn with_bus(mut self, bus: BusConfig) -> Self {
         self.bus = bus;
+        self.guard = crate::policy::Guard::new(&self.access, &self.bus.policy);
         self
+    }
+
+    /// The policy at run time: identities, grants, the auth throttle.
+    pub fn guard(&self) -> &crate::policy::Guard {
+        &self.guard
     }
 
     /// The bus settings.
@@ -357,6 +365,7 @@ impl Context {
     /// The same context with this access policy.
     pub fn with_access(mut self, access: Access) -> Self {
         self.access = access;
+        self.guard = crate::policy::Guard::new(&self.access, &self.bus.policy);
         self
     }
 

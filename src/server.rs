@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mio::Poll;
 use serde_json::json;
 
+use crate::access::{NamedToken, SHORT_TOKEN, generate_token_file, token_path};
 use crate::config::{Backend, Config};
 use crate::conn::Timeouts;
 use crate::dispatch::Limits;
@@ -50,6 +51,35 @@ pub enum ServerError {
          (--protected-mode false) if a firewall guards the port"
     )]
     Unprotected(SocketAddr),
+    /// A token too short to face a network.
+    #[error(
+        "refusing to listen on {addr} with the token {name:?} of {len} bytes: tokens must be at \
+         least {min} bytes on a non-loopback address (use e.g. `head -c 32 /dev/urandom | xxd -p -c 64`)"
+    )]
+    ShortToken {
+        /// The address.
+        addr: SocketAddr,
+        /// The token's name (never its secret).
+        name: String,
+        /// Its length.
+        len: usize,
+        /// The least length.
+        min: usize,
+    },
+    /// Anonymous TCP asked for on an address that is not loopback.
+    #[error(
+        "refusing tcp-anonymous on {0}: anonymous TCP is for loopback addresses only; \
+         give clients tokens (auth-token-file) instead"
+    )]
+    AnonymousNotLoopback(SocketAddr),
+    /// The generated token could not be written.
+    #[error("cannot write the generated auth token to {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// `--backend io-uring` was asked for where io_uring cannot run.
     #[error("{0}; run with --backend epoll (or auto)")]
     Backend(String),
@@ -126,6 +156,94 @@ pub struct Server {
     context: Arc<Context>,
     config: Config,
     shutdown: Arc<AtomicBool>,
+    /// The token file the server wrote (no token was configured), removed at the end.
+    generated_token: Option<TokenFile>,
+}
+
+/// A token file the server generated: removed when the server is done.
+#[derive(Debug)]
+struct TokenFile(PathBuf);
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Refuses TCP settings that would let the network in too easily: no token
+/// on a public address (protected mode), anonymous TCP off loopback, and
+/// tokens under [`SHORT_TOKEN`] bytes off loopback.
+fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), ServerError> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.access.tcp_anonymous {
+        return Err(ServerError::AnonymousNotLoopback(addr));
+    }
+    if config.access.tokens.is_empty() && config.protected_mode {
+        return Err(ServerError::Unprotected(addr));
+    }
+    match config
+        .access
+        .tokens
+        .iter()
+        .find(|t| t.token.len() < SHORT_TOKEN)
+    {
+        Some(short) => Err(ServerError::ShortToken {
+            addr,
+            name: short.name.clone(),
+            len: short.token.len(),
+            min: SHORT_TOKEN,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes a fresh token for the daemon's user beside the Unix socket (or,
+/// with it off, in the default socket's directory), mode 0600.
+fn write_generated_token(
+    unix: Option<&Path>,
+    port: u16,
+) -> Result<(PathBuf, crate::access::AuthToken), ServerError> {
+    let path = token_path(unix, port);
+    if unix.is_none() {
+        if let Some(dir) = path.parent() {
+            ensure_private_dir(dir).map_err(|source| ServerError::TokenFile {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    let token = generate_token_file(&path).map_err(|source| ServerError::TokenFile {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::info!(path = %path.display(), "TCP connections must send rpc.auth first: the daemon's user finds the token in this file (mode 0600), which `junction --tcp` reads by itself");
+    Ok((path, token))
+}
+
+/// Makes `dir` (mode 0700) when missing and checks it is ours and private,
+/// without following a symlink.
+fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let ours = meta.uid() == nix::unistd::geteuid().as_raw();
+    let private = meta.permissions().mode() & 0o022 == 0;
+    if !meta.is_dir() || !ours || !private {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of this user closed to others",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Server {
@@ -133,10 +251,7 @@ impl Server {
     /// beside the router's own.
     pub fn bind(config: &Config, router: Router) -> Result<Server, ServerError> {
         if let Some(addr) = config.tcp {
-            let unprotected = !addr.ip().is_loopback() && config.access.token.is_none();
-            if unprotected && config.protected_mode {
-                return Err(ServerError::Unprotected(addr));
-            }
+            check_tcp_access(addr, config)?;
         }
         let mut methods = Router::new();
         register_builtins(&mut methods)?;
@@ -156,6 +271,26 @@ impl Server {
                     // Leave no socket file behind for a daemon that never ran.
                     listeners.iter().for_each(Listener::remove_socket_file);
                     return Err(e.into());
+                }
+            }
+        }
+        let mut access = config.access.clone();
+        let mut generated_token = None;
+        if let Some(addr) = listeners.iter().find_map(Listener::tcp_addr) {
+            if access.tokens.is_empty() && !access.tcp_anonymous {
+                let unix = listeners.iter().find_map(|l| match l {
+                    Listener::Unix { path, .. } => Some(path.as_path()),
+                    Listener::Tcp(_) => None,
+                });
+                match write_generated_token(unix, addr.port()) {
+                    Ok((path, token)) => {
+                        access.tokens.push(NamedToken::owner(token));
+                        generated_token = Some(TokenFile(path));
+                    }
+                    Err(e) => {
+                        listeners.iter().for_each(Listener::remove_socket_file);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -182,10 +317,11 @@ impl Server {
             listeners,
             context: Arc::new(
                 Context::new(methods, stats)
-                    .with_access(config.access.clone())
+                    .with_access(access)
                     .with_bus(config.bus.clone()),
             ),
             config: config.clone(),
+            generated_token,
             shutdown: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -214,6 +350,12 @@ impl Server {
     /// The listener options and backlog as the kernel took them.
     pub fn socket_report(&self) -> serde_json::Value {
         self.context.stats().sockets()
+    }
+
+    /// The token file the server generated for the daemon's user (TCP on,
+    /// no token configured, anonymous TCP off); removed when it stops.
+    pub fn token_file(&self) -> Option<&Path> {
+        self.generated_token.as_ref().map(|t| t.0.as_path())
     }
 
     /// The shared state handlers see (methods, counters).
@@ -293,6 +435,7 @@ impl Server {
         let handle = self.shutdown_handle();
         let unix = self.unix_path().map(Path::to_path_buf);
         let tcp = self.tcp_addr();
+        let token_file = self.token_file().map(Path::to_path_buf);
         let thread = std::thread::Builder::new()
             .name("junction-loop".into())
             .spawn(move || self.run())?;
@@ -301,6 +444,7 @@ impl Server {
             thread: Some(thread),
             unix,
             tcp,
+            token_file,
         })
     }
 }
@@ -311,9 +455,15 @@ pub struct RunningServer {
     thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
     unix: Option<PathBuf>,
     tcp: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
 }
 
 impl RunningServer {
+    /// The token file the server generated, if it did (see [`Server::token_file`]).
+    pub fn token_file(&self) -> Option<&Path> {
+        self.token_file.as_deref()
+    }
+
     /// The Unix socket path, when on.
     pub fn unix_path(&self) -> Option<&Path> {
         self.unix.as_deref()

@@ -57,6 +57,10 @@ pub struct Stats {
     pub auth_failures: AtomicU64,
     /// TCP connections that authenticated.
     pub auth_successes: AtomicU64,
+    /// Authentications refused unjudged: their address failed too often.
+    pub auth_throttled: AtomicU64,
+    /// Requests, registrations, subscriptions and routed calls the policy refused.
+    pub forbidden: AtomicU64,
     /// Bytes of ring-buffer storage held by connections.
     pub ring_bytes: AtomicU64,
     /// Times a connection waited to be read because buffer memory was at its limit.
@@ -181,6 +185,8 @@ impl Stats {
             access_denied: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_successes: AtomicU64::new(0),
+            auth_throttled: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
             ring_bytes: AtomicU64::new(0),
             memory_waits: AtomicU64::new(0),
             memory_limit: 0,
@@ -317,6 +323,8 @@ impl Stats {
                 denied: self.access_denied.load(Relaxed),
                 auth_failures: self.auth_failures.load(Relaxed),
                 auth_successes: self.auth_successes.load(Relaxed),
+                auth_throttled: self.auth_throttled.load(Relaxed),
+                forbidden: self.forbidden.load(Relaxed),
             },
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
@@ -386,6 +394,10 @@ pub struct AccessSnapshot {
     pub auth_failures: u64,
     /// TCP connections that authenticated.
     pub auth_successes: u64,
+    /// Authentications refused because their address failed too often.
+    pub auth_throttled: u64,
+    /// Actions the policy refused (calls, registrations, publishes, subscriptions, routing).
+    pub forbidden: u64,
 }
 
 /// One open connection, as `rpc.clients` lists it.
@@ -409,6 +421,9 @@ pub struct ClientInfo {
     /// The peer's address (TCP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Who the policy takes it for: `user:alice`, `uid:1000`,
+    /// `token:NAME`, `anonymous` or `unauthenticated`.
+    pub identity: String,
     /// False until a TCP connection has sent the auth token (when one is required).
     pub authenticated: bool,
     /// Seconds since it was accepted.

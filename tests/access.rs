@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{PATIENCE, Raw, mcp1_request, start_with};
-use junction::access::{AllowList, AuthToken};
+use junction::access::{AllowList, AuthToken, NamedToken};
 use junction::client::{Client, ClientError, Endpoint};
 use junction::proto::Protocol;
 use junction::{Config, Router, Server, ServerError};
@@ -139,7 +139,10 @@ fn the_allow_list_admits_by_primary_group_too() {
 }
 
 fn with_token() -> common::TestServer {
-    start_with(|c| c.access.token = Some(AuthToken::new(TOKEN)))
+    start_with(|c| {
+        c.access.tokens = vec![NamedToken::owner(AuthToken::new(TOKEN))];
+        c.access.tcp_anonymous = false;
+    })
 }
 
 #[test]
@@ -258,12 +261,12 @@ fn protected_mode_refuses_a_public_address_without_a_token() {
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("bound a public address without a token"),
     }
-    config.access.token = Some(AuthToken::new(TOKEN));
+    config.access.tokens = vec![NamedToken::owner(AuthToken::new(TOKEN))];
     assert!(
         Server::bind(&config, Router::new()).is_ok(),
         "a token makes it fine"
     );
-    config.access.token = None;
+    config.access.tokens.clear();
     config.protected_mode = false;
     assert!(
         Server::bind(&config, Router::new()).is_ok(),

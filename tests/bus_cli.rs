@@ -101,8 +101,18 @@ impl Background {
         }
     }
 
+    /// The stderr lines not yet taken, up to the end of the pipe (call it
+    /// after the exit: the reader thread may still hold the last lines).
     fn rest_of_stderr(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+        let deadline = Instant::now() + PATIENCE;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break, // Disconnected: the pipe ended.
+            }
+        }
+        lines
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Raw, TestServer, assert_healthy, start, start_with};
-use junction::client::Endpoint;
+use junction::client::{Client, Endpoint};
 use serde_json::{Value, json};
 
 /// Polls rpc.stats until `done` holds (a hang guard, not a timing assertion).
@@ -308,9 +308,13 @@ fn vanishing_clients_leave_nothing_behind() {
 
 #[test]
 fn one_connection_over_the_limit_is_told_and_closed() {
-    let server = start_with(|c| c.max_connections = 3);
+    // One observer stays connected the whole time, so no connection of the
+    // test itself is ever on its way out (a closing one still holds its slot
+    // until the daemon sees it go) when the limit is probed.
+    let server = start_with(|c| c.max_connections = 4);
+    let mut observer = server.client(&server.endpoints()[0]);
     for endpoint in server.endpoints() {
-        wait_until_only_one_connection(&endpoint, &server);
+        wait_until_only(&mut observer, &server);
         let mut held: Vec<_> = (0..3).map(|_| server.client(&endpoint)).collect();
         for client in &mut held {
             client.call("rpc.ping", None).expect("within the limit");
@@ -321,7 +325,7 @@ fn one_connection_over_the_limit_is_told_and_closed() {
         assert!(
             answer["error"]["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("at most 3"))
+                .is_some_and(|m| m.contains("at most 4"))
         );
         assert!(extra.is_closed());
         // The held ones are unaffected.
@@ -330,26 +334,16 @@ fn one_connection_over_the_limit_is_told_and_closed() {
         }
         drop(held);
     }
-    wait_until_only_one_connection(&server.endpoints()[0], &server);
+    wait_until_only(&mut observer, &server);
 }
 
-/// With the limit at 3, a stats call only works while connections are free;
-/// waits until the stats connection is the only one left.
-fn wait_until_only_one_connection(endpoint: &Endpoint, server: &TestServer) {
+/// Waits until the observer's is the only connection the daemon holds.
+fn wait_until_only(observer: &mut Client, server: &TestServer) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let mut raw = Raw::connect(endpoint);
-        raw.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.stats\",\"id\":1}\n");
-        let answer = raw.json();
-        let current = |t: &str| answer["result"]["connections"][t]["current"].as_u64();
-        let only_us = current("unix")
-            .zip(current("tcp"))
-            .is_some_and(|(u, t)| u + t == 1);
-        // The daemon closes its side only after dropping the connection from
-        // its table, so seeing EOF means this one no longer counts either.
-        raw.shutdown_write();
-        assert!(raw.is_closed());
-        if only_us {
+        let stats = observer.call("rpc.stats", None).expect("stats");
+        let current = |t: &str| stats["connections"][t]["current"].as_u64();
+        if current("unix").zip(current("tcp")) == Some((1, 0)) {
             return;
         }
         assert!(

@@ -15,6 +15,14 @@ fn server() -> (RunningServer, tempfile::TempDir) {
         unix: Some(dir.path().join("j.sock")),
         tcp: "127.0.0.1:0".parse().ok(),
         workers: 1,
+        // junction-bench does not authenticate: anonymous TCP, every call allowed.
+        access: junction::access::Access {
+            tcp_anonymous: true,
+            policy: junction::policy::Policy::new(vec![
+                junction::policy::Rule::from_flag("anonymous:call:*", false).expect("rule"),
+            ]),
+            ..Default::default()
+        },
         ..Config::default()
     };
     let running = Server::bind(&config, Router::new())

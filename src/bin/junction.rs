@@ -30,13 +30,13 @@ struct Args {
     /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock; $JUNCTION_TMPDIR replaces /tmp]
     #[arg(long, env = "JUNCTION_UNIX", value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix)
+    /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix, which then only says where the daemon's token is)
     #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<String>,
     /// Protocol to speak: jsonrpc or mcp1 (binary; carries raw bodies)
     #[arg(long, env = "JUNCTION_PROTO", default_value = "jsonrpc", value_parser = parse_protocol)]
     proto: Protocol,
-    /// File holding the daemon's auth token, sent with rpc.auth on TCP connections
+    /// File holding the token sent with rpc.auth on TCP connections [default: the token the daemon generated, beside its Unix socket (--unix or the default), when readable]
     #[arg(long, env = "JUNCTION_AUTH_TOKEN_FILE", value_name = "PATH")]
     token_file: Option<PathBuf>,
     /// How long to wait for an answer
@@ -175,6 +175,14 @@ fn endpoint(args: &Args) -> Endpoint {
 /// The exit code and message of a client error.
 fn failure(error: ClientError) -> Failure {
     match error {
+        ClientError::Rpc(e) if e.code == -32007 && e.message.contains("required") => {
+            Failure::Rpc(format!(
+                "error {}: {}\nhint: junction --tcp reads the token the daemon generated beside its \
+                 socket (<socket>.token) when this user may read it; say where the socket is with \
+                 --unix PATH, or pass --token-file",
+                e.code, e.message
+            ))
+        }
         ClientError::Rpc(e) => Failure::Rpc(format!("error {}: {}", e.code, e.message)),
         ClientError::Usage(message) => Failure::Usage(message),
         e if e.is_not_running() => Failure::Connection(format!(
@@ -209,14 +217,14 @@ fn read_raw(path: &PathBuf) -> Result<Vec<u8>, Failure> {
         .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))
 }
 
-fn read_token(path: &PathBuf) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::Usage(format!(
-            "cannot read the token file {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(text.trim().to_string())
+/// The token file to authenticate a TCP connection with: --token-file, or
+/// the one the daemon generated when this user can read it.
+fn token_file(args: &Args) -> Option<PathBuf> {
+    match (&args.tcp, &args.token_file) {
+        (None, _) => None,
+        (Some(_), Some(path)) => Some(path.clone()),
+        (Some(addr), None) => junction::client::find_token_file(addr, args.unix.as_deref()),
+    }
 }
 
 fn pretty(value: &Value) -> String {
@@ -228,8 +236,16 @@ fn run(args: Args) -> Result<(), Failure> {
     let connect = || -> Result<Client, Failure> {
         let mut client = Client::connect_with(&endpoint, args.proto).map_err(failure)?;
         client.set_timeout(Some(args.timeout.0)).map_err(failure)?;
-        if let (Endpoint::Tcp(_), Some(path)) = (&endpoint, &args.token_file) {
-            client.authenticate(&read_token(path)?).map_err(failure)?;
+        if let Some(path) = token_file(&args) {
+            client.authenticate_with_file(&path).map_err(|e| match e {
+                ClientError::Rpc(e) => Failure::Rpc(format!(
+                    "error {}: {} (token from {})",
+                    e.code,
+                    e.message,
+                    path.display()
+                )),
+                e => failure(e),
+            })?;
         }
         Ok(client)
     };

@@ -113,24 +113,36 @@ fn raise_fd_limit(config: &Config) {
     }
 }
 
-/// Says how TCP clients are let in; the token itself is never logged.
-fn report_access(config: &Config) {
-    let Some(addr) = config.tcp else { return };
-    match &config.access.token {
-        Some(token) => {
-            tracing::info!("TCP connections must send rpc.auth with the token first");
-            if token.len() < SHORT_TOKEN {
-                tracing::warn!(
-                    bytes = token.len(),
-                    "the auth token is short; use at least {SHORT_TOKEN} random bytes"
-                );
-            }
-        }
-        None if !addr.ip().is_loopback() => tracing::warn!(
+/// Says how TCP clients are let in; tokens themselves are never logged.
+fn report_access(config: &Config, server: &Server) {
+    let Some(addr) = server.tcp_addr() else {
+        return;
+    };
+    let access = &config.access;
+    if access.tcp_anonymous {
+        tracing::warn!(
             %addr,
-            "protected mode is off: anyone who can reach this address can call every method"
-        ),
-        None => {}
+            "tcp-anonymous is on: any local user may connect over TCP without a token, as the \
+             identity `anonymous` (rights: rpc.* plus what the policy grants `anonymous`)"
+        );
+    }
+    // A generated token is reported by the server itself (its file's path).
+    if server.token_file().is_none() && !access.tokens.is_empty() {
+        let names: Vec<&str> = access.tokens.iter().map(|t| t.name.as_str()).collect();
+        tracing::info!(
+            tokens = %names.join(","),
+            "TCP connections must send rpc.auth with one of the configured tokens first"
+        );
+        for short in access.tokens.iter().filter(|t| t.token.len() < SHORT_TOKEN) {
+            tracing::warn!(
+                token = %short.name,
+                bytes = short.token.len(),
+                "this auth token is short; use at least {SHORT_TOKEN} random bytes (refused off loopback)"
+            );
+        }
+    }
+    if !addr.ip().is_loopback() && !config.protected_mode && access.tokens.is_empty() {
+        tracing::warn!(%addr, "protected mode is off: TCP is open to the network behind the generated token");
     }
 }
 
@@ -156,7 +168,7 @@ fn run() -> Result<(), String> {
     for line in server.listening() {
         tracing::info!("listening on {line}");
     }
-    report_access(&config);
+    report_access(&config, &server);
     watch_signals(signals, server.shutdown_handle())?;
     server.run().map_err(|e| e.to_string())?;
     tracing::info!("stopped");

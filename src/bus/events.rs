@@ -298,7 +298,7 @@ impl Bus {
         let Some(member) = self.members.get_mut(&id) else {
             return false;
         };
-        if member.evicted {
+        if member.evicted || !member.may_receive(&event.topic) {
             return false;
         }
         let size = event.size();

@@ -8,6 +8,7 @@ use super::pattern::Pattern;
 use super::{Bus, Caller};
 use crate::access::Peer;
 use crate::error::{ErrorCode, RpcError};
+use crate::policy::{Action, Target};
 use crate::proto::Protocol;
 use crate::router::{Context, Params, RESERVED_PREFIX};
 use crate::stats::Stats;
@@ -88,7 +89,9 @@ pub fn call(
         }
         "bus.subscribe" => {
             let topics = patterns(params.parse::<Topics>()?.topics)?;
+            bus.check(caller, Action::Subscribe, &topics)?;
             bus.subscribe(caller, &topics)?;
+            bus.filter_if_needed(caller, &topics);
             Ok(serde_json::json!({ "topics": listed(topics) }))
         }
         "bus.unsubscribe" => {
@@ -106,11 +109,12 @@ pub fn call(
                     ));
                 }
             }
+            bus.check_name(caller, Action::Publish, &publish.topic)?;
             let data = publish.data.unwrap_or_else(|| RawValue::NULL.to_owned());
             let reached = bus.publish(&publish.topic, data)?;
             Ok(serde_json::json!({ "subscribers": reached }))
         }
-        "bus.list" => serde_json::to_value(bus.list()).map_err(RpcError::internal),
+        "bus.list" => serde_json::to_value(bus.list(caller)).map_err(RpcError::internal),
         _ => Err(RpcError::method_not_found(method)),
     }
 }
@@ -197,19 +201,27 @@ impl Bus {
                 name.to_string()
             )));
         }
-        if let Err(why) = self.config.policy.permits(caller.peer, name) {
+        if !caller
+            .rights
+            .grants()
+            .permits(Action::Provide, Target::of(name))
+        {
             Stats::bump(&self.stats.bus.refused);
-            tracing::warn!(peer = %caller.peer, name = %name, reason = %why, "bus: registration refused");
+            Stats::bump(&self.stats.forbidden);
+            crate::policy::warn_refused(caller.rights.identity(), Action::Provide, name.text());
             return Err(RpcError::with(
                 ErrorCode::NotPermitted,
                 format_args!(
-                    "{:?} may not be registered by this peer ({why}; see bus-allow)",
-                    name.to_string()
+                    "{:?} may not be registered by {} (see the policy's provide rules and bus-allow)",
+                    name.to_string(),
+                    caller.rights.identity()
                 ),
             ));
         }
         let owner = match self.names.get(name) {
-            Some(owner) if *owner != caller.id => Some(self.describe(*owner)),
+            Some(owner) if *owner != caller.id => {
+                Some(self.describe(*owner, caller.rights.admin()))
+            }
             _ if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some()) => {
                 Some(Owner::Daemon)
             }
@@ -256,21 +268,64 @@ impl Bus {
         Ok(names.to_vec())
     }
 
-    fn describe(&self, id: ConnRef) -> Owner {
+    /// Who owns a name; its peer's details only when `detailed` (admins,
+    /// and a connection asking about itself).
+    fn describe(&self, id: ConnRef, detailed: bool) -> Owner {
         match self.members.get(&id) {
-            Some(m) => Owner::Connection(ProviderInfo::new(id, m.peer, m.protocol)),
+            Some(m) if detailed => Owner::Connection(ProviderInfo::new(id, m.peer, m.protocol)),
+            Some(m) => Owner::Connection(ProviderInfo::redacted(id, m.peer, m.protocol)),
             None => Owner::Daemon,
         }
     }
 
-    /// What `bus.list` answers.
-    fn list(&self) -> List {
+    /// Refuses, all or nothing, names or topics the caller may not use for `action`.
+    fn check(
+        &self,
+        caller: &Caller<'_>,
+        action: Action,
+        names: &[Pattern],
+    ) -> Result<(), RpcError> {
+        let grants = caller.rights.grants();
+        match names
+            .iter()
+            .find(|n| !grants.permits(action, Target::of(n)))
+        {
+            None => Ok(()),
+            Some(name) => Err(self.refuse(caller, action, &name.to_string())),
+        }
+    }
+
+    /// Refuses one concrete name or topic the caller may not use for `action`.
+    fn check_name(&self, caller: &Caller<'_>, action: Action, name: &str) -> Result<(), RpcError> {
+        if caller.rights.grants().permits(action, Target::Name(name)) {
+            return Ok(());
+        }
+        Err(self.refuse(caller, action, name))
+    }
+
+    /// The -32008 answer to a refused action, counted and logged.
+    fn refuse(&self, caller: &Caller<'_>, action: Action, name: &str) -> RpcError {
+        Stats::bump(&self.stats.forbidden);
+        crate::policy::warn_refused(caller.rights.identity(), action, name);
+        RpcError::with(
+            ErrorCode::Forbidden,
+            format_args!(
+                "{} may not {} {name:?} (see the policy in docs/security.md)",
+                caller.rights.identity(),
+                action.name()
+            ),
+        )
+    }
+
+    /// What `bus.list` answers: other peers' details only for admins.
+    fn list(&self, caller: &Caller<'_>) -> List {
+        let admin = caller.rights.admin();
         let mut names: Vec<NameInfo> = self
             .names
             .iter()
             .map(|(name, owner)| NameInfo {
                 name: name.to_string(),
-                provider: self.describe(*owner),
+                provider: self.describe(*owner, admin || *owner == caller.id),
                 pending: self.pending_on(*owner),
             })
             .collect();
@@ -334,6 +389,17 @@ struct ProviderInfo {
 }
 
 impl ProviderInfo {
+    /// Without pid, uid, gid or address: what non-admins see of others.
+    fn redacted(id: ConnRef, peer: Peer, protocol: Protocol) -> Self {
+        Self {
+            pid: None,
+            uid: None,
+            gid: None,
+            address: None,
+            ..Self::new(id, peer, protocol)
+        }
+    }
+
     fn new(id: ConnRef, peer: Peer, protocol: Protocol) -> Self {
         let (cred, address) = match peer {
             Peer::Unix(cred) => (cred, None),

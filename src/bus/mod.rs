@@ -128,6 +128,8 @@ pub struct Caller<'a> {
     pub peer: &'a Peer,
     /// The protocol it speaks.
     pub protocol: Protocol,
+    /// Its identity and what the policy lets it do.
+    pub rights: &'a crate::policy::Rights,
 }
 
 /// Something the bus produced for a connection other than the one whose
@@ -181,6 +183,13 @@ struct Member {
     events: EventQueue,
     /// Evicted as a slow subscriber: it gets nothing more.
     evicted: bool,
+    /// What the policy lets it provide and receive.
+    grants: Arc<crate::policy::Grants>,
+    /// A pattern subscription reaches topics it may not receive: each
+    /// event's topic is checked (and the verdict remembered).
+    filter_events: bool,
+    /// Remembered verdicts: names routed to it, topics delivered to it.
+    verdicts: crate::policy::Verdicts,
 }
 
 impl Member {
@@ -194,7 +203,20 @@ impl Member {
             calling: 0,
             events: EventQueue::default(),
             evicted: false,
+            grants: Arc::clone(caller.rights.grants()),
+            filter_events: false,
+            verdicts: crate::policy::Verdicts::default(),
         }
+    }
+
+    /// Whether the policy lets it receive an event on `topic`.
+    fn may_receive(&mut self, topic: &str) -> bool {
+        use crate::policy::{Action, Target};
+        let grants = &self.grants;
+        !self.filter_events
+            || self.verdicts.get(topic, || {
+                grants.permits(Action::Subscribe, Target::Name(topic))
+            })
     }
 
     fn is_unused(&self) -> bool {
@@ -254,9 +276,56 @@ impl Bus {
         self.now = now;
     }
 
-    /// The connection that provides `method`, if any.
-    pub fn provider_of(&self, method: &str) -> Option<ConnRef> {
-        self.names.lookup(method).copied()
+    /// The connection that provides `method`, if any, and may: a pattern's
+    /// owner whom the policy does not let provide this very name gets none
+    /// of its calls (the caller hears there is no such method).
+    pub fn provider_of(&mut self, method: &str) -> Option<ConnRef> {
+        use crate::policy::{Action, Target};
+        let provider = *self.names.lookup(method)?;
+        let member = self.members.get_mut(&provider)?;
+        if member.grants.is_everything() {
+            return Some(provider);
+        }
+        let grants = &member.grants;
+        let allowed = member.verdicts.get(method, || {
+            grants.permits(Action::Provide, Target::Name(method))
+        });
+        if !allowed {
+            Stats::bump(&self.stats.forbidden);
+            tracing::debug!(
+                method,
+                provider = provider.token,
+                "bus: provider may not provide this name; not routed"
+            );
+        }
+        allowed.then_some(provider)
+    }
+
+    /// A connection took another identity (an anonymous TCP peer that sent
+    /// `rpc.auth`): its routing and delivery checks follow the new grants.
+    pub fn regrant(&mut self, id: ConnRef, grants: &Arc<crate::policy::Grants>) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.grants = Arc::clone(grants);
+            member.verdicts = crate::policy::Verdicts::default();
+            // Its pattern subscriptions were judged under the old grants.
+            member.filter_events = true;
+        }
+    }
+
+    /// After a subscription: events on its patterns are checked per topic
+    /// when the policy denies some topic under one of them.
+    pub(crate) fn filter_if_needed(&mut self, caller: &Caller<'_>, topics: &[Pattern]) {
+        use crate::policy::Action;
+        let grants = caller.rights.grants();
+        let reaches_denied = topics.iter().any(|t| match t {
+            Pattern::Prefix(prefix) => grants.denies_under(Action::Subscribe, prefix),
+            Pattern::Exact(_) => false,
+        });
+        if reaches_denied {
+            if let Some(member) = self.members.get_mut(&caller.id) {
+                member.filter_events = true;
+            }
+        }
     }
 
     /// True when the connection provides names or subscribes to topics
@@ -436,7 +505,8 @@ impl Bus {
     fn list_names<'n>(&self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
         let provider = format!(
             "provided by connection {} ({})",
-            caller.id.token, caller.peer
+            caller.id.token,
+            caller.peer.transport().name()
         );
         let mut directory = match self.directory.write() {
             Ok(directory) => directory,

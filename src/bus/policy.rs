@@ -1,14 +1,16 @@
-//! Who may register which names: `bus-allow` rules, `PATTERN=WHO,...`.
+//! The legacy registration rules: `bus-allow`, `PATTERN=WHO,...`.
 //!
-//! With no rules, any Unix peer (one the allow-list let in) may register any
-//! name and TCP peers none. With rules, the most specific rule covering the
-//! name decides; a name no rule covers is refused.
+//! They are consulted for `provide` when no `[[policy]]` rule decides (see
+//! [`crate::policy`]): the most specific rule covering the name decides,
+//! and with rules present a name no rule covers is refused. With no rules,
+//! the policy's defaults apply (only the daemon's user and root provide).
 
 use std::fmt;
 
 use super::pattern::Pattern;
 use crate::access::Peer;
 use crate::config::{group_id, user_id};
+use crate::policy::Target;
 
 /// One kind of peer a rule lets register.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,10 +69,16 @@ impl Rule {
 
     /// How specific the rule is for `name`, if it covers it at all: exact
     /// names first, then longer prefixes, then `*`.
-    fn specificity(&self, name: &Pattern) -> Option<usize> {
+    fn specificity(&self, name: Target<'_>) -> Option<usize> {
+        let covers = |p: &Pattern| match (p, name) {
+            (Pattern::Exact(a), Target::Name(b)) => a == b,
+            (Pattern::Exact(_), Target::Prefix(_)) => false,
+            (Pattern::Prefix(a), Target::Name(b)) => b.len() > a.len() && b.starts_with(a.as_str()),
+            (Pattern::Prefix(a), Target::Prefix(b)) => b.starts_with(a.as_str()),
+        };
         match &self.pattern {
             None => Some(0),
-            Some(p) if p.covers(name) => Some(match p {
+            Some(p) if covers(p) => Some(match p {
                 Pattern::Exact(_) => usize::MAX,
                 Pattern::Prefix(prefix) => prefix.len(),
             }),
@@ -112,8 +120,15 @@ impl Policy {
         &self.rules
     }
 
-    /// Whether `peer` may register `name`; Err says why not.
-    pub fn permits(&self, peer: &Peer, name: &Pattern) -> Result<(), String> {
+    /// What the rules say of `peer` providing `name`: None when there are
+    /// no rules; with rules, the most specific covering one decides, and a
+    /// name none covers is refused.
+    pub fn decides(&self, peer: &Peer, name: Target<'_>) -> Option<bool> {
+        (!self.rules.is_empty()).then(|| self.permits(peer, name).is_ok())
+    }
+
+    /// Whether `peer` may register `name` by these rules; Err says why not.
+    pub fn permits(&self, peer: &Peer, name: Target<'_>) -> Result<(), String> {
         if self.rules.is_empty() {
             return match peer {
                 Peer::Unix(_) => Ok(()),
@@ -152,15 +167,16 @@ mod tests {
         }))
     }
 
-    fn name(text: &str) -> Pattern {
-        Pattern::parse(text).expect("valid")
+    fn name(text: &str) -> Target<'static> {
+        let leaked: &'static Pattern = Box::leak(Box::new(Pattern::parse(text).expect("valid")));
+        Target::of(leaked)
     }
 
     #[test]
     fn by_default_unix_peers_register_and_tcp_peers_do_not() {
         let policy = Policy::default();
-        assert!(policy.permits(&unix(1000, 1000), &name("a.b")).is_ok());
-        assert!(policy.permits(&Peer::Tcp(None), &name("a.b")).is_err());
+        assert!(policy.permits(&unix(1000, 1000), name("a.b")).is_ok());
+        assert!(policy.permits(&Peer::Tcp(None), name("a.b")).is_err());
     }
 
     #[test]
@@ -170,20 +186,20 @@ mod tests {
             Rule::parse("editor.secret=0").expect("rule"),
             Rule::parse("*=0,tcp").expect("rule"),
         ]);
-        assert!(policy.permits(&unix(1000, 1), &name("editor.open")).is_ok());
-        assert!(policy.permits(&unix(7, 50), &name("editor.open")).is_ok());
-        assert!(policy.permits(&unix(1000, 1), &name("editor.*")).is_ok());
+        assert!(policy.permits(&unix(1000, 1), name("editor.open")).is_ok());
+        assert!(policy.permits(&unix(7, 50), name("editor.open")).is_ok());
+        assert!(policy.permits(&unix(1000, 1), name("editor.*")).is_ok());
         assert!(
             policy
-                .permits(&unix(1000, 1), &name("editor.secret"))
+                .permits(&unix(1000, 1), name("editor.secret"))
                 .is_err()
         );
-        assert!(policy.permits(&unix(1000, 1), &name("other.x")).is_err());
-        assert!(policy.permits(&unix(0, 0), &name("other.x")).is_ok());
-        assert!(policy.permits(&Peer::Tcp(None), &name("other.x")).is_ok());
+        assert!(policy.permits(&unix(1000, 1), name("other.x")).is_err());
+        assert!(policy.permits(&unix(0, 0), name("other.x")).is_ok());
+        assert!(policy.permits(&Peer::Tcp(None), name("other.x")).is_ok());
         assert!(
             policy
-                .permits(&Peer::Tcp(None), &name("editor.open"))
+                .permits(&Peer::Tcp(None), name("editor.open"))
                 .is_err()
         );
     }
@@ -191,9 +207,9 @@ mod tests {
     #[test]
     fn a_name_no_rule_covers_is_refused() {
         let policy = Policy::new(vec![Rule::parse("editor.*=any").expect("rule")]);
-        let refused = policy.permits(&unix(1, 1), &name("build.run"));
+        let refused = policy.permits(&unix(1, 1), name("build.run"));
         assert_eq!(refused, Err("no bus-allow rule covers it".into()));
-        assert!(policy.permits(&unix(1, 1), &name("ed.*")).is_err());
+        assert!(policy.permits(&unix(1, 1), name("ed.*")).is_err());
     }
 
     #[test]

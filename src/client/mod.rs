@@ -64,6 +64,33 @@ use wire::Inbound;
 pub use bus::{BusList, ProvidedName, TopicEntry};
 pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
 
+/// The token file a client on `tcp` (`HOST:PORT`) can read by itself:
+/// the daemon's generated token beside its Unix socket (`unix`, else the
+/// default socket path), or that of a daemon without a Unix socket
+/// (`junction-tcp-<port>.token`, checked first). Only a regular file of
+/// this user counts; None when there is none.
+pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<PathBuf> {
+    let port = tcp
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    let socket = unix.map_or_else(crate::net::listener::default_unix_path, PathBuf::from);
+    let by_port = port.map(crate::access::tcp_token_path);
+    let beside = crate::access::token_path(Some(&socket), 0);
+    by_port
+        .into_iter()
+        .chain(std::iter::once(beside))
+        .find(|path| is_own_readable_file(path))
+}
+
+/// True for a regular file (not a symlink) of this user that it can read:
+/// a token file planted by someone else is never sent.
+fn is_own_readable_file(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw())
+        && std::fs::File::open(path).is_ok()
+}
+
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -279,6 +306,18 @@ impl Client {
     pub fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
         self.call("rpc.auth", Some(serde_json::json!({ "token": token })))?;
         Ok(())
+    }
+
+    /// Authenticates with the token in `path`: the file's content, or the
+    /// SECRET of a single `NAME:SECRET` line.
+    pub fn authenticate_with_file(&mut self, path: &std::path::Path) -> Result<(), ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ClientError::Usage(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?;
+        self.authenticate(crate::access::client_secret(&text))
     }
 
     /// Calls `method` with JSON params and waits for its JSON result.

@@ -93,7 +93,8 @@ impl Core {
         let waiting_auth = gate != Gate::Open;
         entry.insert(Client {
             stream,
-            conn: Connection::new(id, peer, gate, self.now),
+            conn: Connection::new(id, peer, gate, self.now)
+                .with_rights(self.context.guard().admit(&peer, gate)),
             lingering: false,
             hung_up: false,
             read_closed: false,

@@ -425,7 +425,23 @@ impl Core {
         let now = self.now;
         let clients: Vec<_> = self.clients.iter().map(|(_, c)| c.conn.info(now)).collect();
         for job in std::mem::take(&mut self.held.on_loop) {
-            let done = job.run(&self.context, Some(&clients));
+            // Only admins see other connections (docs/security.md).
+            let admin = self
+                .clients
+                .get(job.conn.token)
+                .is_some_and(|c| c.conn.is_admin());
+            let own: Vec<_>;
+            let clients = if admin {
+                &clients[..]
+            } else {
+                own = clients
+                    .iter()
+                    .filter(|c| c.id == job.conn.token)
+                    .cloned()
+                    .collect();
+                &own[..]
+            };
+            let done = job.run(&self.context, Some(clients));
             self.deliver(done);
         }
     }

@@ -124,7 +124,31 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
         tcp: "127.0.0.1:0".parse().ok(),
         workers: 2,
         backend,
+        access: open_tcp_access(),
         ..Config::default()
+    }
+}
+
+/// The TCP access most tests run with: anonymous TCP on loopback, and the
+/// identity `anonymous` granted what any TCP peer had before the policy
+/// existed (call, publish and subscribe everything, see every client;
+/// providing stays with the Unix peers and `bus-allow`). tests/policy.rs
+/// and tests/access.rs cover the real defaults.
+pub fn open_tcp_access() -> junction::access::Access {
+    use junction::policy::{Policy, Rule};
+    let rules = [
+        "anonymous:call:*",
+        "anonymous:publish:*",
+        "anonymous:subscribe:*",
+        "anonymous:admin",
+    ]
+    .iter()
+    .map(|flag| Rule::from_flag(flag, false).expect("test rule"))
+    .collect();
+    junction::access::Access {
+        tcp_anonymous: true,
+        policy: Policy::new(rules),
+        ..junction::access::Access::default()
     }
 }
 

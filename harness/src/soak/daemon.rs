@@ -106,6 +106,12 @@ impl Daemon {
                 &socket.display().to_string(),
                 "--tcp",
                 "127.0.0.1:0",
+                // TCP peers are anonymous and may call every method (the
+                // soak measures the daemon, not authentication).
+                "--tcp-anonymous",
+                "true",
+                "--allow",
+                "anonymous:call:*",
             ]
             .map(String::from),
         );
