@@ -83,7 +83,7 @@ pub fn call(
         }
         "bus.unregister" => {
             let names = patterns(params.parse::<Names>()?.names)?;
-            let released = bus.unregister(caller.id, &names)?;
+            let released = bus.unregister(caller.id, &names);
             Ok(serde_json::json!({ "names": listed(released) }))
         }
         "bus.subscribe" => {
@@ -110,7 +110,10 @@ pub fn call(
             let reached = bus.publish(&publish.topic, data);
             Ok(serde_json::json!({ "subscribers": reached }))
         }
-        "bus.list" => serde_json::to_value(bus.list()).map_err(RpcError::internal),
+        "bus.list" => {
+            params.parse::<serde::de::IgnoredAny>()?; // A raw body is -32602; JSON is ignored.
+            serde_json::to_value(bus.list()).map_err(RpcError::internal)
+        }
         _ => Err(RpcError::method_not_found(method)),
     }
 }
@@ -166,6 +169,11 @@ impl Bus {
         name: &Pattern,
         context: &Context,
     ) -> Result<(), RpcError> {
+        // A method the daemon has is taken, by "daemon", even under rpc. or bus.
+        if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some() || METHODS.iter().any(|(m, _)| m == n))
+        {
+            return Err(self.taken(name, Owner::Daemon));
+        }
         if name.is_under(RESERVED_PREFIX) || name.is_under(PREFIX) {
             return Err(RpcError::invalid_params(format_args!(
                 "{:?} is reserved: names under \"rpc.\" and \"bus.\" belong to the daemon",
@@ -183,49 +191,43 @@ impl Bus {
                 ),
             ));
         }
-        let owner = match self.names.get(name) {
-            Some(owner) if *owner != caller.id => Some(self.describe(*owner)),
-            _ if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some()) => {
-                Some(Owner::Daemon)
-            }
-            _ => None,
-        };
-        match owner {
-            None => Ok(()),
-            Some(owner) => {
-                Stats::bump(&self.stats.bus.refused);
-                Err(RpcError::with(
-                    ErrorCode::NameTaken,
-                    format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
-                )
-                .data(serde_json::json!({ "name": name.to_string(), "owner": owner })))
-            }
+        match self.names.get(name) {
+            Some(owner) if *owner != caller.id => Err(self.taken(name, self.describe(*owner))),
+            _ => Ok(()),
         }
     }
 
-    /// Releases those of `names` the connection owns; any it does not own
-    /// is an error and nothing is released.
-    fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Result<Vec<Pattern>, RpcError> {
-        let owned = self
-            .members
-            .get(&id)
-            .map(|m| m.names.as_slice())
-            .unwrap_or_default();
-        if let Some(stranger) = names.iter().find(|n| !owned.contains(n)) {
-            return Err(RpcError::invalid_params(format_args!(
-                "{:?} is not registered by this connection",
-                stranger.to_string()
-            )));
-        }
+    /// -32020 for `name`, owned by `owner`.
+    fn taken(&self, name: &Pattern, owner: Owner) -> RpcError {
+        Stats::bump(&self.stats.bus.refused);
+        RpcError::with(
+            ErrorCode::NameTaken,
+            format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
+        )
+        .data(serde_json::json!({ "name": name.to_string(), "owner": owner }))
+    }
+
+    /// Releases those of `names` the connection owns and returns them; a
+    /// name it does not own is left alone, like `bus.unsubscribe` of a
+    /// topic it has not subscribed (proto/bus.md section 1: both are
+    /// idempotent, so a retry after a lost answer is harmless).
+    fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Vec<Pattern> {
+        let mut released = Vec::new();
         if let Some(member) = self.members.get_mut(&id) {
-            member.names.retain(|n| !names.contains(n));
+            for name in names {
+                if let Some(at) = member.names.iter().position(|n| n == name) {
+                    released.push(member.names.swap_remove(at));
+                }
+            }
         }
-        for name in names {
+        for name in &released {
             self.names.remove(name);
         }
         self.prune(id);
-        self.publish_directory();
-        Ok(names.to_vec())
+        if !released.is_empty() {
+            self.publish_directory();
+        }
+        released
     }
 
     fn describe(&self, id: ConnRef) -> Owner {
