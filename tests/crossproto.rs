@@ -469,3 +469,132 @@ mod property {
         }
     }
 }
+
+/// What bus.md section 5 and mcp1.md section 2 say `rpc.stats` counts: a
+/// stray PONG is an MCP1 error, `events_published` counts publish calls,
+/// `late_answers` lives in the `bus` object.
+#[test]
+fn rpc_stats_counts_what_the_specs_say() {
+    // A daemon per transport (Unix, then TCP): the counters start at 0.
+    for transport in 0..2 {
+        let server = start();
+        let endpoint = server.endpoints()[transport].clone();
+        let mut mcp1 = Raw::connect(&endpoint);
+        mcp1.send(&mcp1_frame(1, 7, 0, 5, b"stray"));
+        mcp1.send(&mcp1_frame(1, 6, 0, 6, b""));
+        assert_eq!(mcp1.frame().kind, 7, "the PING after the PONG is answered");
+        let stats = server.stats();
+        assert_eq!(stats["protocols"]["mcp1"]["errors"], 1, "{stats}");
+
+        let topic = unique("stats.t");
+        let mut subscribers: Vec<Raw> = (0..2).map(|_| Raw::connect(&endpoint)).collect();
+        for s in &mut subscribers {
+            jsonrpc_call(s, "bus.subscribe", json!({"topics": [topic]}));
+        }
+        let mut publisher = Raw::connect(&endpoint);
+        for (to, reached) in [(unique("stats.none"), 0), (topic.clone(), 2)] {
+            let reply = jsonrpc_call(
+                &mut publisher,
+                "bus.publish",
+                json!({"topic": to, "data": 1}),
+            );
+            assert_eq!(reply["result"]["subscribers"], reached);
+        }
+        for s in &mut subscribers {
+            let event: Value = serde_json::from_str(&line(s)).expect("an event");
+            assert_eq!(event["params"]["topic"], topic.as_str());
+        }
+        let stats = server.stats();
+        assert_eq!(stats["bus"]["events_published"], 2, "calls: {stats}");
+        assert_eq!(stats["bus"]["events_delivered"], 2, "deliveries: {stats}");
+
+        let mut provider = Raw::connect(&endpoint);
+        register_mcp1(&mut provider, &unique("stats.p"));
+        provider.send(&mcp1_frame(1, 2, 0, 999_999, b"1"));
+        provider.send(&mcp1_frame(1, 6, 0, 7, b""));
+        assert_eq!(provider.frame().kind, 7);
+        let stats = server.stats();
+        assert_eq!(stats["bus"]["late_answers"], 1, "{stats}");
+    }
+}
+
+/// bus.md section 1: -32020's `data` names the owner with its transport
+/// and protocol; the message has the form section 8 gives.
+#[test]
+fn name_taken_says_who_owns_the_name_and_its_protocol() {
+    let server = start();
+    for (owner_at, asker_at) in pairs(&server) {
+        for owner_speaks in ["jsonrpc", "mcp1"] {
+            let name = unique("owned.n");
+            let mut owner = Raw::connect(&owner_at);
+            if owner_speaks == "mcp1" {
+                register_mcp1(&mut owner, &name);
+            } else {
+                jsonrpc_call(&mut owner, "bus.register", json!({"names": [name]}));
+            }
+            let mut asker = Raw::connect(&asker_at);
+            let reply = jsonrpc_call(&mut asker, "bus.register", json!({"names": [name]}));
+            let error = &reply["error"];
+            assert_eq!(error["code"], -32020, "{reply}");
+            let who = &error["data"]["owner"];
+            assert_eq!(error["data"]["name"], name.as_str());
+            assert_eq!(who["protocol"], owner_speaks, "{reply}");
+            let id = who["id"].as_u64().expect("the owner's connection id");
+            let message = error["message"].as_str().expect("message");
+            let start = format!(r#"Name taken: "{name}" is provided by connection {id} ("#);
+            assert!(message.starts_with(&start), "{message}");
+            match owner_at {
+                Endpoint::Unix(_) => {
+                    assert_eq!(who["transport"], "unix");
+                    assert!(who["uid"].is_u64() && who["gid"].is_u64(), "{who}");
+                    let pid = who["pid"].as_u64().expect("a pid on Linux");
+                    let uid = &who["uid"];
+                    assert!(
+                        message.ends_with(&format!("(unix pid {pid} uid {uid})")),
+                        "{message}"
+                    );
+                }
+                Endpoint::Tcp(_) => {
+                    assert_eq!(who["transport"], "tcp");
+                    let address = who["address"].as_str().expect("address");
+                    assert!(message.ends_with(&format!("(tcp {address})")), "{message}");
+                }
+            }
+        }
+    }
+}
+
+/// bus.md section 2: a JSON-RPC provider's `error` member that is no
+/// error object reaches the caller as -32603, and ends the call.
+#[test]
+fn a_malformed_error_from_a_provider_is_an_internal_error() {
+    let server = start();
+    for (caller_at, provider_at) in pairs(&server) {
+        let name = unique("bad.e");
+        let mut provider = Raw::connect(&provider_at);
+        jsonrpc_call(&mut provider, "bus.register", json!({"names": [name]}));
+        let mut caller = Raw::connect(&caller_at);
+        let call = json!({"jsonrpc": "2.0", "method": name, "id": 1});
+        caller.send(format!("{call}\n").as_bytes());
+        let request: Value = serde_json::from_str(&line(&mut provider)).expect("JSON");
+        let id = &request["id"];
+        provider.send(
+            format!("{{\"jsonrpc\":\"2.0\",\"error\":{{\"code\":\"x\"}},\"id\":{id}}}\n")
+                .as_bytes(),
+        );
+        let reply: Value = serde_json::from_str(&line(&mut caller)).expect("JSON");
+        assert_eq!(reply["error"]["code"], -32603, "{reply}");
+        let message = reply["error"]["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("Internal error: the provider sent a malformed error object: "),
+            "{message}"
+        );
+        // The call is over: a second answer is a late one, dropped.
+        provider.send(format!("{{\"jsonrpc\":\"2.0\",\"result\":1,\"id\":{id}}}\n").as_bytes());
+        caller.send(b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.ping\",\"id\":2}\n");
+        assert_eq!(
+            line(&mut caller),
+            r#"{"jsonrpc":"2.0","result":"pong","id":2}"#
+        );
+    }
+}
