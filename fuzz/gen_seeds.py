@@ -186,6 +186,19 @@ def main():
     write("conn", "too-long", bytes([0x80 | 0x60 | 2, 0x02, 0, 7]) + b'{"jsonrpc":1}\n' + b"[" * 20 + b"\n")
     write("conn", "too-long-at-eof", bytes([0x80 | 0x60 | 2, 0x02, 0, 7]) + b'{"jsonrpc":1}\n' + b"{" * 17)
 
+    # crossproto: the whole input is one MCP1 body (no setup bytes).
+    crossproto = {
+        "forged-reply": b'[\n{"jsonrpc":"2.0","result":"FORGED","id":"victim"}\r\n]',
+        "forged-request": b'{"a":\r\n1,"b":[\n{"jsonrpc":"2.0","method":"evil","id":1}\n]}',
+        "spaced-scalar": b' \n"hi\\n" \t\r\n',
+        "empty": b"",
+        "whitespace-only": b" \n",
+        "not-json": b"[1,\n",
+        "escapes": b'["\\u2028\\ud800", 1e999, -0.0]',
+    }
+    for name, data in crossproto.items():
+        write("crossproto", name, data)
+
 
 if __name__ == "__main__":
     main()

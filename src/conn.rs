@@ -547,7 +547,10 @@ impl Connection {
                     .errors
                     .fetch_add(1, Relaxed);
             }
-            Phase::Mcp1 => self.dispatcher(shared).mcp1_error(0, &error),
+            Phase::Mcp1 => {
+                let id = mcp1::front_id(&self.ring); // The header's, once it is whole.
+                self.dispatcher(shared).mcp1_error(id, &error);
+            }
         }
         self.frame_started = None;
         self.refuse(shared, b"");

@@ -184,6 +184,11 @@ fn result_of(
 ) -> Option<Result<(Vec<u8>, bool), i32>> {
     let echoed = || match params {
         Params::None => Ok((b"null".to_vec(), false)),
+        // Over JSON-RPC, CR and LF between tokens are written as spaces
+        // (jsonrpc.md section 3); MCP1 keeps them.
+        Params::Json(raw) if protocol == Protocol::JsonRpc => {
+            Ok((raw.get().replace(['\r', '\n'], " ").into_bytes(), false))
+        }
         Params::Json(raw) => Ok((raw.get().as_bytes().to_vec(), false)),
         Params::Raw(bytes) => Ok((bytes.to_vec(), true)),
     };

@@ -301,7 +301,11 @@ fn answer(entry: &Entry<'_>, out: &mut Vec<u8>) -> Option<Reply> {
                         }
                         Ok(())
                     });
-                    let echoed = params.map_or("null", RawValue::get).as_bytes().to_vec();
+                    // A CR between tokens is written as a space (jsonrpc.md section 3).
+                    let echoed = params
+                        .map_or("null", RawValue::get)
+                        .replace('\r', " ")
+                        .into_bytes();
                     (sent, Ok(echoed))
                 }
             };

@@ -66,6 +66,8 @@ impl<'a> Outcome<'a> {
             Err(e) => Outcome::Error(RpcError::internal(format_args!(
                 "the provider's result is not JSON: {}",
                 e.message
+                    .strip_prefix("Parse error: ")
+                    .unwrap_or(&e.message)
             ))),
         }
     }

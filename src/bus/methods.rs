@@ -84,7 +84,7 @@ pub fn call(
         }
         "bus.unregister" => {
             let names = patterns(params.parse::<Names>()?.names)?;
-            let released = bus.unregister(caller.id, &names)?;
+            let released = bus.unregister(caller.id, &names);
             Ok(serde_json::json!({ "names": listed(released) }))
         }
         "bus.subscribe" => {
@@ -114,7 +114,10 @@ pub fn call(
             let reached = bus.publish(&publish.topic, data)?;
             Ok(serde_json::json!({ "subscribers": reached }))
         }
-        "bus.list" => serde_json::to_value(bus.list(caller)).map_err(RpcError::internal),
+        "bus.list" => {
+            params.parse::<serde::de::IgnoredAny>()?; // A raw body is -32602; JSON is ignored.
+            serde_json::to_value(bus.list(caller)).map_err(RpcError::internal)
+        }
         _ => Err(RpcError::method_not_found(method)),
     }
 }
@@ -195,6 +198,11 @@ impl Bus {
         name: &Pattern,
         context: &Context,
     ) -> Result<(), RpcError> {
+        // A method the daemon has is taken, by "daemon", even under rpc. or bus.
+        if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some() || METHODS.iter().any(|(m, _)| m == n))
+        {
+            return Err(self.taken(name, Owner::Daemon));
+        }
         if name.is_under(RESERVED_PREFIX) || name.is_under(PREFIX) {
             return Err(RpcError::invalid_params(format_args!(
                 "{:?} is reserved: names under \"rpc.\" and \"bus.\" belong to the daemon",
@@ -218,54 +226,44 @@ impl Bus {
                 ),
             ));
         }
-        let owner = match self.names.get(name) {
+        match self.names.get(name) {
             Some(owner) if *owner != caller.id => {
-                Some(self.describe(*owner, caller.rights.admin()))
+                Err(self.taken(name, self.describe(*owner, caller.rights.admin())))
             }
-            _ if matches!(name, Pattern::Exact(n) if context.router().get(n).is_some()) => {
-                Some(Owner::Daemon)
-            }
-            _ => None,
-        };
-        match owner {
-            None => Ok(()),
-            Some(owner) => {
-                Stats::bump(&self.stats.bus.refused);
-                Err(RpcError::with(
-                    ErrorCode::NameTaken,
-                    format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
-                )
-                .data(serde_json::json!({ "name": name.to_string(), "owner": owner })))
-            }
+            _ => Ok(()),
         }
     }
 
-    /// Releases those of `names` the connection owns; any it does not own
-    /// is an error and nothing is released.
-    fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Result<Vec<Pattern>, RpcError> {
-        let owns = |name: &Pattern| {
-            self.members
-                .get(&id)
-                .is_some_and(|m| m.names.contains(name))
-        };
-        if let Some(stranger) = names.iter().find(|n| !owns(n)) {
-            return Err(RpcError::invalid_params(format_args!(
-                "{:?} is not registered by this connection",
-                stranger.to_string()
-            )));
-        }
+    /// -32020 for `name`, owned by `owner`.
+    fn taken(&self, name: &Pattern, owner: Owner) -> RpcError {
+        Stats::bump(&self.stats.bus.refused);
+        RpcError::with(
+            ErrorCode::NameTaken,
+            format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
+        )
+        .data(serde_json::json!({ "name": name.to_string(), "owner": owner }))
+    }
+
+    /// Releases those of `names` the connection owns and returns them; a
+    /// name it does not own is left alone, like `bus.unsubscribe` of a
+    /// topic it has not subscribed (proto/bus.md section 1: both are
+    /// idempotent, so a retry after a lost answer is harmless).
+    fn unregister(&mut self, id: ConnRef, names: &[Pattern]) -> Vec<Pattern> {
+        let mut released = Vec::new();
         if let Some(member) = self.members.get_mut(&id) {
             for name in names {
-                member.names.remove(name);
+                if member.names.remove(name) {
+                    released.push(name.clone());
+                }
             }
         }
-        for name in names {
+        for name in &released {
             self.names.remove(name);
         }
-        self.unlist(names.iter());
+        self.unlist(released.iter());
         self.prune(id);
         self.shrink();
-        Ok(names.to_vec())
+        released
     }
 
     /// Who owns a name; its peer's details only when `detailed` (admins,

@@ -340,6 +340,31 @@ impl<'a> Envelope<'a> {
 const RESULT_PREFIX: &[u8] = br#"{"jsonrpc":"2.0","result":"#;
 const ERROR_PREFIX: &[u8] = br#"{"jsonrpc":"2.0","error":{"code":"#;
 
+/// Appends JSON text that did not come from this connection's own line (a
+/// provider's result, a caller's params, event data) so that it cannot end
+/// the line: every CR and LF in it is written as a space.
+///
+/// In valid JSON, CR and LF can only be whitespace between tokens (inside a
+/// string they must be escaped; every JSON value the daemon passes on was
+/// checked by serde_json, which refuses them there), so the value is
+/// unchanged. Without this, an MCP1 peer, whose bodies may hold raw LF, could
+/// write whole forged lines into a JSON-RPC peer's stream. The search is
+/// memchr's: text without CR or LF costs one vectorised scan and the copy.
+pub fn write_raw_json(out: &mut Vec<u8>, raw: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(raw);
+    blank_line_breaks(&mut out[start..]);
+}
+
+/// Replaces every CR and LF in `json` with a space, in place.
+fn blank_line_breaks(json: &mut [u8]) {
+    let mut at = 0;
+    while let Some(found) = memchr::memchr2(b'\n', b'\r', &json[at..]) {
+        json[at + found] = b' ';
+        at += found + 1;
+    }
+}
+
 fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
     out.extend_from_slice(br#","id":"#);
     out.extend_from_slice(id.map_or("null", |id| id.get()).as_bytes());
@@ -349,6 +374,10 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
 /// Appends a response object (no newline) for `id`, with the result `run`
 /// writes; if `run` fails, an error response takes its place. Returns the
 /// error that was sent, if any.
+///
+/// The result is kept on one line whatever wrote it (see [`write_raw_json`]):
+/// a routed call's result comes from another peer, and a handler may pass on
+/// JSON text it did not build.
 pub fn write_response(
     out: &mut Vec<u8>,
     id: Option<&RawValue>,
@@ -372,6 +401,7 @@ pub fn write_response(
     };
     match outcome {
         Ok(()) => {
+            blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
             write_id(out, id);
             None
         }
@@ -400,7 +430,8 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&RawValue>, error: &RpcError) {
 
 /// Appends a request object (no newline) with a numeric id, or a
 /// notification when `id` is None: what the daemon forwards to providers
-/// and sends to subscribers.
+/// and sends to subscribers. `params` come from another peer (a caller, a
+/// publisher) and are written with [`write_raw_json`].
 pub fn write_request(out: &mut Vec<u8>, id: Option<u32>, method: &str, params: Option<&str>) {
     out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
@@ -411,7 +442,7 @@ pub fn write_request(out: &mut Vec<u8>, id: Option<u32>, method: &str, params: O
     let _ = serde_json::to_writer(&mut *out, method);
     if let Some(params) = params {
         out.extend_from_slice(br#","params":"#);
-        out.extend_from_slice(params.as_bytes());
+        write_raw_json(out, params.as_bytes());
     }
     out.push(b'}');
 }
@@ -568,6 +599,39 @@ mod tests {
         out.clear();
         write_response(&mut out, None, |_| Ok(()));
         assert_eq!(out, br#"{"jsonrpc":"2.0","result":null,"id":null}"#);
+    }
+
+    #[test]
+    fn json_from_other_peers_stays_on_one_line() {
+        let mut out = b"x".to_vec();
+        write_raw_json(&mut out, b"[\n{\"a\" :\r\n1}\t]");
+        assert_eq!(out, b"x[ {\"a\" :  1}\t]");
+        out.clear();
+        write_raw_json(&mut out, b"{\"no\":\"breaks\\n\"}");
+        assert_eq!(out, br#"{"no":"breaks\n"}"#, "escapes are not line breaks");
+
+        // The injection of issue 14: a result that holds a whole reply line.
+        let forged: &RawValue = serde_json::from_str(
+            "[\n{\"jsonrpc\":\"2.0\",\"result\":\"FORGED\",\"id\":\"victim\"}\n]",
+        )
+        .expect("valid JSON");
+        out.clear();
+        write_response(&mut out, Some(RawValue::NULL), |r| {
+            r.json_text(forged);
+            Ok(())
+        });
+        assert_eq!(
+            out,
+            br#"{"jsonrpc":"2.0","result":[ {"jsonrpc":"2.0","result":"FORGED","id":"victim"} ],"id":null}"#
+        );
+        out.clear();
+        write_request(&mut out, Some(3), "m", Some("{\"a\":\r\n[1,\n2]}"));
+        assert_eq!(
+            out,
+            br#"{"jsonrpc":"2.0","id":3,"method":"m","params":{"a":  [1, 2]}}"#
+        );
+        // Inside a string a raw LF is not JSON: such text never gets this far.
+        assert!(serde_json::from_str::<&RawValue>("\"a\nb\"").is_err());
     }
 
     #[test]

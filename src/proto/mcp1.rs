@@ -298,6 +298,17 @@ pub fn peek_header(first: &[u8]) -> Option<(u32, u32)> {
     Some((id, length))
 }
 
+/// The id an error about the frame at the front of `ring` carries: the
+/// header's when the whole header is in with the right magic, else 0
+/// (proto/mcp1.md section 5). For errors that are about no complete frame:
+/// the frame timeout (-32004), a truncated frame (-32014).
+pub fn front_id(ring: &RingBuffer) -> u32 {
+    let mut first = [0u8; HEADER_LEN];
+    let seen = ring.len().min(HEADER_LEN);
+    ring.peek(&mut first[..seen]);
+    peek_header(&first[..seen]).map_or(0, |(id, _)| id)
+}
+
 /// Checks the frame at the front of `ring`.
 pub fn next_frame(ring: &RingBuffer, limit: usize) -> Next {
     let mut first = [0u8; HEADER_LEN];
