@@ -281,7 +281,7 @@ fn protected_mode_refuses_a_public_address_without_a_token() {
 
 #[test]
 fn junctiond_refuses_a_public_address_without_a_token_and_says_why() {
-    let out = Command::new(env!("CARGO_BIN_EXE_junctiond"))
+    let out = common::junctiond()
         .args(["--unix", "off", "--tcp", "0.0.0.0:0"])
         .env_remove("JUNCTION_AUTH_TOKEN_FILE")
         .stdin(Stdio::null())
@@ -307,7 +307,7 @@ fn the_token_is_never_logged_or_printed() {
     let wrong_file = dir.path().join("wrong");
     std::fs::write(&wrong_file, "not-the-token-at-all").expect("wrong file");
     let daemon_args = |tcp: &str, extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_junctiond"));
+        let mut cmd = common::junctiond();
         cmd.args(["--unix", "off", "--tcp", tcp, "--log", "debug"])
             .arg("--auth-token-file")
             .arg(&token_file)

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Which backend the suite runs on (see tests/common).
 fn expected_backend() -> &'static str {
-    match std::env::var("JUNCTION_BACKEND").as_deref() {
-        Ok("io-uring") => "io-uring",
-        _ => "epoll",
-    }
+    common::backend_name()
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The `junctiond` and `junction` binaries as a user runs them.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -8,7 +10,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_junctiond");
 const CLI: &str = env!("CARGO_BIN_EXE_junction");
 
 /// A daemon process with a private runtime dir; killed on drop.
@@ -27,7 +28,7 @@ impl Daemon {
     }
 
     fn start_in(runtime: tempfile::TempDir, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(DAEMON)
+        let mut child = common::junctiond()
             .args(["--tcp", "127.0.0.1:0", "--log-format", "human"])
             .args(extra)
             .env("XDG_RUNTIME_DIR", runtime.path())
@@ -213,7 +214,7 @@ fn the_cli_reports_errors_with_exit_codes() {
 #[test]
 fn a_second_daemon_on_the_same_path_refuses_to_start() {
     let first = Daemon::start(&[]);
-    let out = Command::new(DAEMON)
+    let out = common::junctiond()
         .args(["--tcp", "off"])
         .env("XDG_RUNTIME_DIR", first.runtime.path())
         .output()
@@ -244,7 +245,7 @@ fn a_stale_socket_file_is_replaced_but_other_files_are_not() {
 
     let runtime = tempfile::tempdir().expect("tempdir");
     std::fs::write(runtime.path().join("junction.sock"), b"precious").expect("file");
-    let out = Command::new(DAEMON)
+    let out = common::junctiond()
         .args(["--tcp", "off"])
         .env("XDG_RUNTIME_DIR", runtime.path())
         .output()
@@ -289,7 +290,7 @@ fn unix_mode_and_listeners_are_configurable() {
 
     let runtime = tempfile::tempdir().expect("tempdir");
     let custom = runtime.path().join("sub/dir/j.sock");
-    let out = Command::new(DAEMON)
+    let out = common::junctiond()
         .args([
             "--tcp",
             "off",
@@ -300,7 +301,7 @@ fn unix_mode_and_listeners_are_configurable() {
         .output()
         .expect("print");
     assert!(text(&out.stdout).contains("tcp = \"off\""));
-    let mut child = Command::new(DAEMON)
+    let mut child = common::junctiond()
         .args(["--tcp", "off", "--unix", custom.to_str().expect("utf8")])
         .stderr(Stdio::null())
         .spawn()
@@ -331,7 +332,7 @@ fn wait_for_path(path: &Path) {
 }
 
 fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(DAEMON);
+    let mut cmd = common::junctiond();
     cmd.arg("--print-config").args(args);
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("JUNCTION_")) {
         cmd.env_remove(key);
@@ -392,7 +393,7 @@ fn bad_configuration_is_a_clear_error() {
         (vec!["--log", "[[["], "invalid --log filter"),
     ];
     for (args, needle) in cases {
-        let out = Command::new(DAEMON)
+        let out = common::junctiond()
             .args(&args)
             .env("XDG_RUNTIME_DIR", dir.path())
             .output()
@@ -407,7 +408,7 @@ fn bad_configuration_is_a_clear_error() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let runtime = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(DAEMON)
+    let mut child = common::junctiond()
         .args(["--tcp", "127.0.0.1:0", "--log-format", "json"])
         .env("XDG_RUNTIME_DIR", runtime.path())
         .stderr(Stdio::piped())

@@ -408,7 +408,7 @@ fn a_short_token_or_anonymous_tcp_off_loopback_stops_the_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "abc\n").expect("token");
-    let out = Command::new(env!("CARGO_BIN_EXE_junctiond"))
+    let out = common::junctiond()
         .args(["--unix", "off", "--tcp", "0.0.0.0:0", "--auth-token-file"])
         .arg(&token)
         .stdin(Stdio::null())
@@ -423,7 +423,7 @@ fn a_short_token_or_anonymous_tcp_off_loopback_stops_the_start() {
 fn bad_rules_stop_the_start_and_name_the_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_junctiond"))
+        common::junctiond()
             .args(["--unix", "off", "--tcp", "127.0.0.1:0", "--print-config"])
             .args(args)
             .env_remove("JUNCTION_CONFIG")

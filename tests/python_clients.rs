@@ -2,6 +2,8 @@
 //! proto/mcp1.md and proto/jsonrpc.md alone, run against the real junctiond:
 //! the MCP1 test vectors, then both protocols over both transports.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -12,6 +14,7 @@ fn python_clients_pass_against_the_daemon() {
         .args(["-m", "unittest", "-v", "test_clients"])
         .current_dir(&dir)
         .env("JUNCTIOND", env!("CARGO_BIN_EXE_junctiond"))
+        .env("JUNCTION_BACKEND", common::backend_name())
         // Keep __pycache__ out of the source tree.
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()

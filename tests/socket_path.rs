@@ -19,7 +19,6 @@ use junction::net::BindError;
 use junction::proto::Protocol;
 use junction::{Router, Server, ServerError};
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_junctiond");
 const CLI: &str = env!("CARGO_BIN_EXE_junction");
 const NOBODY: u32 = 65534;
 
@@ -54,7 +53,7 @@ fn fallback_dir(base: &Path) -> PathBuf {
 /// `junctiond` (Unix only) with XDG_RUNTIME_DIR unset and the fallback
 /// under `base`, or on `--unix path`.
 fn daemon(base: &Path, unix: Option<&Path>) -> Command {
-    let mut cmd = Command::new(DAEMON);
+    let mut cmd = common::junctiond();
     cmd.args(["--tcp", "off", "--log-format", "human"])
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("JUNCTION_UNIX")

@@ -209,6 +209,7 @@ fn running_out_of_descriptors_refuses_clearly_and_recovers() {
     let daemon = env!("CARGO_BIN_EXE_junctiond");
     // A subprocess with a small fd limit (ulimit sets soft and hard).
     let mut child = Command::new("bash")
+        .env("JUNCTION_BACKEND", common::backend_name())
         .arg("-c")
         .arg(format!(
             "ulimit -n 48 && exec {daemon} --tcp off --unix {}",

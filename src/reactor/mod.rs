@@ -46,6 +46,22 @@ use crate::write_queue::ChunkPool;
 pub use timers::TimerKind;
 pub use waker::Waker;
 
+/// Why the io_uring backend cannot run here (kernel, seccomp, sysctl, or a
+/// build without it), or None when it can: for tools and test suites that
+/// pick a backend before starting a server, since `--backend io-uring`
+/// refuses to start where this gives a reason.
+pub fn io_uring_unavailable() -> Option<String> {
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    let why = uring::probe().err().map(|e| {
+        let text = e.to_string();
+        text.strip_prefix("io_uring is unavailable: ")
+            .map_or(text.clone(), str::to_string)
+    });
+    #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+    let why = Some("this build has no io-uring backend (Linux, feature \"io-uring\")".to_string());
+    why
+}
+
 /// Reads per connection per turn, so that one busy client cannot starve the rest.
 pub const READS_PER_TURN: usize = 16;
 /// How long a connection closed for a protocol error may take to send its EOF.

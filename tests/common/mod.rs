@@ -110,15 +110,9 @@ pub fn test_router() -> Router {
     router
 }
 
-/// A config on a temp dir and TCP port 0.
-/// The backend under test: JUNCTION_BACKEND (epoll or io-uring), as the
-/// daemon reads it; the suite runs once per backend.
+/// A config on a temp dir and TCP port 0, on the backend under test.
 pub fn test_config(dir: &tempfile::TempDir) -> Config {
-    let backend = match std::env::var("JUNCTION_BACKEND").as_deref() {
-        Ok("io-uring") => Backend::IoUring,
-        Ok("auto") => Backend::Auto,
-        _ => Backend::Epoll,
-    };
+    let backend = backend();
     Config {
         unix: Some(dir.path().join("junction.sock")),
         tcp: "127.0.0.1:0".parse().ok(),
@@ -127,6 +121,45 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
         access: open_tcp_access(),
         ..Config::default()
     }
+}
+
+/// The backend under test: JUNCTION_BACKEND (epoll, io-uring or auto), as
+/// the daemon reads it; the suite runs once per backend. Where io_uring is
+/// unavailable (macOS, a seccomp filter, `kernel.io_uring_disabled`), an
+/// io-uring run says so once on stderr and uses epoll, so that the README's
+/// test command passes there too.
+pub fn backend() -> Backend {
+    static CHOSEN: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| match std::env::var("JUNCTION_BACKEND").as_deref() {
+        Ok("io-uring") => match junction::reactor::io_uring_unavailable() {
+            None => Backend::IoUring,
+            Some(why) => {
+                // Past the test harness's capture: said once per test binary.
+                let _ = writeln!(
+                    io::stderr(),
+                    "io_uring unavailable here ({why}): this run uses epoll"
+                );
+                Backend::Epoll
+            }
+        },
+        Ok("auto") => Backend::Auto,
+        _ => Backend::Epoll,
+    })
+}
+
+/// The backend under test by name, for a spawned junctiond's
+/// JUNCTION_BACKEND or --backend (see [`backend`]).
+pub fn backend_name() -> &'static str {
+    backend().name()
+}
+
+/// A `junctiond` command on the backend under test (JUNCTION_BACKEND set
+/// as [`backend`] chose, so that an io-uring run still starts where
+/// io_uring is unavailable).
+pub fn junctiond() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_junctiond"));
+    command.env("JUNCTION_BACKEND", backend_name());
+    command
 }
 
 /// The TCP access most tests run with: anonymous TCP on loopback, and the
