@@ -357,7 +357,7 @@ fn provide_exits_cleanly_on_sigterm_and_loudly_when_the_daemon_goes() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
     assert_eq!(provider.wait().0, Some(0));
     // Its name is free again.
-    let mut again = provide(&server, "mcp1", &["demo.cat"], SCRIPT, &[]);
+    let mut again = provide(&server, "mcp1", &["demo.cat"], SCRIPT, &["--no-reconnect"]);
     server.running.shutdown_handle().shutdown();
     let (code, _) = again.wait();
     assert_eq!(code, Some(3));
@@ -451,6 +451,7 @@ fn provide_against_a_scripted_daemon() {
     let mut command = junction_at(&Endpoint::Unix(path), "jsonrpc");
     command.args([
         "provide",
+        "--no-reconnect",
         "demo.*",
         "--",
         "sh",
@@ -494,4 +495,150 @@ fn provide_against_a_scripted_daemon() {
     assert_eq!(code, Some(3));
     let stderr = provider.rest_of_stderr().join("\n");
     assert!(stderr.contains("closed the connection"), "{stderr}");
+}
+
+/// `provide --text`: plain output comes back as a JSON string (one trailing
+/// newline dropped) and a string param goes in as plain text, on both
+/// protocols; `date` works as the issue's shell author expected.
+#[test]
+fn provide_text_mode_wraps_plain_output() {
+    let server = common::start();
+    let _date = provide(&server, "jsonrpc", &["demo.date"], "date", &["--text"]);
+    let script = r#"case "$JUNCTION_METHOD" in
+  demo.upper) tr a-z A-Z ;;
+  demo.two) cat >/dev/null; printf 'a\n\n' ;;
+  demo.crlf) cat >/dev/null; printf 'b\r\n' ;;
+  demo.none) cat >/dev/null ;;
+  demo.stdin) wc -c ;;
+esac"#;
+    let _text = provide(&server, "mcp1", &["demo.*"], script, &["--text"]);
+    for endpoint in server.endpoints() {
+        for (protocol, name) in PROTOCOLS {
+            let mut client = client(&endpoint, protocol);
+            let date = client.call("demo.date", None).expect("date");
+            let date = date.as_str().expect("a string");
+            assert!(!date.is_empty() && !date.ends_with('\n'), "{date:?}");
+            let call = |client: &mut Client, method: &str, params: Option<Value>| {
+                client.call(method, params).expect(method)
+            };
+            let hi = Some(json!(["hi there\n"]));
+            assert_eq!(call(&mut client, "demo.upper", hi), json!("HI THERE"));
+            // Other params than a string go in as JSON.
+            let object = Some(json!({"a": "b"}));
+            assert_eq!(
+                call(&mut client, "demo.upper", object),
+                json!(r#"{"A":"B"}"#)
+            );
+            assert_eq!(call(&mut client, "demo.two", None), json!("a\n"));
+            assert_eq!(call(&mut client, "demo.crlf", None), json!("b"));
+            assert_eq!(call(&mut client, "demo.none", None), json!(""));
+            // No params: empty stdin (not `null`).
+            assert_eq!(
+                call(&mut client, "demo.stdin", None)
+                    .as_str()
+                    .map(str::trim),
+                Some("0")
+            );
+            if protocol == Protocol::Mcp1 {
+                // A bare string param (MCP1 allows one) is plain text too.
+                let bare = Some(json!("mcp1 text"));
+                assert_eq!(
+                    call(&mut client, "demo.upper", bare),
+                    json!("MCP1 TEXT"),
+                    "{name}"
+                );
+            }
+        }
+    }
+    // Without --text, plain output is an error whose message points at it.
+    let _json = provide(&server, "jsonrpc", &["plain.date"], "date", &[]);
+    let mut client = client(&unix(&server), Protocol::JsonRpc);
+    let error = rpc_error(client.call("plain.date", None));
+    assert!(error.message.contains("--text"), "{}", error.message);
+}
+
+/// A junctiond on a fixed socket path (no TCP), killed on drop.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(path: &Path) -> Daemon {
+        let child = common::junctiond()
+            .arg("--unix")
+            .arg(path)
+            .args(["--tcp", "off"])
+            .env_remove("JUNCTION_CONFIG")
+            .env_remove("JUNCTION_UNIX")
+            .env_remove("JUNCTION_TCP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn junctiond");
+        let daemon = Daemon(child);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let endpoint = Endpoint::Unix(path.to_path_buf());
+            if let Ok(mut client) = Client::connect(&endpoint)
+                && client.call("rpc.ping", None).is_ok()
+            {
+                return daemon;
+            }
+            assert!(Instant::now() < deadline, "junctiond did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 18, point 7: `provide` and `subscribe` connect again when the
+/// daemon restarts on the same socket path, register and subscribe again,
+/// and say so; the provider is called and the subscriber hears events again.
+#[test]
+fn provide_and_subscribe_survive_a_daemon_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("restart.sock");
+    let endpoint = Endpoint::Unix(path.clone());
+    let daemon = Daemon::start(&path);
+    let mut command = junction_at(&endpoint, "mcp1");
+    command.args(["provide", "--text", "demo.hello", "--", "echo", "hello"]);
+    let provider = Background::spawn(command);
+    provider.expect_stderr("providing demo.hello");
+    let mut command = junction_at(&endpoint, "jsonrpc");
+    command.args(["subscribe", "news"]);
+    let mut subscriber = Background::spawn(command);
+    subscriber.expect_stderr("subscribed to news");
+    let stdout = subscriber.child.stdout.take().expect("stdout");
+    let (tx, events) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let round = |n: u64| {
+        let mut client = client(&endpoint, Protocol::JsonRpc);
+        assert_eq!(
+            client.call("demo.hello", None).expect("call"),
+            json!("hello")
+        );
+        assert_eq!(client.publish("news", json!(n)).expect("publish"), 1);
+        let line = events.recv_timeout(PATIENCE).expect("an event");
+        let event: Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(event, json!({"topic": "news", "data": n}));
+    };
+    round(1);
+    drop(daemon);
+    provider.expect_stderr("daemon gone");
+    subscriber.expect_stderr("daemon gone");
+    let _daemon = Daemon::start(&path);
+    let line = provider.expect_stderr("reconnected to unix:");
+    assert!(line.contains("registered demo.hello"), "{line}");
+    let line = subscriber.expect_stderr("reconnected to unix:");
+    assert!(line.contains("subscribed to news"), "{line}");
+    round(2);
 }

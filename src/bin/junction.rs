@@ -6,13 +6,15 @@ mod child;
 mod provide;
 #[path = "junction/pubsub.rs"]
 mod pubsub;
+#[path = "junction/reconnect.rs"]
+mod reconnect;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
 use junction::client::{Body, Client, ClientError, Endpoint};
@@ -23,14 +25,16 @@ use junction::proto::Protocol;
 /// Talk to junctiond: call a method, send a notification, watch its stats;
 /// provide methods, subscribe to topics, publish events.
 ///
-/// Connects to the default Unix socket unless --unix or --tcp says otherwise.
+/// Connects to the default Unix socket unless --unix or --tcp says
+/// otherwise. --tcp wins over --unix: with both, the connection is TCP and
+/// --unix only says where the daemon's generated token is (beside it).
 #[derive(Parser)]
 #[command(name = "junction", version)]
 struct Args {
-    /// Unix socket of the daemon [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock; $JUNCTION_TMPDIR replaces /tmp]
+    /// Unix socket of the daemon (with --tcp: only where its token is) [default: $XDG_RUNTIME_DIR/junction.sock, else /tmp/junction-UID/junction.sock; $JUNCTION_TMPDIR replaces /tmp]
     #[arg(long, env = "JUNCTION_UNIX", value_name = "PATH")]
     unix: Option<PathBuf>,
-    /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix, which then only says where the daemon's token is)
+    /// TCP address of the daemon, e.g. 127.0.0.1:7710 (wins over --unix and JUNCTION_UNIX, which then only say where the daemon's token is)
     #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<String>,
     /// Protocol to speak: jsonrpc or mcp1 (binary; carries raw bodies)
@@ -86,8 +90,13 @@ enum Command {
     /// $JUNCTION_CALL_ID; stdin holds `null` when there are no params (a raw
     /// MCP1 body is passed as is, with JUNCTION_RAW=1). Empty stdout answers
     /// null; stdout that is not JSON, or a non-zero exit status, answers
-    /// error -32603 with the status and the first line of stderr. A call the
-    /// daemon cancels has its command killed. Runs until SIGINT or SIGTERM.
+    /// error -32603 with the status and the first line of stderr. With
+    /// --text, stdout is the result as a JSON string (less one trailing
+    /// newline), and string params ("hi" or ["hi"]) come as plain text on
+    /// stdin. A call the daemon cancels has its command killed. When the
+    /// daemon goes away, running commands are killed and provide connects
+    /// again (100 ms, doubling up to 5 s between attempts) and registers the
+    /// same names, unless --no-reconnect. Runs until SIGINT or SIGTERM.
     #[command(
         override_usage = "junction provide [OPTIONS] METHOD... -- COMMAND [ARGS]...",
         after_help = "Example: junction provide demo.upper -- sh -c 'tr a-z A-Z'"
@@ -105,12 +114,24 @@ enum Command {
         /// Most bytes of stdout taken as a result
         #[arg(long, default_value = "1MiB", value_name = "SIZE")]
         max_output: ByteSize,
+        /// Plain text: stdout is the result as a JSON string (one trailing
+        /// newline dropped); string params come as plain text on stdin
+        #[arg(long)]
+        text: bool,
+        /// Exit (status 3) when the daemon goes away, instead of connecting
+        /// and registering again
+        #[arg(long)]
+        no_reconnect: bool,
         /// The command and its arguments, after --
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
     /// Print each event on TOPICs as one JSON line: {"topic":..,"data":..}
     /// (with "dropped":N when the daemon had to drop events)
+    ///
+    /// When the daemon goes away, subscribe connects again (100 ms, doubling
+    /// up to 5 s between attempts) and subscribes to the same topics, unless
+    /// --no-reconnect; events published meanwhile are not seen.
     Subscribe {
         /// Topics or patterns such as build.*
         #[arg(required = true, value_name = "TOPIC")]
@@ -118,6 +139,10 @@ enum Command {
         /// Exit after N events
         #[arg(long, value_name = "N")]
         count: Option<u64>,
+        /// Exit (status 3) when the daemon goes away, instead of connecting
+        /// and subscribing again
+        #[arg(long)]
+        no_reconnect: bool,
     },
     /// Publish DATA on TOPIC and print how many subscribers it reached
     Publish {
@@ -128,6 +153,22 @@ enum Command {
     },
     /// List the bus: provided names and their providers, topics and their subscribers
     List,
+    /// Print the Unix socket path the CLI connects to (--unix or
+    /// JUNCTION_UNIX, else the default from XDG_RUNTIME_DIR or
+    /// JUNCTION_TMPDIR), for tools such as socat and nc
+    #[command(after_help = "Example: socat - UNIX-CONNECT:\"$(junction socket-path)\"")]
+    SocketPath,
+    /// Print a completion script for SHELL on stdout
+    #[command(
+        after_help = "Example: junction completions bash > ~/.local/share/bash-completion/completions/junction"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page junction(1) as roff on stdout
+    #[command(after_help = "Example: junction man > junction.1 && man -l junction.1")]
+    Man,
 }
 
 /// Exit codes: 0 ok, 1 the daemon answered an error, 2 bad usage, 3 no daemon / connection failure.
@@ -231,7 +272,43 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
+/// Writes generated text (completions, the manual page) to stdout.
+fn emit(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::Connection(format!("cannot write to stdout: {e}")))
+}
+
+/// The commands that need no daemon; false for the others.
+fn run_offline(args: &Args) -> Result<bool, Failure> {
+    match &args.command {
+        Command::SocketPath => {
+            let path = args.unix.clone().unwrap_or_else(default_unix_path);
+            println!("{}", path.display());
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Args::command(), "junction", &mut out);
+            emit(&out)?;
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Args::command())
+                .render(&mut out)
+                .map_err(|e| Failure::Connection(format!("cannot render the manual: {e}")))?;
+            emit(&out)?;
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 fn run(args: Args) -> Result<(), Failure> {
+    if run_offline(&args)? {
+        return Ok(());
+    }
     let endpoint = endpoint(&args);
     let connect = || -> Result<Client, Failure> {
         let mut client = Client::connect_with(&endpoint, args.proto).map_err(failure)?;
@@ -303,6 +380,8 @@ fn run(args: Args) -> Result<(), Failure> {
             jobs,
             max_queued,
             max_output,
+            text,
+            no_reconnect,
             command,
         } => {
             let options = provide::Options {
@@ -310,16 +389,24 @@ fn run(args: Args) -> Result<(), Failure> {
                 jobs: *jobs,
                 max_queued: *max_queued,
                 max_output: max_output.0,
+                text: *text,
+                reconnect: !*no_reconnect,
             };
-            provide::run(connect()?, methods, options, &endpoint.to_string())?;
+            provide::run(&connect, methods, options, &endpoint.to_string())?;
         }
-        Command::Subscribe { topics, count } => {
-            pubsub::subscribe(connect()?, topics, *count, &endpoint.to_string())?;
+        Command::Subscribe {
+            topics,
+            count,
+            no_reconnect,
+        } => {
+            let endpoint = endpoint.to_string();
+            pubsub::subscribe(&connect, topics, *count, !*no_reconnect, &endpoint)?;
         }
         Command::Publish { topic, data } => {
             pubsub::publish(connect()?, topic, data.as_deref())?;
         }
         Command::List => pubsub::list(connect()?)?,
+        Command::SocketPath | Command::Completions { .. } | Command::Man => {}
         Command::Ping => {
             let mut client = connect()?;
             let started = Instant::now();

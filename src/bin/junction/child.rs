@@ -23,8 +23,11 @@ pub struct Invocation<'a> {
     pub method: &'a str,
     /// The daemon's id of the call, if it is one (JUNCTION_CALL_ID).
     pub id: Option<u64>,
-    /// The params; None is written as `null`.
+    /// The params; None is written as `null` (in text mode: nothing).
     pub params: Option<&'a Body>,
+    /// Text mode (`--text`): string params go in as plain text and stdout
+    /// comes back as a JSON string.
+    pub text: bool,
 }
 
 /// The output pipes of a started command, still to be drained.
@@ -76,7 +79,9 @@ pub fn start(invocation: &Invocation<'_>) -> Result<(Child, Pipes), RpcError> {
         command.env("JUNCTION_CALL_ID", id.to_string());
     }
     let input = match invocation.params {
+        None if invocation.text => Vec::new(),
         None => b"null".to_vec(),
+        Some(Body::Json(value)) if invocation.text => text_input(value),
         Some(Body::Json(value)) => value.to_string().into_bytes(),
         Some(Body::Raw(bytes)) => {
             command.env("JUNCTION_RAW", "1");
@@ -135,12 +140,42 @@ fn drain(mut from: impl Read, keep: u64) -> (Vec<u8>, bool) {
     (kept, rest > 0)
 }
 
-/// The answer: stdout as JSON (empty: null) when the command succeeded,
-/// else an error saying how it failed.
+/// Text mode's stdin: a string param (`"hi"` or `["hi"]`) as its plain
+/// text, anything else as JSON.
+fn text_input(params: &Value) -> Vec<u8> {
+    match params {
+        Value::String(text) => text.clone().into_bytes(),
+        Value::Array(items) => match items.as_slice() {
+            [Value::String(text)] => text.clone().into_bytes(),
+            _ => params.to_string().into_bytes(),
+        },
+        _ => params.to_string().into_bytes(),
+    }
+}
+
+/// Text mode's result: stdout as a JSON string, less one trailing newline
+/// (`\n` or `\r\n`), as `$(...)` in a shell would drop it.
+fn text_output(cmd: &str, stdout: &[u8]) -> Result<Body, RpcError> {
+    let text = std::str::from_utf8(stdout).map_err(|e| {
+        RpcError::new(
+            COMMAND_FAILED,
+            format!("Internal error: the output of `{cmd}` is not UTF-8 text ({e})"),
+        )
+    })?;
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    Ok(Body::Json(Value::String(text.to_string())))
+}
+
+/// The answer: stdout as JSON (empty: null), or in text mode as a string,
+/// when the command succeeded, else an error saying how it failed.
 pub fn answer(
     command: &[String],
     status: io::Result<ExitStatus>,
     output: &Output,
+    text_mode: bool,
 ) -> Result<Body, RpcError> {
     let cmd = short(command);
     let status = status.map_err(|e| {
@@ -173,6 +208,9 @@ pub fn answer(
             ),
         ));
     }
+    if text_mode {
+        return text_output(&cmd, &output.stdout);
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     let text = text.trim();
     if text.is_empty() {
@@ -182,7 +220,10 @@ pub fn answer(
         let shown: String = first_line(text.as_bytes()).chars().take(80).collect();
         RpcError::new(
             COMMAND_FAILED,
-            format!("Internal error: the output of `{cmd}` is not JSON ({e}): {shown}"),
+            format!(
+                "Internal error: the output of `{cmd}` is not JSON ({e}): {shown} \
+                 (hint: provide --text wraps plain output as a JSON string)"
+            ),
         )
         .data(json!({"stdout": shown}))
     })

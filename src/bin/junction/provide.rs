@@ -1,7 +1,9 @@
 //! `junction provide METHOD... -- COMMAND...`: registers the methods and
 //! serves each forwarded call by running COMMAND (see child.rs), up to
 //! `--jobs` at a time. A cancel kills the call's command; SIGINT or SIGTERM
-//! kill them all and exit 0; losing the daemon exits 3.
+//! kill them all and exit 0. Losing the daemon kills the running commands
+//! (their callers are gone with it) and connects again, registering the
+//! same names (see reconnect.rs); with `--no-reconnect` it exits 3.
 
 use std::collections::{HashMap, VecDeque};
 use std::process::Child;
@@ -14,6 +16,7 @@ use nix::unistd::Pid;
 
 use crate::Failure;
 use crate::child::{self, Invocation};
+use crate::reconnect::{self, Connect};
 
 /// How `provide` runs its calls.
 pub struct Options {
@@ -25,6 +28,10 @@ pub struct Options {
     pub max_queued: usize,
     /// Most stdout bytes taken as a result.
     pub max_output: u64,
+    /// Text mode: string params as plain text, stdout as a JSON string.
+    pub text: bool,
+    /// Connect and register again when the daemon goes away.
+    pub reconnect: bool,
 }
 
 /// One call (or notification) to serve.
@@ -166,10 +173,10 @@ fn kill(child: &mut Child) {
     let _ = child.kill();
 }
 
-/// Registers `methods` on `client` and serves calls until a signal (Ok)
-/// or the loss of the daemon (Err).
+/// Registers `methods` and serves calls until a signal (Ok), or the loss
+/// of the daemon (Err) when not reconnecting.
 pub fn run(
-    mut client: Client,
+    connect: Connect<'_>,
     methods: &[String],
     options: Options,
     endpoint: &str,
@@ -177,22 +184,19 @@ pub fn run(
     // Blocked before any thread starts, so every thread inherits the mask
     // and only the signal thread sees them (children get a clean mask).
     let signals = block_signals()?;
+    let mut client = connect()?;
     let names = client.register(methods).map_err(register_failure)?;
     client.set_timeout(None).map_err(crate::failure)?;
     let options = Arc::new(options);
-    let pool = Arc::new(Pool::default());
-    for _ in 0..options.jobs.max(1) {
-        let (pool, options, responder) =
-            (Arc::clone(&pool), Arc::clone(&options), client.responder());
-        std::thread::spawn(move || work(&pool, &options, &responder));
-    }
+    // The pool of the current connection, for the signal thread to close.
+    let current = Arc::new(Mutex::new(Arc::new(Pool::default())));
     {
-        let pool = Arc::clone(&pool);
+        let current = Arc::clone(&current);
         std::thread::spawn(move || {
             let signal = signals
                 .wait()
                 .map_or("a signal".to_string(), |s| s.to_string());
-            pool.close();
+            current.lock().unwrap_or_else(|p| p.into_inner()).close();
             eprintln!("junction: {signal}: stopped providing");
             std::process::exit(0);
         });
@@ -203,9 +207,38 @@ pub fn run(
         child::display(&options.command),
         options.jobs.max(1)
     );
-    let result = serve(&mut client, &pool, &options);
-    pool.close();
-    result
+    loop {
+        let pool = Arc::new(Pool::default());
+        *current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&pool);
+        for _ in 0..options.jobs.max(1) {
+            let (pool, options, responder) =
+                (Arc::clone(&pool), Arc::clone(&options), client.responder());
+            std::thread::spawn(move || work(&pool, &options, &responder));
+        }
+        let lost = serve(&mut client, &pool, &options);
+        // Calls in flight died with the connection: kill their commands.
+        pool.close();
+        if !options.reconnect {
+            return Err(Failure::Connection(format!("{lost}; no longer providing")));
+        }
+        eprintln!("junction: daemon gone ({lost}); reconnecting…");
+        let (again, names) = reconnect::again(connect, |c| {
+            let names = c.register(methods)?;
+            c.set_timeout(None)?;
+            Ok(names)
+        })
+        .map_err(|e| match e {
+            Failure::Rpc(message) => {
+                Failure::Rpc(format!("junction: cannot provide again: {message}"))
+            }
+            other => other,
+        })?;
+        client = again;
+        eprintln!(
+            "junction: reconnected to {endpoint}; registered {}",
+            names.join(", ")
+        );
+    }
 }
 
 fn block_signals() -> Result<SigSet, Failure> {
@@ -230,19 +263,14 @@ fn register_failure(error: ClientError) -> Failure {
     }
 }
 
-/// The reading loop: queue calls, pass on cancels, until the daemon goes.
-fn serve(client: &mut Client, pool: &Pool, options: &Options) -> Result<(), Failure> {
+/// The reading loop: queue calls, pass on cancels, until the daemon goes;
+/// returns how it went.
+fn serve(client: &mut Client, pool: &Pool, options: &Options) -> String {
     let responder = client.responder();
     loop {
         let message = match client.next_message() {
             Ok(message) => message,
-            Err(ClientError::Closed(why)) => {
-                let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-                return Err(Failure::Connection(format!(
-                    "the daemon closed the connection{why}; no longer providing"
-                )));
-            }
-            Err(e) => return Err(Failure::Connection(format!("{e}; no longer providing"))),
+            Err(e) => return lost(e),
         };
         match message {
             Incoming::Request(call) => {
@@ -279,6 +307,17 @@ fn serve(client: &mut Client, pool: &Pool, options: &Options) -> Result<(), Fail
     }
 }
 
+/// What ended a connection, for messages.
+pub fn lost(error: ClientError) -> String {
+    match error {
+        ClientError::Closed(why) => {
+            let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+            format!("the daemon closed the connection{why}")
+        }
+        e => e.to_string(),
+    }
+}
+
 fn refuse(responder: &Responder, job: &Job, options: &Options) {
     if let Some(id) = job.id {
         let error = RpcError::with(
@@ -311,6 +350,7 @@ fn execute(pool: &Pool, slot: u64, job: &Job, options: &Options) -> Result<Body,
         method: &job.method,
         id: job.id,
         params: job.params.as_ref(),
+        text: options.text,
     };
     let (child, pipes) = child::start(&invocation)?;
     if let Err(mut child) = pool.attach(slot, child) {
@@ -322,5 +362,5 @@ fn execute(pool: &Pool, slot: u64, job: &Job, options: &Options) -> Result<Body,
         Some(mut child) => child.wait(),
         None => return Err(RpcError::new(child::COMMAND_FAILED, "cancelled")),
     };
-    child::answer(&options.command, status, &output)
+    child::answer(&options.command, status, &output, options.text)
 }

@@ -6,53 +6,81 @@ use junction::client::{BusList, Client, ClientError, Incoming};
 use serde_json::Value;
 
 use crate::Failure;
+use crate::reconnect::{self, Connect};
 
 /// Subscribes to `topics` and prints each event as one JSON line, until
-/// `count` events (if given) or the end of the connection.
+/// `count` events (if given), or the end of the connection when not
+/// reconnecting (else it connects and subscribes again).
 pub fn subscribe(
-    mut client: Client,
+    connect: Connect<'_>,
     topics: &[String],
     count: Option<u64>,
+    reconnect: bool,
     endpoint: &str,
 ) -> Result<(), Failure> {
-    let topics = client.subscribe(topics).map_err(crate::failure)?;
-    client.set_timeout(None).map_err(crate::failure)?;
+    let setup = |client: &mut Client| -> Result<Vec<String>, ClientError> {
+        let topics = client.subscribe(topics)?;
+        client.set_timeout(None)?;
+        Ok(topics)
+    };
+    let mut client = connect()?;
+    let subscribed = setup(&mut client).map_err(crate::failure)?;
     eprintln!(
         "junction: subscribed to {} on {endpoint}",
-        topics.join(", ")
+        subscribed.join(", ")
     );
     let mut seen = 0u64;
-    let stdout = std::io::stdout();
     while count.is_none_or(|n| seen < n) {
-        let event = match client.next_message() {
-            Ok(Incoming::Event(event)) => event,
+        match next_event(&mut client)? {
+            Ok(line) => {
+                if !print(&line)? {
+                    return Ok(());
+                }
+                seen += 1;
+            }
+            Err(lost) if reconnect => {
+                eprintln!("junction: daemon gone ({lost}); reconnecting…");
+                let (again, subscribed) = reconnect::again(connect, setup)?;
+                client = again;
+                eprintln!(
+                    "junction: reconnected to {endpoint}; subscribed to {}",
+                    subscribed.join(", ")
+                );
+            }
+            Err(lost) => return Err(Failure::Connection(lost)),
+        }
+    }
+    Ok(())
+}
+
+/// The next event as a JSON line, or how the connection ended.
+fn next_event(client: &mut Client) -> Result<Result<String, String>, Failure> {
+    loop {
+        match client.next_message() {
+            Ok(Incoming::Event(event)) => return Ok(Ok(event.to_line())),
             Ok(Incoming::Response(response)) => {
                 // Only a connection error comes unasked: -32024, too slow.
                 if let Err(e) = response.result {
                     return Err(Failure::Rpc(format!("error {}: {}", e.code, e.message)));
                 }
-                continue;
             }
-            Ok(_) => continue,
-            Err(ClientError::Closed(why)) => {
-                let why = why.map(|w| format!(": {w}")).unwrap_or_default();
-                return Err(Failure::Connection(format!(
-                    "the daemon closed the connection{why}"
-                )));
-            }
-            Err(e) => return Err(crate::failure(e)),
-        };
-        let mut out = stdout.lock();
-        let written = writeln!(out, "{}", event.to_line()).and_then(|()| out.flush());
-        match written {
-            Ok(()) => {}
-            // The reader went away (`| head -1`): that is the end, not an error.
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(Failure::Connection(format!("cannot write an event: {e}"))),
+            Ok(_) => {}
+            Err(e @ ClientError::Usage(_)) => return Err(crate::failure(e)),
+            Err(e) => return Ok(Err(crate::provide::lost(e))),
         }
-        seen += 1;
     }
-    Ok(())
+}
+
+/// Writes one event line; false when the reader went away (`| head -1`):
+/// that is the end, not an error.
+fn print(line: &str) -> Result<bool, Failure> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::Connection(format!("cannot write an event: {e}"))),
+    }
 }
 
 /// Publishes `data` (JSON text, `-` for stdin, None for null) on `topic`
