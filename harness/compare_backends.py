@@ -6,7 +6,7 @@ throughput matrix per protocol with the echo server as the ceiling, one-
 connection latency, connection bursts on TCP and Unix, and idle memory per
 connection on fresh daemons with the kernel's slab growth alongside. In each
 cell the backends run back to back, their order reversed every other repeat.
-Writes docs/benchmarks/backends.{json,md,svg}.
+Writes OUT/backends.{json,md,svg} (--out; default target/bench/).
 
 This module is loaded by harness/compare (run as the main script): servers,
 runs, medians, tables and plots are shared with the other modes.

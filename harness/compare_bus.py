@@ -11,7 +11,7 @@ is the cost of the bus. Target (issue 8): routed >= 0.5 x direct.
 Per protocol the provider speaks the callers' protocol (an MCP1 provider
 for MCP1 callers, a JSON-RPC one for JSON-RPC callers); callers use Unix or
 TCP. Within each cell, direct and routed alternate every repeat and the
-median is reported. Writes docs/benchmarks/bus.{json,md}.
+median is reported. Writes OUT/bus.{json,md} (--out; default target/bench/).
 
 This module is loaded by harness/compare, which passes itself in (`c`):
 servers, runs, medians and tables are shared with the other modes.
