@@ -154,7 +154,8 @@ fn text_input(params: &Value) -> Vec<u8> {
 }
 
 /// Text mode's result: stdout as a JSON string, less one trailing newline
-/// (`\n` or `\r\n`), as `$(...)` in a shell would drop it.
+/// (`\n` or `\r\n`): the newline `echo` and `date` end with, not the
+/// text's own.
 fn text_output(cmd: &str, stdout: &[u8]) -> Result<Body, RpcError> {
     let text = std::str::from_utf8(stdout).map_err(|e| {
         RpcError::new(
