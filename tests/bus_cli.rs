@@ -366,6 +366,20 @@ fn provide_exits_cleanly_on_sigterm_and_loudly_when_the_daemon_goes() {
 }
 
 #[test]
+fn subscribe_with_no_reconnect_exits_when_the_daemon_goes() {
+    let server = common::start();
+    let mut command = junction_at(&unix(&server), "mcp1");
+    command.args(["subscribe", "--no-reconnect", "t"]);
+    let mut subscriber = Background::spawn(command);
+    subscriber.expect_stderr("subscribed to t");
+    server.running.shutdown_handle().shutdown();
+    assert_eq!(subscriber.wait().0, Some(3));
+    let stderr = subscriber.rest_of_stderr().join("\n");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+}
+
+#[test]
 fn subscribe_prints_events_as_json_lines() {
     let server = common::start();
     for endpoint in server.endpoints() {
@@ -510,6 +524,7 @@ fn provide_text_mode_wraps_plain_output() {
   demo.crlf) cat >/dev/null; printf 'b\r\n' ;;
   demo.none) cat >/dev/null ;;
   demo.stdin) wc -c ;;
+  demo.binary) cat >/dev/null; printf '\377\n' ;;
 esac"#;
     let _text = provide(&server, "mcp1", &["demo.*"], script, &["--text"]);
     for endpoint in server.endpoints() {
@@ -532,6 +547,8 @@ esac"#;
             assert_eq!(call(&mut client, "demo.two", None), json!("a\n"));
             assert_eq!(call(&mut client, "demo.crlf", None), json!("b"));
             assert_eq!(call(&mut client, "demo.none", None), json!(""));
+            let error = rpc_error(client.call("demo.binary", None));
+            assert!(error.message.contains("not UTF-8"), "{}", error.message);
             // No params: empty stdin (not `null`).
             assert_eq!(
                 call(&mut client, "demo.stdin", None)
