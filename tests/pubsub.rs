@@ -144,8 +144,13 @@ fn one_event_fans_out_to_a_thousand_subscribers() {
 /// answered (the publisher never waits for subscribers). Thousands of them
 /// are more than loopback TCP's socket buffers hold.
 fn publish_many(publisher: &mut BusPeer, topic: &str, count: u64) {
+    publish_range(publisher, topic, 0..count);
+}
+
+/// Publishes the events numbered `range`, each about 4 KiB.
+fn publish_range(publisher: &mut BusPeer, topic: &str, range: std::ops::Range<u64>) {
     let pad = "x".repeat(4000);
-    for n in 0..count {
+    for n in range {
         let reached = publisher
             .call(
                 "bus.publish",
@@ -184,6 +189,10 @@ fn a_slow_subscriber_under_its_cap_loses_nothing_and_past_it_loses_the_oldest() 
         // Past it: the slow one does not read while 6,000 events go by.
         let total = 6000;
         let mut got = 0u64;
+        // The fast one reads on its own thread, and the publisher never gets
+        // more than a step ahead of it: on a loaded machine a reader that
+        // merely runs would still fall behind, and lose events as it should.
+        let (read_tx, read_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             for n in 0..total {
                 assert_eq!(
@@ -191,9 +200,20 @@ fn a_slow_subscriber_under_its_cap_loses_nothing_and_past_it_loses_the_oldest() 
                     json!(n),
                     "the fast one gets all"
                 );
+                let _ = read_tx.send(n);
             }
         });
-        publish_many(&mut publisher, &topic, total);
+        let step = 16; // well under the cap of 64 events and 1 MiB
+        for start in (0..total).step_by(step) {
+            let end = (start + step as u64).min(total);
+            publish_range(&mut publisher, &topic, start..end);
+            while read_rx
+                .recv_timeout(common::PATIENCE)
+                .expect("the fast subscriber keeps reading")
+                + 1
+                < end
+            {}
+        }
         reader
             .join()
             .expect("the fast subscriber got every event in order");
