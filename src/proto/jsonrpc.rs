@@ -316,7 +316,7 @@ fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
     {
-        if !text.contains('\\') {
+        if !text.bytes().any(|c| c == b'\\') {
             return Some(Cow::Borrowed(text));
         }
     }

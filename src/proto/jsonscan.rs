@@ -51,22 +51,13 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned<'_>> {
     let start = skip_ws(line, 0);
     match line.get(start)? {
         b'{' => {
-            let (slots, end) = scan_object(line, start)?;
-            (skip_ws(line, end) == line.len()).then(|| Scanned::Object(slots.resolve(line)))
+            let (members, end) = scan_object(line, start)?;
+            (skip_ws(line, end) == line.len()).then_some(Scanned::Object(members))
         }
         b'[' => {
-            let mut bounds = Vec::new();
-            let end = scan_array(line, start, &mut bounds)?;
-            if skip_ws(line, end) != line.len() {
-                return None;
-            }
-            let text = validated(line);
-            Some(Scanned::Batch(
-                bounds
-                    .into_iter()
-                    .map(|(from, to)| raw(&text[from..to]))
-                    .collect(),
-            ))
+            let mut entries = Vec::new();
+            let end = scan_array(line, start, &mut entries)?;
+            (skip_ws(line, end) == line.len()).then_some(Scanned::Batch(entries))
         }
         _ => None,
     }
@@ -80,17 +71,19 @@ pub(crate) fn scan_entry(text: &str) -> Option<Members<'_>> {
     if bytes.get(start) != Some(&b'{') {
         return None;
     }
-    let (slots, end) = scan_object(bytes, start)?;
-    (skip_ws(bytes, end) == bytes.len()).then(|| slots.resolve(bytes))
+    let (members, end) = scan_object(bytes, start)?;
+    (skip_ws(bytes, end) == bytes.len()).then_some(members)
 }
 
-/// The text of `bytes`, which the scanner has walked from end to end.
+/// The text of `bytes`, which the scanner has walked from end to end (a
+/// whole line, or one value of it).
 fn validated(bytes: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(bytes).is_ok());
-    // SAFETY: only called on a slice the scanner accepted whole: outside
-    // strings it accepts ASCII bytes only, and inside strings every byte of
-    // 0x80 or above starts a sequence checked by `utf8_width` with
-    // `std::str::from_utf8`. So `bytes` is valid UTF-8.
+    // SAFETY: only called on a slice the scanner accepted whole (a line, or
+    // one value as `skip_value` delimits it): outside strings it accepts
+    // ASCII bytes only, and inside strings every byte of 0x80 or above
+    // starts a sequence checked by `utf8_width` with `std::str::from_utf8`.
+    // So `bytes` is valid UTF-8.
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
@@ -110,19 +103,8 @@ fn raw(json: &str) -> &RawValue {
     unsafe { &*(std::ptr::from_ref::<str>(json) as *const RawValue) }
 }
 
-/// Byte ranges of the six members.
-#[derive(Default)]
-struct Slots {
-    jsonrpc: Option<(usize, usize)>,
-    method: Option<(usize, usize)>,
-    params: Option<(usize, usize)>,
-    id: Option<(usize, usize)>,
-    result: Option<(usize, usize)>,
-    error: Option<(usize, usize)>,
-}
-
-impl Slots {
-    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<(usize, usize)>> {
+impl<'a> Members<'a> {
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a RawValue>> {
         Some(match name {
             b"jsonrpc" => &mut self.jsonrpc,
             b"method" => &mut self.method,
@@ -132,20 +114,6 @@ impl Slots {
             b"error" => &mut self.error,
             _ => return None,
         })
-    }
-
-    /// The members as text of `bytes`, which the scanner accepted whole.
-    fn resolve(self, bytes: &[u8]) -> Members<'_> {
-        let text = validated(bytes);
-        let get = |slot: Option<(usize, usize)>| slot.map(|(from, to)| raw(&text[from..to]));
-        Members {
-            jsonrpc: get(self.jsonrpc),
-            method: get(self.method),
-            params: get(self.params),
-            id: get(self.id),
-            result: get(self.result),
-            error: get(self.error),
-        }
     }
 }
 
@@ -157,55 +125,55 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The envelope object opening at `b[start]` (a `{`): its slots and the
+/// The envelope object opening at `b[start]` (a `{`): its members and the
 /// index after its `}`. None on a duplicate member or an escaped member name
 /// (the reference parser words the first and unescapes the second).
-fn scan_object(b: &[u8], start: usize) -> Option<(Slots, usize)> {
-    let mut slots = Slots::default();
+fn scan_object(b: &[u8], start: usize) -> Option<(Members<'_>, usize)> {
+    let mut members = Members::default();
     let mut i = skip_ws(b, start + 1);
     if b.get(i) == Some(&b'}') {
-        return Some((slots, i + 1));
+        return Some((members, i + 1));
     }
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let name_end = skip_string(b, i + 1)?;
-        let name = &b[i + 1..name_end - 1];
-        if name.contains(&b'\\') {
+        let (name_end, escaped) = scan_string(b, i + 1)?;
+        if escaped {
             return None;
         }
+        let name = &b[i + 1..name_end - 1];
         i = skip_ws(b, name_end);
         if b.get(i) != Some(&b':') {
             return None;
         }
         let value = skip_ws(b, i + 1);
         i = skip_value(b, value)?;
-        if let Some(slot) = slots.slot(name) {
+        if let Some(slot) = members.slot(name) {
             if slot.is_some() {
                 return None;
             }
-            *slot = Some((value, i));
+            *slot = Some(raw(validated(&b[value..i])));
         }
         i = skip_ws(b, i);
         match b.get(i)? {
             b',' => i = skip_ws(b, i + 1),
-            b'}' => return Some((slots, i + 1)),
+            b'}' => return Some((members, i + 1)),
             _ => return None,
         }
     }
 }
 
-/// The array opening at `b[start]` (a `[`): pushes each element's range and
-/// returns the index after its `]`.
-fn scan_array(b: &[u8], start: usize, bounds: &mut Vec<(usize, usize)>) -> Option<usize> {
+/// The array opening at `b[start]` (a `[`): pushes each element and returns
+/// the index after its `]`.
+fn scan_array<'a>(b: &'a [u8], start: usize, entries: &mut Vec<&'a RawValue>) -> Option<usize> {
     let mut i = skip_ws(b, start + 1);
     if b.get(i) == Some(&b']') {
         return Some(i + 1);
     }
     loop {
         let end = skip_value(b, i)?;
-        bounds.push((i, end));
+        entries.push(raw(validated(&b[i..end])));
         i = skip_ws(b, end);
         match b.get(i)? {
             b',' => i = skip_ws(b, i + 1),
@@ -294,24 +262,23 @@ fn special_bytes(word: u64) -> u64 {
 }
 
 /// The rest of a string whose opening quote is at `b[i - 1]`: the index
-/// after its closing quote. Eight bytes at a time while nothing needs a look.
-fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+/// after its closing quote.
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    scan_string(b, i).map(|(end, _)| end)
+}
+
+/// The same, and whether the string has escapes. Eight bytes at a time
+/// while nothing needs a look.
+fn scan_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     loop {
-        let found = loop {
-            let Some(chunk) = b.get(i..i + 8) else {
-                break i + b.get(i..)?.iter().position(|&c| is_special(c))?;
-            };
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let mask = special_bytes(u64::from_le_bytes(word));
-            if mask != 0 {
-                break i + (mask.trailing_zeros() / 8) as usize;
-            }
-            i += 8;
-        };
+        let found = find_special(b, i)?;
         match b[found] {
-            b'"' => return Some(found + 1),
-            b'\\' => i = skip_escape(b, found + 1)?,
+            b'"' => return Some((found + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                i = skip_escape(b, found + 1)?;
+            }
             0x80..=0xff => i = found + utf8_width(b, found)?,
             // A control character (or, past a false flag, nothing special:
             // the SWAR test never flags a plain byte below a special one).
@@ -319,6 +286,53 @@ fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
             _ => i = found + 1,
         }
     }
+}
+
+/// The first byte at or after `b[i]` that is a quote, a backslash, a
+/// control character or non-ASCII: 16 bytes at a time with SSE2 (part of
+/// every x86_64), then 8 with SWAR, then one by one.
+fn find_special(b: &[u8], mut i: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        let mask = sse2_special(&b[i..i + 16]);
+        if mask != 0 {
+            return Some(i + mask.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let mask = special_bytes(u64::from_le_bytes(word));
+        if mask != 0 {
+            return Some(i + (mask.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    Some(i + b.get(i..)?.iter().position(|&c| is_special(c))?)
+}
+
+/// One bit per byte of `chunk` (16 bytes) that [`is_special`] holds for.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)] // the intrinsics are safe fns from Rust 1.87 on
+fn sse2_special(chunk: &[u8]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    assert_eq!(chunk.len(), 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline, so these instructions
+    // exist on every CPU this code is built for; the unaligned load reads
+    // the 16 bytes of `chunk` (its length was just checked) and nothing else.
+    let mask = unsafe {
+        let x = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+        // Signed: below 0x20 or, as a negative byte, 0x80 and above.
+        let other = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), other))
+    };
+    mask as u32
 }
 
 fn is_special(c: u8) -> bool {
