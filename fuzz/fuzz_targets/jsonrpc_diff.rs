@@ -16,7 +16,8 @@
 //!   variant, every raw id, method, params, result and error, the error code
 //!   and its text), and the same entry for every element of a batch;
 //! - the verdict matches serde_json's: a -32700 exactly when the line is
-//!   not one JSON value (blank lines aside);
+//!   not one JSON value in valid UTF-8 (blank lines aside, and a duplicate
+//!   member, which serde_json reports as soon as it meets it);
 //! - a request's members are where serde_json's own tree has them: the
 //!   method's text, and the id and params as the same values.
 
@@ -48,10 +49,15 @@ fn check_line(line: &[u8], max_batch: usize) {
         "line {:?}",
         String::from_utf8_lossy(line)
     );
-    let is_json = serde_json::from_slice::<IgnoredAny>(line).is_ok();
+    // from_slice alone does not check the UTF-8 of strings it skips.
+    let is_json = std::str::from_utf8(line)
+        .is_ok_and(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
     match &fast {
         Message::Blank => return,
         Message::Invalid(error) => assert_eq!(error.code == -32700, !is_json, "{error:?}"),
+        // serde_json stops at a duplicate member, before the rest of the
+        // line: -32600 even when a syntax error follows (both parsers).
+        Message::Single(Entry::Invalid { error, .. }) if error.message.contains("duplicate") => {}
         Message::Single(_) | Message::Batch(_) => assert!(is_json),
     }
     let tree: Option<Value> = serde_json::from_slice(line).ok();
