@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use junction::buffer::{RingBuffer, RingPool};
 use junction::proto::jsonrpc::{self, Entry, Line, Message};
 use junction::proto::mcp1::{self, Next};
@@ -27,31 +27,103 @@ fn fill(ring: &mut RingBuffer, bytes: &[u8]) {
     ring.fill(bytes.len());
 }
 
+fn echo_line(size: usize) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{}\"],\"id\":1}}",
+        "x".repeat(size)
+    )
+}
+
+/// A parser under comparison: a line in, the number of requests found.
+type Parser = fn(&[u8]) -> usize;
+
+fn count_requests(message: Message<'_>, entry: fn(&RawValue) -> Entry<'_>) -> usize {
+    match message {
+        Message::Batch(entries) => entries
+            .iter()
+            .filter(|e| matches!(entry(e), Entry::Request { .. }))
+            .count(),
+        Message::Single(Entry::Request { method, params, .. }) => {
+            black_box((method.len(), params.map(RawValue::get)));
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// The daemon's parser: one pass (src/proto/jsonscan.rs).
+fn scan(line: &[u8]) -> usize {
+    count_requests(jsonrpc::parse_line(line, 1024), jsonrpc::parse_entry)
+}
+
+/// The reference: serde_json with a visitor (the parser before issue 16).
+fn serde(line: &[u8]) -> usize {
+    count_requests(
+        jsonrpc::parse_line_serde(line, 1024),
+        jsonrpc::parse_entry_serde,
+    )
+}
+
+/// sonic-rs (SIMD) deserializing the same borrowed envelope: a lower bound
+/// of what it would cost, as it stops before the checks the other two make.
+#[cfg(feature = "bench-sonic")]
+fn sonic(line: &[u8]) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        jsonrpc: Option<sonic_rs::LazyValue<'a>>,
+        #[serde(borrow)]
+        method: Option<sonic_rs::LazyValue<'a>>,
+        #[serde(borrow)]
+        params: Option<sonic_rs::LazyValue<'a>>,
+        #[serde(borrow)]
+        id: Option<sonic_rs::LazyValue<'a>>,
+    }
+    if line.first() == Some(&b'[') {
+        return sonic_rs::from_slice::<Vec<Envelope<'_>>>(line).map_or(0, |v| v.len());
+    }
+    match sonic_rs::from_slice::<Envelope<'_>>(line) {
+        Ok(e) => {
+            black_box((e.jsonrpc.is_some(), e.id.is_some()));
+            black_box(e.method.map(|m| m.as_raw_str().len()));
+            black_box(e.params.map(|p| p.as_raw_str().len()));
+            1
+        }
+        Err(_) => 0,
+    }
+}
+
+/// The parsers compared: sonic-rs only with `--features bench-sonic`.
+fn parsers() -> Vec<(&'static str, Parser)> {
+    #[allow(unused_mut)]
+    let mut all: Vec<(&str, Parser)> = vec![("scan", scan), ("serde", serde)];
+    #[cfg(feature = "bench-sonic")]
+    all.push(("sonic", sonic));
+    all
+}
+
 fn jsonrpc_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("jsonrpc/decode");
-    let echo_64 = format!(
-        "{{\"jsonrpc\":\"2.0\",\"method\":\"rpc.echo\",\"params\":[\"{}\"],\"id\":1}}",
-        "x".repeat(64)
-    );
+    let echo_64 = echo_line(64);
+    let echo_1k = echo_line(1024);
     let batch = format!(
         "[{}]",
         vec![std::str::from_utf8(&PING_JSON[..PING_JSON.len() - 1]).unwrap_or("{}"); 16].join(",")
     );
+    let parsers = parsers();
     for (name, line) in [
         ("ping", &PING_JSON[..PING_JSON.len() - 1]),
         ("echo64", echo_64.as_bytes()),
+        ("echo1k", echo_1k.as_bytes()),
         ("batch16", batch.as_bytes()),
     ] {
         group.throughput(Throughput::Bytes(line.len() as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(name), line, |b, line| {
-            b.iter(|| match jsonrpc::parse_line(black_box(line), 1024) {
-                Message::Batch(entries) => entries
-                    .iter()
-                    .filter(|e| matches!(jsonrpc::parse_entry(e), Entry::Request { .. }))
-                    .count(),
-                other => usize::from(matches!(other, Message::Single(_))),
-            })
-        });
+        for &(parser, parse) in &parsers {
+            assert!(parse(line) > 0, "{parser} parses {name}");
+            group.bench_with_input(BenchmarkId::new(parser, name), line, |b, line| {
+                b.iter(|| parse(black_box(line)))
+            });
+        }
     }
     group.finish();
 }
@@ -150,4 +222,39 @@ criterion_group!(
     sniffing,
     ring_path
 );
-criterion_main!(benches);
+
+/// `CODECS_LOOP=parser:line:n` parses one of the decode bench's lines `n`
+/// times and exits, for `perf stat -e instructions:u,cycles:u`: counts that
+/// a busy machine does not blur as it blurs time (see docs/benchmarks.md).
+fn count_loop(spec: &str) {
+    let mut parts = spec.split(':');
+    let (parser, line, n) = (parts.next(), parts.next(), parts.next());
+    let n: u64 = n.and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let parsers = parsers();
+    let Some(&(_, parse)) = parsers.iter().find(|(name, _)| Some(*name) == parser) else {
+        eprintln!("CODECS_LOOP: unknown parser {parser:?}");
+        return;
+    };
+    let text = match line {
+        Some("ping") => String::from_utf8_lossy(&PING_JSON[..PING_JSON.len() - 1]).into_owned(),
+        Some("echo64") => echo_line(64),
+        Some("echo1k") => echo_line(1024),
+        _ => {
+            eprintln!("CODECS_LOOP: unknown line {line:?}");
+            return;
+        }
+    };
+    let mut found = 0;
+    for _ in 0..n {
+        found += parse(black_box(text.as_bytes()));
+    }
+    assert_eq!(found as u64, n);
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("CODECS_LOOP") {
+        return count_loop(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -32,7 +32,10 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         "rpc.ping",
         "answers \"pong\": a liveness check",
         Mode::Inline,
-        Box::new(|_, reply| reply.json("pong")),
+        Box::new(|_, reply| {
+            reply.json_static("\"pong\"");
+            Ok(())
+        }),
     )?;
     router.insert(
         "rpc.echo",

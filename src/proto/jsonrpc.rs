@@ -11,6 +11,7 @@ use std::io::Write as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::jsonscan::{self, Members, Scanned};
 use crate::buffer::RingBuffer;
 use crate::error::{ErrorCode, RpcError};
 use crate::router::Reply;
@@ -102,8 +103,41 @@ pub enum Entry<'a> {
     },
 }
 
-/// Decodes one line.
+/// Decodes one line: one pass of [`jsonscan`](super::jsonscan) when the
+/// line is well formed, else the reference parser, which words the error.
 pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
+    match jsonscan::scan_line(line) {
+        Some(Scanned::Object(members)) => Message::Single(Envelope::from(members).validate()),
+        Some(Scanned::Batch(entries)) => batch(entries, max_batch),
+        None => parse_line_serde(line, max_batch),
+    }
+}
+
+/// Parses one entry of a batch, the same way.
+pub fn parse_entry(raw: &RawValue) -> Entry<'_> {
+    match jsonscan::scan_entry(raw.get()) {
+        Some(members) => Envelope::from(members).validate(),
+        None => parse_entry_serde(raw),
+    }
+}
+
+fn batch(entries: Vec<&RawValue>, max_batch: usize) -> Message<'_> {
+    if entries.is_empty() {
+        Message::Invalid(RpcError::invalid_request("empty batch"))
+    } else if entries.len() > max_batch {
+        Message::Invalid(RpcError::invalid_request(format_args!(
+            "batch of {} entries exceeds the limit of {max_batch}",
+            entries.len()
+        )))
+    } else {
+        Message::Batch(entries)
+    }
+}
+
+/// Decodes one line with serde_json alone: the reference [`parse_line`]
+/// must agree with (tests and fuzz/fuzz_targets/jsonrpc_diff.rs compare
+/// them), and its slow path, which gives every error its spec'd text.
+pub fn parse_line_serde(line: &[u8], max_batch: usize) -> Message<'_> {
     let Some(first) = line.iter().position(|b| !b.is_ascii_whitespace()) else {
         return Message::Blank;
     };
@@ -128,22 +162,14 @@ pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
         };
     }
     match serde_json::from_str::<Vec<&RawValue>>(line) {
-        Ok(entries) if entries.is_empty() => {
-            Message::Invalid(RpcError::invalid_request("empty batch"))
-        }
-        Ok(entries) if entries.len() > max_batch => {
-            Message::Invalid(RpcError::invalid_request(format_args!(
-                "batch of {} entries exceeds the limit of {max_batch}",
-                entries.len()
-            )))
-        }
-        Ok(entries) => Message::Batch(entries),
+        Ok(entries) => batch(entries, max_batch),
         Err(e) => Message::Invalid(RpcError::parse_error(e)),
     }
 }
 
-/// Parses one entry of a batch.
-pub fn parse_entry(raw: &RawValue) -> Entry<'_> {
+/// Parses one entry of a batch with serde_json alone (the reference
+/// [`parse_entry`] must agree with).
+pub fn parse_entry_serde(raw: &RawValue) -> Entry<'_> {
     match parse_object(raw.get()) {
         Ok(entry) => entry,
         Err(e) => Entry::Invalid {
@@ -201,6 +227,19 @@ struct Envelope<'a> {
     id: Option<&'a RawValue>,
     result: Option<&'a RawValue>,
     error: Option<&'a RawValue>,
+}
+
+impl<'a> From<Members<'a>> for Envelope<'a> {
+    fn from(m: Members<'a>) -> Self {
+        Envelope {
+            jsonrpc: m.jsonrpc,
+            method: m.method,
+            params: m.params,
+            id: m.id,
+            result: m.result,
+            error: m.error,
+        }
+    }
 }
 
 /// A member name. Read raw and then unescaped, so that a name that is no
@@ -271,6 +310,16 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
 /// A JSON string's text: borrowed from the frame unless it has escapes.
 /// (serde turns a `Cow<str>` into an owned String every time.)
 fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    // Valid JSON: a string without a backslash is its own text.
+    if let Some(text) = raw
+        .get()
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+    {
+        if !text.bytes().any(|c| c == b'\\') {
+            return Some(Cow::Borrowed(text));
+        }
+    }
     match serde_json::from_str::<&str>(raw.get()) {
         Ok(text) => Some(Cow::Borrowed(text)),
         Err(_) => serde_json::from_str::<String>(raw.get())

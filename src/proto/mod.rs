@@ -1,6 +1,7 @@
 //! The codecs: bytes in, frames out, no I/O. `sniff` picks one per connection.
 
 pub mod jsonrpc;
+mod jsonscan;
 pub mod mcp1;
 
 use serde::Serialize;
