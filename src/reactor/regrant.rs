@@ -16,13 +16,13 @@ impl Core {
         let generation = self.context.policy().generation();
         if generation != self.policy_generation {
             self.policy_generation = generation;
-            self.apply_policy();
+            self.apply_policy(generation);
         }
     }
 
     /// Gives each open connection the rights the new policy grants its
     /// identity (its bus membership too); closes the ones it no longer lets in.
-    fn apply_policy(&mut self) {
+    fn apply_policy(&mut self, generation: u64) {
         let access = self.context.access();
         let guard = self.context.guard();
         let mut refused = Vec::new();
@@ -48,6 +48,7 @@ impl Core {
             self.close(key);
         }
         tracing::info!(
+            generation,
             connections = regranted,
             "open connections now hold the rights of the reloaded policy"
         );
