@@ -304,3 +304,50 @@ fn notifications_under_socket_activation() {
     drop(client);
     assert!(proc.wait().success());
 }
+
+/// Runs `systemd-analyze verify` on the units of `dir` (with ExecStart
+/// pointing at the built daemon); None, with the reason printed, when it
+/// cannot run here.
+fn verify(units: &Path, user: bool) -> Option<()> {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return None;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut names = Vec::new();
+    for unit in ["junctiond.socket", "junctiond.service"] {
+        let text = std::fs::read_to_string(units.join(unit)).expect("unit");
+        std::fs::write(
+            work.path().join(unit),
+            text.replace("/usr/bin/junctiond", DAEMON),
+        )
+        .expect("copy");
+        names.push(work.path().join(unit));
+    }
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(analyze);
+    command.arg("verify").arg("--man=no");
+    if user {
+        command.arg("--user").env("XDG_RUNTIME_DIR", runtime.path());
+    }
+    let output = command.args(&names).output().expect("systemd-analyze");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("Failed to initialize manager") {
+        eprintln!("skipped: systemd-analyze verify cannot run here: {stderr}");
+        return None;
+    }
+    // verify exits 0 on unknown keys too: every line it prints is a finding.
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+    Some(())
+}
+
+#[test]
+fn the_units_pass_systemd_analyze_verify() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let _ = verify(&contrib, false);
+    let _ = verify(&contrib.join("user"), true);
+}
