@@ -1,8 +1,8 @@
 //! Reload without a restart (SIGHUP, `rpc.reload`): the configuration file
 //! is read again and its reloadable part applied while connections stay open.
 //!
-//! Reloaded: the access policy (`allow`, `deny`, `[[policy]]`,
-//! `tcp-anonymous`), the TCP tokens (`auth-token-file`, read again) and the
+//! Reloaded: the access policy (`allow-uids`, `allow-gids`, `allow`,
+//! `deny`, `[[policy]]`, `tcp-anonymous`), the TCP tokens (`auth-token-file`, read again) and the
 //! log filter (`log`). Everything else (listeners, backend, workers, limits,
 //! timeouts, socket options, `bus-allow`) is read by the loop once at start:
 //! a change to it is reported as needing a restart and otherwise ignored.
@@ -157,6 +157,8 @@ pub struct ReloadReport {
 
 /// The settings a reload applies, as the file names them.
 pub const RELOADABLE: &[&str] = &[
+    "allow-uids",
+    "allow-gids",
     "allow",
     "deny",
     "policy",
