@@ -220,9 +220,25 @@ fn rpc_reload_applies_policy_tables_and_is_refused_to_others() {
         report["reloaded"].as_array().is_some_and(|r| !r.is_empty()),
         "{report}"
     );
+    assert_eq!(report["restart_needed"], serde_json::json!([]), "{report}");
     for other in &mut others {
         assert_eq!(code(other.call("demo.ping", None)), NOT_FOUND);
         assert_eq!(code(other.call("rpc.reload", None)), FORBIDDEN);
+    }
+    // A limit is only read at start: the reload says so, and applies the rest.
+    daemon.rewrite("max-frame = \"64KiB\"\n");
+    let report = admin.call("rpc.reload", None).expect("reload");
+    assert_eq!(
+        report["restart_needed"],
+        serde_json::json!(["max-frame"]),
+        "{report}"
+    );
+    for other in &mut others {
+        assert_eq!(
+            code(other.call("demo.ping", None)),
+            FORBIDDEN,
+            "the table is gone"
+        );
     }
 }
 
