@@ -164,6 +164,7 @@ fn serves_both_sockets_under_systemd_socket_activate() {
     let (mut proc, sock, tcp) = activated(dir.path(), "unix:tcp", &[]);
     exercise(&Endpoint::Unix(sock.clone()), None);
     proc.wait_for_log("socket-activated");
+    proc.wait_for_log(&format!("# event loop: {}", backend()));
     // The generated token is written beside the inherited Unix socket.
     let token = PathBuf::from(format!("{}.token", sock.display()));
     assert!(token.exists(), "no token file at {}", token.display());
