@@ -336,3 +336,66 @@ fn the_log_filter_reloads() {
     drop(connect(&daemon.unix(), Protocol::JsonRpc));
     daemon.wait_for_log("DEBUG");
 }
+
+/// A JSON-RPC client as uid 65534 on one Unix connection: each method
+/// name written to its stdin is called, each answer printed on a line.
+const NOBODY_CLIENT: &str = r#"
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+f = s.makefile("rwb")
+for n, line in enumerate(sys.stdin):
+    f.write((json.dumps({"jsonrpc": "2.0", "id": n, "method": line.strip()}) + "\n").encode())
+    f.flush()
+    print(f.readline().decode().strip(), flush=True)
+"#;
+
+#[test]
+fn a_second_local_user_gets_its_new_rights_on_the_same_connection() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running a client as uid 65534 needs root");
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let shared = "unix-mode = \"0666\"\nallow-uids = \"any\"\n";
+    let daemon = Daemon::start(shared, &[]);
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let mut nobody = Command::new("python3")
+        .args(["-c", NOBODY_CLIENT])
+        .arg(daemon.dir.path().join("junction.sock"))
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 as nobody");
+    let mut input = nobody.stdin.take().expect("stdin");
+    let mut output = BufReader::new(nobody.stdout.take().expect("stdout"));
+    let mut call = |method: &str| -> Value {
+        writeln!(input, "{method}").expect("write");
+        let mut line = String::new();
+        output.read_line(&mut line).expect("read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    assert_eq!(call("rpc.ping")["result"], "pong");
+    assert_eq!(call("demo.echo")["error"]["code"], FORBIDDEN);
+    daemon.rewrite(&format!("{shared}allow = [\"uid:65534:call:demo.*\"]"));
+    daemon.sighup(0);
+    assert_eq!(call("demo.echo")["error"]["code"], NOT_FOUND, "allowed now");
+    // Off the allow-list: the connection is closed.
+    daemon.rewrite("unix-mode = \"0666\"\nallow-uids = \"root\"\n");
+    daemon.sighup(0);
+    writeln!(input, "rpc.ping").expect("write");
+    let mut line = String::new();
+    let _ = output.read_line(&mut line);
+    assert!(line.is_empty() || !line.contains("pong"), "{line:?}");
+    let _ = nobody.kill();
+    let _ = nobody.wait();
+}
