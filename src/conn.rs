@@ -207,6 +207,16 @@ impl Connection {
         self
     }
 
+    /// Its identity and grants.
+    pub fn rights(&self) -> &crate::policy::Rights {
+        &self.rights
+    }
+
+    /// New rights after a reload (the identity stays; see `reload`).
+    pub(crate) fn set_rights(&mut self, rights: crate::policy::Rights) {
+        self.rights = rights;
+    }
+
     /// True when it may see other peers' details.
     pub fn is_admin(&self) -> bool {
         self.rights.admin()

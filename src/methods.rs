@@ -25,6 +25,9 @@ impl Mode {
     }
 }
 
+/// The admin-only method that reloads the configuration (see `crate::reload`).
+pub const RELOAD_METHOD: &str = "rpc.reload";
+
 /// Adds `rpc.ping`, `rpc.echo`, `rpc.stats`, `rpc.methods`, `rpc.clients`
 /// and `rpc.auth` to `router`.
 pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
@@ -97,6 +100,15 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         "lists open connections: transport, protocol, identity, peer pid/uid/gid or address, age, in-flight work (others' only for admins)",
         Mode::Loop,
         Box::new(|call, reply| reply.json(&call.clients.unwrap_or_default())),
+    )?;
+    router.insert(
+        RELOAD_METHOD,
+        "admins only: re-reads the configuration file's reloadable part (policy, tokens, log filter; see docs/operations.md); answers what was applied and what needs a restart",
+        Mode::Pooled,
+        Box::new(|call, reply| match crate::reload::reload(call.context) {
+            Ok(report) => reply.json(&report),
+            Err(e) => Err(RpcError::with(ErrorCode::InternalError, e.to_string())),
+        }),
     )?;
     router.insert(
         AUTH_METHOD,

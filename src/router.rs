@@ -328,10 +328,12 @@ impl Router {
 pub struct Context {
     router: Router,
     stats: Arc<Stats>,
-    access: Access,
     bus: BusConfig,
     directory: Directory,
-    guard: crate::policy::Guard,
+    /// The access policy and its guard, swapped whole by a reload.
+    policy: crate::reload::Swappable,
+    /// The link to the service manager (sd_notify).
+    notifier: crate::notify::Notifier,
 }
 
 impl Context {
@@ -340,23 +342,41 @@ impl Context {
         Self {
             router,
             stats,
-            access: Access::default(),
             bus: BusConfig::default(),
             directory: Directory::default(),
-            guard: crate::policy::Guard::default(),
+            policy: crate::reload::Swappable::default(),
+            notifier: crate::notify::Notifier::default(),
         }
     }
 
     /// The same context with these bus settings.
     pub fn with_bus(mut self, bus: BusConfig) -> Self {
         self.bus = bus;
-        self.guard = crate::policy::Guard::new(&self.access, &self.bus.policy);
+        let access = (*self.access()).clone();
+        self.policy.set(access, &self.bus.policy);
         self
     }
 
-    /// The policy at run time: identities, grants, the auth throttle.
-    pub fn guard(&self) -> &crate::policy::Guard {
-        &self.guard
+    /// The policy at run time: identities, grants, the auth throttle
+    /// (the one in force now: a reload swaps it).
+    pub fn guard(&self) -> Arc<crate::policy::Guard> {
+        self.policy.guard()
+    }
+
+    /// The same context telling the service manager through `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// The link to the service manager.
+    pub fn notifier(&self) -> &crate::notify::Notifier {
+        &self.notifier
+    }
+
+    /// The reloadable policy: swapped by a reload, its generation watched by the loop.
+    pub fn policy(&self) -> &crate::reload::Swappable {
+        &self.policy
     }
 
     /// The bus settings.
@@ -375,15 +395,14 @@ impl Context {
     }
 
     /// The same context with this access policy.
-    pub fn with_access(mut self, access: Access) -> Self {
-        self.access = access;
-        self.guard = crate::policy::Guard::new(&self.access, &self.bus.policy);
+    pub fn with_access(self, access: Access) -> Self {
+        self.policy.set(access, &self.bus.policy);
         self
     }
 
-    /// Who may connect, and the TCP auth token.
-    pub fn access(&self) -> &Access {
-        &self.access
+    /// Who may connect, and the TCP auth tokens (the ones in force now).
+    pub fn access(&self) -> Arc<Access> {
+        self.policy.access()
     }
 
     /// The method table.

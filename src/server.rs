@@ -26,10 +26,13 @@ use crate::config::{Backend, Config};
 use crate::conn::Timeouts;
 use crate::dispatch::Limits;
 use crate::methods::register_builtins;
+use crate::net::activation::{self, ActivationError};
 use crate::net::tuning;
-use crate::net::{BindError, Listener};
+use crate::net::{BindError, Listener, Transport};
+use crate::notify::Notifier;
 use crate::reactor::epoll::{EpollLoop, WAKER};
 use crate::reactor::{LoopConfig, Waker};
+use crate::reload::{ConfigSource, LogSetter, ReloadError, ReloadReport, Reloader};
 use crate::router::{Context, Router, RouterError};
 use crate::stats::Stats;
 use crate::workers::WorkerPool;
@@ -80,6 +83,16 @@ pub enum ServerError {
         /// The OS error.
         source: io::Error,
     },
+    /// The service manager passed sockets that cannot be used.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// The service manager passed a socket for a transport the configuration turns off.
+    #[error(
+        "the service manager passed a {transport} socket ({address}) but {transport} is off in \
+         the configuration; turn it on or remove the socket from the .socket unit",
+        transport = .0.name(), address = .1
+    )]
+    ActivationOff(Transport, String),
     /// `--backend io-uring` was asked for where io_uring cannot run.
     #[error("{0}; run with --backend epoll (or auto)")]
     Backend(String),
@@ -103,6 +116,26 @@ impl ShutdownHandle {
         if let Err(e) = self.waker.wake() {
             tracing::error!(error = %e, "cannot wake the event loop for shutdown");
         }
+    }
+}
+
+/// Reloads the configuration of a running server from any thread (the
+/// daemon's SIGHUP), then wakes the loop so that it judges open
+/// connections under the new policy at once.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    context: Arc<Context>,
+    waker: Arc<Waker>,
+}
+
+impl ReloadHandle {
+    /// Reloads; on error the old configuration stays (the reason is logged too).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let result = crate::reload::reload(&self.context);
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the event loop after a reload");
+        }
+        result
     }
 }
 
@@ -173,7 +206,7 @@ impl Drop for TokenFile {
 /// Refuses TCP settings that would let the network in too easily: no token
 /// on a public address (protected mode), anonymous TCP off loopback, and
 /// tokens under [`SHORT_TOKEN`] bytes off loopback.
-fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), ServerError> {
+pub(crate) fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), ServerError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
@@ -259,20 +292,58 @@ impl Server {
         let (driver, waker) = choose_driver(config.backend)?;
         let waker = Arc::new(waker);
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
-        let mut listeners = Vec::new();
-        if let Some(path) = &config.unix {
-            let owner = (config.unix_owner, config.unix_group);
-            listeners.push(Listener::bind_unix(path, config.unix_mode, owner, backlog)?);
+        let inherited = activation::take()?;
+        let activated = !inherited.is_empty();
+        let inherited_tcp = inherited.tcp.as_ref().map(|(_, addr)| *addr);
+        if let Some(addr) = inherited_tcp {
+            check_tcp_access(addr, config)?;
         }
-        if let Some(addr) = config.tcp {
-            match Listener::bind_tcp(addr, backlog, &config.sockets) {
+        let mut listeners = Vec::new();
+        match (inherited.unix, &config.unix) {
+            (Some((_, path)), None) => {
+                return Err(ServerError::ActivationOff(
+                    Transport::Unix,
+                    path.display().to_string(),
+                ));
+            }
+            (Some((listener, path)), Some(configured)) => {
+                if &path != configured {
+                    tracing::warn!(inherited = %path.display(), configured = %configured.display(), "serving the Unix socket the service manager passed, not the configured path");
+                }
+                listeners.push(listener);
+            }
+            (None, Some(path)) => {
+                let owner = (config.unix_owner, config.unix_group);
+                listeners.push(Listener::bind_unix(path, config.unix_mode, owner, backlog)?);
+            }
+            (None, None) => {}
+        }
+        match (inherited.tcp, config.tcp) {
+            (Some((_, addr)), None) => {
+                listeners.iter().for_each(Listener::remove_socket_file);
+                return Err(ServerError::ActivationOff(Transport::Tcp, addr.to_string()));
+            }
+            (Some((listener, addr)), Some(configured)) => {
+                if addr != configured && configured.port() != 0 {
+                    tracing::warn!(inherited = %addr, %configured, "serving the TCP socket the service manager passed, not the configured address");
+                }
+                listeners.push(listener);
+            }
+            (None, Some(addr)) => match Listener::bind_tcp(addr, backlog, &config.sockets) {
                 Ok(listener) => listeners.push(listener),
                 Err(e) => {
                     // Leave no socket file behind for a daemon that never ran.
                     listeners.iter().for_each(Listener::remove_socket_file);
                     return Err(e.into());
                 }
-            }
+            },
+            (None, None) => {}
+        }
+        if activated {
+            tracing::info!(
+                listeners = listeners.len(),
+                "socket-activated: serving the sockets the service manager passed (they are never removed at stop)"
+            );
         }
         let mut access = config.access.clone();
         let mut generated_token = None;
@@ -318,7 +389,8 @@ impl Server {
             context: Arc::new(
                 Context::new(methods, stats)
                     .with_access(access)
-                    .with_bus(config.bus.clone()),
+                    .with_bus(config.bus.clone())
+                    .with_notifier(Notifier::from_env()),
             ),
             config: config.clone(),
             generated_token,
@@ -361,6 +433,30 @@ impl Server {
     /// The shared state handlers see (methods, counters).
     pub fn context(&self) -> &Arc<Context> {
         &self.context
+    }
+
+    /// Lets SIGHUP and `rpc.reload` re-read the configuration through
+    /// `source` (the file under the same flags and environment) and set the
+    /// log filter through `log`; see [`crate::reload`] for what reloads.
+    pub fn enable_reload(&self, source: ConfigSource, log: Option<LogSetter>) {
+        let generated = self.generated_token.as_ref().and_then(|_| {
+            self.context
+                .access()
+                .tokens
+                .iter()
+                .find(|t| t.name == crate::policy::OWNER_TOKEN)
+                .cloned()
+        });
+        let reloader = Reloader::new(source, log, self.tcp_addr(), generated, self.config.clone());
+        crate::reload::install(&self.context, reloader);
+    }
+
+    /// A handle that reloads the configuration from any thread (SIGHUP).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            context: Arc::clone(&self.context),
+            waker: Arc::clone(&self.waker),
+        }
     }
 
     /// A handle that stops the server from any thread.

@@ -1,7 +1,7 @@
 //! `junctiond`: the Junction daemon.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -9,7 +9,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 use junction::access::SHORT_TOKEN;
 use junction::config::{Config, LogFormat, Settings};
-use junction::{Router, Server, ShutdownHandle};
+use junction::reload::{ConfigSource, LogSetter};
+use junction::{ReloadHandle, Router, Server, ShutdownHandle};
 
 /// Junction: JSON-RPC 2.0 and MCP1 over Unix and TCP sockets.
 ///
@@ -28,31 +29,57 @@ struct Args {
     print_config: bool,
 }
 
-fn load_config(args: Args) -> Result<(Config, bool), String> {
-    let file = match &args.config {
+/// Reads the file (when given) under the flags and environment, which win over it.
+fn read_config(settings: &Settings, file: Option<&Path>) -> Result<Config, String> {
+    let file = match file {
         Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
         None => Settings::default(),
     };
-    let config = Config::resolve(args.settings.over(file)).map_err(|e| e.to_string())?;
-    Ok((config, args.print_config))
+    Config::resolve(settings.clone().over(file)).map_err(|e| e.to_string())
 }
 
-fn init_logging(config: &Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+/// The configuration, whether to print it only, and how to read it again
+/// for a reload (the same file under the same flags and environment).
+fn load_config(args: Args) -> Result<(Config, bool, ConfigSource), String> {
+    let config = read_config(&args.settings, args.config.as_deref())?;
+    let (settings, file) = (args.settings, args.config);
+    let source: ConfigSource = Box::new(move || read_config(&settings, file.as_deref()));
+    Ok((config, args.print_config, source))
+}
+
+/// Starts logging; returns how to change the filter on a reload.
+fn init_logging(config: &Config) -> Result<LogSetter, String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log)
         .map_err(|e| format!("invalid --log filter {:?}: {e}", config.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match config.log_format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let parse = |text: &str| EnvFilter::try_new(text).map_err(|e| format!("{text:?}: {e}"));
+    let (result, setter): (_, LogSetter) = match config.log_format {
+        LogFormat::Human => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let setter =
+                Box::new(move |text: &str| handle.reload(parse(text)?).map_err(|e| e.to_string()));
+            (builder.try_init(), setter)
+        }
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            let setter =
+                Box::new(move |text: &str| handle.reload(parse(text)?).map_err(|e| e.to_string()));
+            (builder.try_init(), setter)
+        }
     };
-    result.map_err(|e| format!("cannot start logging: {e}"))
+    result.map_err(|e| format!("cannot start logging: {e}"))?;
+    Ok(setter)
 }
 
-/// SIGINT/SIGTERM are blocked in every thread and taken by one thread with
-/// sigwait: the first starts a graceful drain, a second exits at once.
+/// SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken by one thread
+/// with sigwait: the first SIGINT/SIGTERM starts a graceful drain, a second
+/// exits at once; SIGHUP reloads the configuration (see `junction::reload`).
 fn block_signals() -> Result<SigSet, String> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -63,14 +90,16 @@ fn block_signals() -> Result<SigSet, String> {
     Ok(set)
 }
 
-fn watch_signals(set: SigSet, handle: ShutdownHandle) -> Result<(), String> {
+fn watch_signals(set: SigSet, handle: ShutdownHandle, reload: ReloadHandle) -> Result<(), String> {
     std::thread::Builder::new()
         .name("junction-signals".into())
         .spawn(move || {
             let mut received = 0;
             while let Ok(signal) = set.wait() {
                 if signal == Signal::SIGHUP {
-                    tracing::info!("SIGHUP ignored: configuration reload is not supported; restart to apply changes");
+                    // Logged by the reload itself, success or not.
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = reload.reload();
                     continue;
                 }
                 received += 1;
@@ -147,12 +176,12 @@ fn report_access(config: &Config, server: &Server) {
 }
 
 fn run() -> Result<(), String> {
-    let (config, print_only) = load_config(Args::parse())?;
+    let (config, print_only, source) = load_config(Args::parse())?;
     if print_only {
         print!("{}", config.render());
         return Ok(());
     }
-    init_logging(&config)?;
+    let log_setter = init_logging(&config)?;
     // A panic (a bug: handlers' panics are caught) goes to the log, in its format.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
     let signals = block_signals()?;
@@ -169,7 +198,8 @@ fn run() -> Result<(), String> {
         tracing::info!("listening on {line}");
     }
     report_access(&config, &server);
-    watch_signals(signals, server.shutdown_handle())?;
+    server.enable_reload(source, Some(log_setter));
+    watch_signals(signals, server.shutdown_handle(), server.reload_handle())?;
     server.run().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

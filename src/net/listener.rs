@@ -90,10 +90,13 @@ pub enum Listener {
         listener: UnixListener,
         /// The socket file, removed on shutdown.
         path: PathBuf,
-        /// The device and inode bound, so that shutdown never removes another daemon's file.
-        inode: (u64, u64),
-        /// The lock beside the socket, held as long as the listener lives.
-        lock: Flock<File>,
+        /// The device and inode bound, so that shutdown never removes another
+        /// daemon's file; `None` for a socket inherited from the service
+        /// manager, which the daemon did not create and never removes.
+        inode: Option<(u64, u64)>,
+        /// The lock beside the socket, held as long as the listener lives
+        /// (none for an inherited socket: see `activation`).
+        lock: Option<Flock<File>>,
     },
     /// A TCP listener.
     Tcp(TcpListener),
@@ -131,14 +134,40 @@ impl Listener {
         socket
             .set_nonblocking(true)
             .map_err(io_err("cannot set non-blocking", path.display()))?;
-        let inode = fs::symlink_metadata(path).map_or((0, 0), |m| (m.dev(), m.ino()));
+        let inode = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
         let std_listener = std::os::unix::net::UnixListener::from(OwnedFd::from(socket));
         Ok(Listener::Unix {
             listener: UnixListener::from_std(std_listener),
             path: path.to_path_buf(),
             inode,
-            lock,
+            lock: Some(lock),
         })
+    }
+
+    /// A Unix listener the service manager passed (socket activation),
+    /// already checked by `activation`: the daemon did not create `path`,
+    /// so it takes no lock and never removes the file.
+    pub(crate) fn inherited_unix(
+        listener: std::os::unix::net::UnixListener,
+        path: PathBuf,
+    ) -> Self {
+        Listener::Unix {
+            listener: UnixListener::from_std(listener),
+            path,
+            inode: None,
+            lock: None,
+        }
+    }
+
+    /// A TCP listener the service manager passed (socket activation).
+    pub(crate) fn inherited_tcp(listener: std::net::TcpListener) -> Self {
+        Listener::Tcp(TcpListener::from_std(listener))
+    }
+
+    /// True when the daemon created this listener's socket file (a Unix
+    /// listener it bound itself), which it then removes at stop.
+    pub fn owns_socket_file(&self) -> bool {
+        matches!(self, Listener::Unix { inode: Some(_), .. })
     }
 
     /// Binds a TCP listener at `addr` (port 0 picks a free port) with the
@@ -245,7 +274,12 @@ impl Listener {
     /// Removes the socket file if it is still the one this listener bound
     /// (the lock file stays: see `sockpath::take_lock`).
     pub fn remove_socket_file(&self) {
-        if let Listener::Unix { path, inode, .. } = self {
+        if let Listener::Unix {
+            path,
+            inode: Some(inode),
+            ..
+        } = self
+        {
             match fs::symlink_metadata(path) {
                 Ok(meta) if (meta.dev(), meta.ino()) == *inode => {
                     if let Err(e) = fs::remove_file(path) {

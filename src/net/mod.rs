@@ -1,5 +1,6 @@
 //! Listeners and accepted streams: the only code that knows Unix from TCP.
 
+pub mod activation;
 pub mod listener;
 pub(crate) mod sockpath;
 pub mod stream;

@@ -129,6 +129,38 @@ impl Guard {
         Rights::new(Arc::new(identity), grants)
     }
 
+    /// Judges an open connection again after a reload: the rights the
+    /// policy now gives `identity`, or [`Rejudged::Close`] when it is no
+    /// longer let in at all (a Unix peer off the allow-list, a token removed,
+    /// anonymous TCP turned off). Not yet identified connections are kept.
+    pub fn rejudge(&self, access: &Access, identity: &Identity, peer: &Peer) -> Rejudged {
+        match identity.kind {
+            IdentityKind::Unix => match access.gate(peer) {
+                Gate::Open => Rejudged::Rights(self.admit(peer, Gate::Open)),
+                _ => Rejudged::Close,
+            },
+            IdentityKind::Token => match &identity.token {
+                Some(name) if access.tokens.iter().any(|t| *t.name == **name) => {
+                    Rejudged::Rights(self.token(name, peer))
+                }
+                _ => Rejudged::Close,
+            },
+            IdentityKind::Anonymous if access.tcp_anonymous => {
+                Rejudged::Rights(self.rights(Identity::anonymous(), peer))
+            }
+            IdentityKind::Anonymous => Rejudged::Close,
+            IdentityKind::Unknown => Rejudged::Keep,
+        }
+    }
+
+    /// Takes over `old`'s record of failed authentications, so that a
+    /// reload does not let a guesser start afresh.
+    pub fn carry_over(&self, old: &Guard) {
+        if let (Ok(mut mine), Ok(mut theirs)) = (self.throttle.lock(), old.throttle.lock()) {
+            mine.entries = std::mem::take(&mut theirs.entries);
+        }
+    }
+
     /// Err while `peer`'s address is throttled for failed authentications.
     pub fn auth_allowed(&self, peer: &Peer, now: Instant) -> Result<(), Throttled> {
         match (peer, self.throttle.lock()) {
@@ -150,6 +182,17 @@ impl Guard {
             throttle.entries.remove(&key(addr.ip()));
         }
     }
+}
+
+/// A connection judged again after a reload.
+#[derive(Debug)]
+pub enum Rejudged {
+    /// Not identified yet: nothing to change.
+    Keep,
+    /// Its identity's rights under the new policy.
+    Rights(Rights),
+    /// No longer let in: close it.
+    Close,
 }
 
 /// An address refused for now after too many failed authentications.

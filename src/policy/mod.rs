@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::access::Peer;
 use crate::bus::pattern::Pattern;
 
-pub use guard::{Guard, Throttled};
+pub use guard::{Guard, Rejudged, Throttled};
 pub use identity::{Identity, IdentityKind, OWNER_TOKEN};
 pub use rules::{OneOrMany, Policy, Rule, RuleTable, ScopeTable, Subject, valid_token_name};
 
@@ -246,6 +246,10 @@ impl Grants {
     pub fn permits(&self, action: Action, target: Target<'_>) -> bool {
         if self.all {
             return true;
+        }
+        if action == Action::Call && target == Target::Name(crate::methods::RELOAD_METHOD) {
+            // Admin-only whatever the call rules say.
+            return self.admin();
         }
         if self.deny.of(action).iter().any(|s| s.covers(target)) {
             return false;

@@ -16,6 +16,7 @@ pub mod epoll;
 mod gate;
 mod io;
 mod output;
+mod regrant;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub mod uring;
@@ -180,6 +181,8 @@ pub struct Core {
     /// past [`output::WRITE_BYTES_PER_TURN`].
     written: usize,
     deferred: Vec<usize>,
+    /// The policy generation the open connections were judged under.
+    policy_generation: u64,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -240,7 +243,9 @@ impl Core {
             starved_at: 0,
             written: 0,
             deferred: Vec::new(),
+            policy_generation: 0,
         };
+        core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
         core
     }
@@ -264,6 +269,7 @@ impl Core {
         self.now = Instant::now();
         self.bus.tick(self.now);
         self.written = 0;
+        self.between_turns();
     }
 
     /// Connections that still had input when their read budget ran out
@@ -369,11 +375,17 @@ impl Core {
         }
         let now = Instant::now();
         let timer = self.timers.peek().map(|Reverse((at, ..))| *at);
-        [timer, self.drain_deadline, self.bus.deadline_hint()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        let service = self.context.notifier().deadline();
+        [
+            timer,
+            self.drain_deadline,
+            self.bus.deadline_hint(),
+            service,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 
     /// Closes or half-closes a connection that has nothing left to do.
@@ -521,6 +533,7 @@ impl Core {
     /// Stops accepting and reading; connections close once their answers are out.
     fn begin_drain(&mut self) {
         self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+        self.context.notifier().stopping(self.context.stats());
         for listener in &self.listeners {
             listener.remove_socket_file();
         }
