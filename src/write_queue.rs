@@ -263,10 +263,21 @@ impl WriteQueue {
     }
 }
 /// Free output chunks of [`CHUNK_SIZE`] capacity.
+///
+/// Sized by the burst it served, it shrinks back: [`ChunkPool::trim`] (from
+/// the loop's sweep) frees the chunks no one took since the last trim, and
+/// the pool counts the chunks it let go so that the loop knows when the
+/// allocator holds enough freed memory to be worth giving back.
 #[derive(Debug)]
 pub struct ChunkPool {
     free: Vec<Vec<u8>>,
     max_free: usize,
+    /// The fewest free chunks since the last trim: those were never needed.
+    low: usize,
+    /// Chunks handed out and not given back.
+    out: usize,
+    /// The most chunks out at once since the last trim.
+    peak_out: usize,
 }
 
 impl ChunkPool {
@@ -275,18 +286,26 @@ impl ChunkPool {
         Self {
             free: Vec::new(),
             max_free,
+            low: 0,
+            out: 0,
+            peak_out: 0,
         }
     }
 
     /// An empty chunk with room for at least [`CHUNK_SIZE`] bytes.
     pub fn take(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE))
+        self.out += 1;
+        self.peak_out = self.peak_out.max(self.out);
+        let chunk = self.free.pop();
+        self.low = self.low.min(self.free.len());
+        chunk.unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE))
     }
 
     /// Returns a chunk; oversized or surplus chunks are freed.
     pub fn give(&mut self, mut chunk: Vec<u8>) {
+        if chunk.capacity() >= CHUNK_SIZE {
+            self.out = self.out.saturating_sub(1);
+        }
         if chunk.capacity() >= CHUNK_SIZE
             && chunk.capacity() <= CHUNK_SIZE * 4
             && self.free.len() < self.max_free
@@ -294,6 +313,21 @@ impl ChunkPool {
             chunk.clear();
             self.free.push(chunk);
         }
+    }
+
+    /// Frees the free chunks past `keep` that were not needed since the
+    /// last trim, and returns how many chunks were out at most meanwhile
+    /// beyond those out now (the burst that has passed).
+    pub fn trim(&mut self, keep: usize) -> usize {
+        let spare = self.low.min(self.free.len()).saturating_sub(keep);
+        self.free.truncate(self.free.len() - spare);
+        if self.free.len() <= keep {
+            self.free.shrink_to(keep);
+        }
+        self.low = self.free.len();
+        let passed = self.peak_out.saturating_sub(self.out);
+        self.peak_out = self.out;
+        passed
     }
 
     /// Chunks held free.

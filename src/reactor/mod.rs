@@ -16,6 +16,7 @@ pub mod epoll;
 mod gate;
 mod io;
 mod output;
+mod shrink;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub mod uring;
@@ -164,6 +165,8 @@ pub struct Core {
     /// past [`output::WRITE_BYTES_PER_TURN`].
     written: usize,
     deferred: Vec<usize>,
+    /// When the loop last gave back what a burst left (see shrink.rs).
+    shrinker: shrink::Shrinker,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -199,7 +202,7 @@ impl Core {
             context,
             workers: workers.0,
             completions: workers.1,
-            rings: RingPool::new(256),
+            rings: RingPool::new(crate::buffer::RING_WARM_BYTES),
             chunks: ChunkPool::new(256),
             scratch: Vec::new(),
             config,
@@ -224,6 +227,7 @@ impl Core {
             starved_at: 0,
             written: 0,
             deferred: Vec::new(),
+            shrinker: shrink::Shrinker::default(),
         };
         core.schedule_sweep(Instant::now());
         core
