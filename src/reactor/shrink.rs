@@ -8,6 +8,7 @@
 //! [`SHRINK_EVERY`] it trims what a burst left behind and, when that freed
 //! a lot, asks glibc to give free heap pages back (`malloc_trim`).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::Core;
@@ -54,6 +55,13 @@ impl Core {
             return;
         }
         self.shrinker.at = now;
+        let stats = self.context.stats();
+        stats
+            .ring_pool_bytes
+            .store(self.rings.pooled_bytes() as u64, Relaxed);
+        stats
+            .ring_resident_bytes
+            .store(self.rings.resident_bytes() as u64, Relaxed);
         let chunks_passed = self.chunks.trim(CHUNKS_KEPT);
         let clients_passed = self.shrinker.peak_clients.saturating_sub(open);
         self.shrinker.peak_clients = open;
