@@ -150,6 +150,11 @@ impl WriteQueue {
             && matches!(self.chunks.back(),
                 Some(Chunk::Owned(c)) if c.len() < CHUNK_SIZE && c.capacity() >= CHUNK_SIZE);
         if !reuse_tail {
+            if self.chunks.capacity() == 0 {
+                // Most connections never queue more than one chunk: one
+                // slot (not the default four) is what an idle one keeps.
+                self.chunks.reserve_exact(1);
+            }
             self.chunks.push_back(Chunk::Owned(pool.take()));
         }
         let Some(Chunk::Owned(tail)) = self.chunks.back_mut() else {
@@ -329,9 +334,9 @@ impl ChunkPool {
     }
 
     /// Frees the free chunks past `keep` that were not needed since the
-    /// last trim, and returns how many chunks were out at most meanwhile
-    /// beyond those out now (the burst that has passed).
-    pub fn trim(&mut self, keep: usize) -> usize {
+    /// last trim. Returns how many it freed, and how many chunks were out
+    /// at most meanwhile beyond those out now (the burst that has passed).
+    pub fn trim(&mut self, keep: usize) -> (usize, usize) {
         let spare = self.low.min(self.free.len()).saturating_sub(keep);
         self.free.truncate(self.free.len() - spare);
         if self.free.len() <= keep {
@@ -340,7 +345,7 @@ impl ChunkPool {
         self.low = self.free.len();
         let passed = self.peak_out.saturating_sub(self.out);
         self.peak_out = self.out;
-        passed
+        (spare, passed)
     }
 
     /// Chunks held free.
@@ -450,5 +455,34 @@ mod tests {
             0,
             "freed with the last holder"
         );
+    }
+
+    #[test]
+    fn the_pool_shrinks_back_after_a_burst() {
+        let mut pool = ChunkPool::new(256);
+        let burst: Vec<Vec<u8>> = (0..200).map(|_| pool.take()).collect();
+        for chunk in burst {
+            pool.give(chunk);
+        }
+        assert_eq!(
+            pool.free_chunks(),
+            224,
+            "200 given back, 24 of the last run unused"
+        );
+        let (freed, passed) = pool.trim(16);
+        assert_eq!(
+            (freed, passed),
+            (0, 200),
+            "every chunk was needed since the last trim"
+        );
+        // A quiet second: the chunks nobody took go.
+        let (freed, passed) = pool.trim(16);
+        assert_eq!((freed, passed), (208, 0));
+        assert_eq!(pool.free_chunks(), 16);
+        // In steady use the pool keeps what is taken.
+        let c = pool.take();
+        pool.give(c);
+        assert_eq!(pool.trim(16), (0, 1));
+        assert_eq!(pool.free_chunks(), 16);
     }
 }

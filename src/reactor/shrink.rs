@@ -62,7 +62,7 @@ impl Core {
         stats
             .ring_resident_bytes
             .store(self.rings.resident_bytes() as u64, Relaxed);
-        let chunks_passed = self.chunks.trim(CHUNKS_KEPT);
+        let (chunks_freed, chunks_passed) = self.chunks.trim(CHUNKS_KEPT);
         let clients_passed = self.shrinker.peak_clients.saturating_sub(open);
         self.shrinker.peak_clients = open;
         let slots = self.clients.capacity();
@@ -83,8 +83,9 @@ impl Core {
         if self.scratch.capacity() > 1 << 20 && self.scratch.is_empty() {
             self.scratch = Vec::new();
         }
-        // About a megabyte freed to the allocator: worth a trim.
-        if chunks_passed >= 64 || clients_passed >= SMALL {
+        // About a megabyte freed to the allocator (by a burst, or by the
+        // trim of the chunk pool just now): worth giving back.
+        if chunks_passed >= 64 || chunks_freed >= CHUNKS_KEPT || clients_passed >= SMALL {
             give_back_freed_heap();
         }
     }
