@@ -29,11 +29,14 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::io::{Progress, ReadTarget};
-use super::{Client, Core, Drain, LoopConfig, READS_PER_TURN, Waker};
+use super::{Client, Core, Drain, LoopConfig, Waker};
 use crate::net::Listener;
 use crate::router::Context;
 use crate::workers::{Completions, WorkerPool};
 use crate::write_queue::MAX_IOVECS;
+
+/// Socket reads per connection and turn (see `UringLoop::read_now`).
+const READS_PER_POLL: usize = 1;
 
 /// Submission queue entries; the completion queue gets twice as many.
 const ENTRIES: u32 = 4096;
@@ -522,10 +525,14 @@ impl UringLoop {
     /// filled, parsed and (unless a partial frame is left) given back before
     /// the next connection is read. Then a poll (or a watch, if the core now
     /// holds its input) is posted again at the end of the turn. Without
-    /// `to_the_end`, a short read ends the round.
+    /// `to_the_end`, a short read ends the round. One read per turn, as
+    /// with a posted READV: a read that fills the ring carries the
+    /// connection over to the next turn, after this turn's output was
+    /// flushed (a publisher read 16 times in a turn would fill its
+    /// subscribers' queues before a single WRITEV could drain them).
     fn read_now(&mut self, key: usize, to_the_end: bool) {
         let mut budget_used = true;
-        for _ in 0..READS_PER_TURN {
+        for _ in 0..READS_PER_POLL {
             let (result, room) = match self.core.read_target(key) {
                 ReadTarget::Read {
                     stream,
@@ -544,7 +551,10 @@ impl UringLoop {
             }
         }
         self.core.end_read(key, budget_used);
-        self.rearm.push(key);
+        if !budget_used {
+            // Carried over otherwise: read again next turn, no poll needed.
+            self.rearm.push(key);
+        }
     }
 
     /// A hang-up watch fired: a peer that is gone is closed by the core (or
