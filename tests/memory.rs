@@ -18,6 +18,10 @@ use serde_json::Value;
 /// The warm pool a ring size class keeps resident (buffer::RING_WARM_BYTES).
 const WARM: u64 = 1 << 20;
 
+/// The ring the rpc.stats query itself may hold while it is answered (on
+/// io_uring its READV's ring is counted in the gauge of the turn before).
+const OWN_RING: u64 = 16 * 1024;
+
 /// Polls rpc.stats until `done` holds (a hang guard, not a timing claim).
 fn wait_for(server: &TestServer, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -79,8 +83,8 @@ fn ring_pages_past_the_warm_pool_go_back_to_the_kernel() {
             peers.clear();
             let after = wait_for(&server, "given back", |s| {
                 open_connections(s) <= 1
-                    && memory(s, "ring_bytes") == 0
-                    && memory(s, "ring_resident_bytes") <= WARM
+                    && memory(s, "ring_bytes") <= OWN_RING
+                    && memory(s, "ring_resident_bytes") <= WARM + OWN_RING
             });
             assert!(memory(&after, "ring_pool_bytes") <= WARM, "{after}");
         }
@@ -117,14 +121,16 @@ fn connections_that_send_and_close_at_once_leave_no_buffer_behind() {
             }
             drop(sockets);
             let stats = wait_for(&server, "all closed", |s| open_connections(s) <= 1);
-            let stats = if memory(&stats, "ring_bytes") == 0 {
+            let stats = if memory(&stats, "ring_bytes") <= OWN_RING {
                 stats
             } else {
                 // Retiring connections give their rings back as their
                 // cancelled operations complete.
-                wait_for(&server, "rings back", |s| memory(s, "ring_bytes") == 0)
+                wait_for(&server, "rings back", |s| {
+                    memory(s, "ring_bytes") <= OWN_RING
+                })
             };
-            assert_eq!(memory(&stats, "ring_bytes"), 0, "{stats}");
+            assert!(memory(&stats, "ring_bytes") <= OWN_RING, "{stats}");
         }
     }
     common::assert_healthy(&server);

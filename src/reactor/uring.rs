@@ -2,12 +2,8 @@
 //!
 //! Multishot ACCEPT on each listener. A connection waiting for input has a
 //! one-shot POLL_ADD posted, which holds no buffer, so an idle connection
-//! costs no ring memory; when it fires, the loop reads the socket at once
-//! with readv(2) into the connection's ring, parses, and gives the ring back
-//! if it holds no partial frame, before the next connection is read. So a
-//! burst of N connections costs one ring, not N: a READV posted per
-//! connection would hold N rings until the kernel completes them (issue 15;
-//! docs/design.md, "io_uring reads"). A connection whose input the core holds
+//! costs no ring memory; when it fires, a READV goes into the free regions
+//! of the connection's ring buffer. A connection whose input the core holds
 //! (max-in-flight, max-output, a parked job) is not read, but has a watch
 //! posted, a POLL_ADD for POLLRDHUP only, so that a peer that hangs up is
 //! noticed at once. Output goes out with WRITEV from the
@@ -34,9 +30,6 @@ use crate::net::Listener;
 use crate::router::Context;
 use crate::workers::{Completions, WorkerPool};
 use crate::write_queue::MAX_IOVECS;
-
-/// Socket reads per connection and turn (see `UringLoop::read_now`).
-const READS_PER_POLL: usize = 1;
 
 /// Submission queue entries; the completion queue gets twice as many.
 const ENTRIES: u32 = 4096;
@@ -266,7 +259,7 @@ impl UringLoop {
             let carried = self.core.take_unread();
             self.reap()?;
             for key in carried {
-                self.read_now(key, true);
+                self.start_read(key)?;
             }
             self.core.after_reads();
             self.flush_dirty()?;
@@ -420,11 +413,11 @@ impl UringLoop {
                         if hung_up(result) {
                             self.core.hung_up(key);
                         }
-                        // Data and the peer's FIN can share one poll: then read to the end.
-                        let ended = result > 0
-                            && result & i32::from(libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR)
-                                != 0;
-                        self.read_now(key, ended);
+                        self.start_read(key)?;
+                        if self.core.not_reading(key) {
+                            // Held meanwhile: no read was posted, so watch instead.
+                            self.rearm.push(key);
+                        }
                     }
                 }
                 Some(Op::Watch) => {
@@ -520,41 +513,44 @@ impl UringLoop {
         }
     }
 
-    /// Reads what the socket holds now, on the loop thread, right after its
-    /// poll fired, like the readiness driver does: the ring is taken,
-    /// filled, parsed and (unless a partial frame is left) given back before
-    /// the next connection is read. Then a poll (or a watch, if the core now
-    /// holds its input) is posted again at the end of the turn. Without
-    /// `to_the_end`, a short read ends the round. One read per turn, as
-    /// with a posted READV: a read that fills the ring carries the
-    /// connection over to the next turn, after this turn's output was
-    /// flushed (a publisher read 16 times in a turn would fill its
-    /// subscribers' queues before a single WRITEV could drain them).
-    fn read_now(&mut self, key: usize, to_the_end: bool) {
-        let mut budget_used = true;
-        for _ in 0..READS_PER_POLL {
-            let (result, room) = match self.core.read_target(key) {
-                ReadTarget::Read {
-                    stream,
-                    mut iov,
-                    used,
-                    room,
-                } => (stream.read_vectored(&mut iov[..used]), room),
-                ReadTarget::NotNow => {
-                    budget_used = false;
-                    break;
+    /// Starts a READV into the connection's ring, if it wants input now.
+    fn start_read(&mut self, key: usize) -> io::Result<()> {
+        let busy = self.ops.get(key).is_some_and(|o| o.read);
+        if busy {
+            return Ok(());
+        }
+        let Some(generation) = self.generation_of(key) else {
+            return Ok(());
+        };
+        self.make_room(2)?;
+        let start = self.iovecs.len();
+        let (fd, room) = match self.core.read_target(key) {
+            ReadTarget::Read {
+                stream,
+                iov,
+                used,
+                room,
+            } => {
+                for slice in &iov[..used] {
+                    self.iovecs.push(libc::iovec {
+                        iov_base: slice.as_ptr() as *mut libc::c_void,
+                        iov_len: slice.len(),
+                    });
                 }
-            };
-            if self.core.on_read(key, result, room, to_the_end) == Progress::Stop {
-                budget_used = false;
-                break;
+                (stream.as_raw_fd(), room)
             }
-        }
-        self.core.end_read(key, budget_used);
-        if !budget_used {
-            // Carried over otherwise: read again next turn, no poll needed.
-            self.rearm.push(key);
-        }
+            ReadTarget::NotNow => return Ok(()),
+        };
+        let used = self.iovecs.len() - start;
+        let entry = opcode::Readv::new(types::Fd(fd), self.iovecs[start..].as_ptr(), used as u32)
+            .build()
+            .user_data(tag(Op::Read, generation, key));
+        self.push(entry)?;
+        let ops = self.in_flight(key);
+        ops.generation = generation & 0x00FF_FFFF;
+        ops.read = true;
+        ops.read_room = room as u32;
+        Ok(())
     }
 
     /// A hang-up watch fired: a peer that is gone is closed by the core (or
@@ -564,8 +560,7 @@ impl UringLoop {
     fn watched(&mut self, key: usize, result: i32) -> io::Result<()> {
         if hung_up(result) {
             self.core.hung_up(key);
-            self.read_now(key, true);
-            return Ok(());
+            return self.start_read(key);
         }
         if result > 0 && result & i32::from(libc::POLLRDHUP) != 0 {
             self.in_flight(key).read_closed = true;
@@ -574,6 +569,10 @@ impl UringLoop {
         // Cancelled or spurious: post it again if still held.
         self.rearm.push(key);
         Ok(())
+    }
+
+    fn generation_of(&mut self, key: usize) -> Option<u32> {
+        self.core.client_mut(key).map(|c| c.conn.id().generation)
     }
 
     fn read_done(&mut self, key: usize, result: i32, room: usize) -> io::Result<()> {
@@ -585,13 +584,14 @@ impl UringLoop {
         let progress = self.core.on_read(key, result, room, false);
         // Whatever was read is answered this turn.
         self.core.end_read(key, false);
-        if progress == Progress::Again {
+        match progress {
             // The ring filled: there may be more right now.
-            self.read_now(key, false);
-        } else {
-            self.rearm.push(key);
+            Progress::Again => self.start_read(key),
+            Progress::Stop => {
+                self.rearm.push(key);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn write_done(&mut self, key: usize, result: i32, total: usize) {
