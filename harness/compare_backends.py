@@ -258,10 +258,13 @@ class BackendRunner(Runner):
         proto = self.args.protos[0]
         cmd = [str(RELEASE / "junction-bench"), "idle", "--proto", proto,
                *self.endpoint(server, transport), "-k", str(self.args.idle),
-               "--server-pid", str(server.proc.pid), "--settle", self.args.settle, "--json"]
+               "--server-pid", str(server.proc.pid), "--settle", self.args.settle,
+               "--close-wait", self.args.close_wait, "--partial", str(self.args.partial),
+               "--json"]
         watch = SlabWatch()
         record = self.side_run("idle", backend, transport, repeat, cmd,
                                timeout=2 * span_seconds(self.args.settle) + self.args.idle / 200
+                               + 2 * span_seconds(self.args.close_wait) + self.args.partial / 200
                                + RUN_SLACK,
                                record_extra={"connections": self.args.idle, "proto": proto})
         growth = watch.growth()
@@ -292,7 +295,10 @@ class BackendRunner(Runner):
                        f"{res.get('seconds', 0):.2f}s, answer p99 "
                        f"{us((res.get('first_response_us') or {}).get('p99'))}")
         else:
-            outcome = (f"{res.get('bytes_per_connection', 0):,.0f} B/conn RSS"
+            outcome = (f"{res.get('bytes_per_connection', 0):,.0f} B/conn RSS, after close "
+                       f"{res.get('after_close_growth_kib', 0):+,} KiB"
+                       + (f", after partial {res['after_partial_growth_kib']:+,} KiB"
+                          if res.get("after_partial_growth_kib") is not None else "")
                        + (f", slab {res['slab_bytes_per_connection']:,.0f} B/conn"
                           if res.get("slab_bytes_per_connection") is not None else ""))
         if record.get("warning"):
@@ -384,6 +390,12 @@ def summarize_side(kind, runs, args):
                     bytes_per_connection=med([r.get("bytes_per_connection") for r in ok]),
                     all_bytes_per_connection=[r.get("bytes_per_connection") for r in ok],
                     rss_before_kib=med([r.get("rss_before_kib") for r in ok]),
+                    after_close_growth_kib=med([r.get("after_close_growth_kib") for r in ok]),
+                    all_after_close_growth_kib=[r.get("after_close_growth_kib") for r in ok],
+                    after_partial_growth_kib=med([r.get("after_partial_growth_kib")
+                                                  for r in ok]),
+                    all_after_partial_growth_kib=[r.get("after_partial_growth_kib")
+                                                  for r in ok],
                     slab_bytes_per_connection=med([r.get("slab_bytes_per_connection")
                                                    for r in ok]),
                     loop_objects_bytes_per_connection={
@@ -441,7 +453,8 @@ def compare_backends(args, command_line):
         per_run = args.duration + span_seconds(args.warmup) + 0.4
         estimate = (args.repeats * (len(cells) * (n_proto_targets + ("echo" in table))
                                     + len(lat_cells) * n_proto_targets) * per_run
-                    + idle_runs * (2 * span_seconds(args.settle) + args.idle / 6000 + 0.5)
+                    + idle_runs * (2 * span_seconds(args.settle) + args.idle / 6000 + 0.5
+                                   + 2 * span_seconds(args.close_wait) + 1)
                     + burst_runs * (1.5 + args.burst / 10000))
         log(f"{runner.planned} runs: about {estimate / 60:.1f} minutes; "
             f"load average {' '.join(load_before or ['?'])}")
@@ -504,6 +517,7 @@ def compare_backends(args, command_line):
             "warmup": args.warmup, "threads": args.threads, "repeats": args.repeats,
             "burst": args.burst, "idle": args.idle, "idle_repeats": args.idle_repeats,
             "settle": args.settle, "max_connections": args.max_connections,
+            "close_wait": args.close_wait, "partial": args.partial,
             "ceiling": "echo" in table, "quick": args.quick,
         },
         "targets": table,
@@ -628,6 +642,8 @@ def backends_tables(report, args):
     tables.append(("burst", head, rows))
     # Idle memory.
     head = ["transport"] + [f"{b} RSS B/conn" for b in bl] + [
+        f"{b} after close, KiB over baseline" for b in bl] + [
+        f"{b} after {args.partial:,} partial frames, KiB over baseline" for b in bl] + [
         f"{b} kernel slab B/conn" for b in bl] + [f"{b}: its loop's kernel objects B/conn"
                                                    for b in bl]
     rows = []
@@ -641,6 +657,12 @@ def backends_tables(report, args):
             row.append("FAILED" if not e or e["bytes_per_connection"] is None else
                        f"{e['bytes_per_connection']:,.0f} ("
                        + ", ".join(f"{x:,.0f}" for x in e["all_bytes_per_connection"]) + ")")
+        for key in ("after_close_growth_kib", "after_partial_growth_kib"):
+            for b in bl:
+                e = es.get(b) or {}
+                v = e.get(key)
+                row.append("-" if v is None else f"{v:+,.0f} (" + ", ".join(
+                    f"{x:+,.0f}" for x in e.get("all_" + key) or [] if x is not None) + ")")
         for b in bl:
             v = (es.get(b) or {}).get("slab_bytes_per_connection")
             row.append("-" if v is None else f"{v:,.0f}")
@@ -705,10 +727,15 @@ def backends_markdown(report, args):
                   "included) once the burst was over and its clients gone.", ""]
     if args.idle:
         lines += [f"## Memory per idle connection (`junction-bench idle -k {args.idle} "
-                  f"--settle {args.settle}`, fresh daemon per reading)", "",
+                  f"--settle {args.settle} --close-wait {args.close_wait} --partial "
+                  f"{args.partial}`, fresh daemon per reading)", "",
                   md_table(*t["idle"]), "",
-                  "RSS: the daemon's RSS growth per connection, median (each reading in "
-                  "parentheses). Kernel slab: the growth of the kernel's slab caches "
+                  "RSS: the daemon's RSS growth per connection after every connection sent its "
+                  f"request at once and all sat idle for {args.settle}, median (each reading in "
+                  f"parentheses). After close: RSS {args.close_wait} after they all closed, "
+                  "against the baseline before the burst; after partial frames: the same once "
+                  f"{args.partial:,} connections each sent the start of a frame and closed. "
+                  "Kernel slab: the growth of the kernel's slab caches "
                   "(/proc/slabinfo, or `Slab:` of /proc/meminfo without root) while the "
                   "connections were open, per connection: system wide and both ends of each "
                   "socket, so indicative only. Its loop's kernel objects: the part of it in the "

@@ -8,13 +8,16 @@
 
 use std::io::IoSliceMut;
 
+mod pool;
+pub use pool::{Block, RING_WARM_BYTES, RingPool};
+
 /// Capacity a connection's ring starts with when data first arrives.
 pub const RING_MIN: usize = 16 * 1024;
 
 /// A power-of-two ring of bytes: `len` bytes of data starting at `head`.
 #[derive(Debug, Default)]
 pub struct RingBuffer {
-    storage: Box<[u8]>,
+    storage: Block,
     head: usize,
     len: usize,
 }
@@ -182,77 +185,19 @@ impl RingBuffer {
 
     /// Gives the storage back to `pool` if no data is waiting.
     pub fn release_if_empty(&mut self, pool: &mut RingPool) {
-        if self.len == 0 && self.has_storage() {
+        if self.len == 0 {
+            self.release(pool);
+        }
+    }
+
+    /// Drops any waiting data and gives the storage back to `pool` (the
+    /// connection is gone; a partial frame must not keep its block).
+    pub fn release(&mut self, pool: &mut RingPool) {
+        self.len = 0;
+        self.head = 0;
+        if self.has_storage() {
             pool.give(std::mem::take(&mut self.storage));
-            self.head = 0;
         }
-    }
-}
-
-/// Free ring blocks by power-of-two size class, so that connections going
-/// busy and idle again do not touch the allocator.
-#[derive(Debug)]
-pub struct RingPool {
-    classes: Vec<Vec<Box<[u8]>>>,
-    per_class: usize,
-    /// Bytes of the blocks handed out and not yet given back.
-    in_use: usize,
-}
-
-impl RingPool {
-    /// A pool that keeps up to `per_class` free blocks of each size.
-    pub fn new(per_class: usize) -> Self {
-        Self {
-            classes: Vec::new(),
-            per_class,
-            in_use: 0,
-        }
-    }
-
-    fn class_of(size: usize) -> usize {
-        size.trailing_zeros() as usize
-    }
-
-    /// A block of at least `min` bytes, rounded up to a power of two.
-    pub fn take(&mut self, min: usize) -> Box<[u8]> {
-        let size = min.next_power_of_two();
-        self.in_use += size;
-        self.classes
-            .get_mut(Self::class_of(size))
-            .and_then(Vec::pop)
-            .unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
-    }
-
-    /// Returns a block; dropped when its class is full or it is not a power of two.
-    pub fn give(&mut self, block: Box<[u8]>) {
-        if block.is_empty() {
-            return;
-        }
-        self.in_use = self.in_use.saturating_sub(block.len());
-        if !block.len().is_power_of_two() {
-            return;
-        }
-        let class = Self::class_of(block.len());
-        if self.classes.len() <= class {
-            self.classes.resize_with(class + 1, Vec::new);
-        }
-        if self.classes[class].len() < self.per_class {
-            self.classes[class].push(block);
-        }
-    }
-
-    /// Bytes of the blocks connections hold now.
-    pub fn in_use(&self) -> usize {
-        self.in_use
-    }
-
-    /// Bytes held by free blocks.
-    pub fn pooled_bytes(&self) -> usize {
-        self.classes
-            .iter()
-            .enumerate()
-            .map(|(class, blocks)| blocks.len() << class)
-            .sum()
     }
 }
 
@@ -285,7 +230,7 @@ mod tests {
 
     #[test]
     fn an_idle_ring_holds_no_storage() {
-        let mut pool = RingPool::new(4);
+        let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
         assert_eq!(ring.capacity(), 0);
         ring.reserve(1, &mut pool);
@@ -301,7 +246,7 @@ mod tests {
 
     #[test]
     fn frames_that_wrap_are_copied_and_others_borrowed() {
-        let mut pool = RingPool::new(4);
+        let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
         ring.reserve(RING_MIN, &mut pool);
         start_at(&mut ring, RING_MIN - 4, b"hello\nworld\n");
@@ -319,7 +264,7 @@ mod tests {
 
     #[test]
     fn growing_keeps_wrapped_data_in_order() {
-        let mut pool = RingPool::new(4);
+        let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
         ring.reserve(RING_MIN, &mut pool);
         let data: Vec<u8> = (0..100u8).collect();
@@ -334,7 +279,7 @@ mod tests {
     #[test]
     fn space_and_data_always_partition_the_ring() {
         // Deterministic pseudo-random fill/consume walk against a Vec model.
-        let mut pool = RingPool::new(4);
+        let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
         ring.reserve(RING_MIN, &mut pool);
         let mut model: std::collections::VecDeque<u8> = Default::default();
@@ -367,7 +312,7 @@ mod tests {
 
     #[test]
     fn peek_and_byte_see_across_the_wrap() {
-        let mut pool = RingPool::new(4);
+        let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
         ring.reserve(RING_MIN, &mut pool);
         start_at(&mut ring, RING_MIN - 2, b"MCP1");
@@ -380,13 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn pool_keeps_at_most_per_class() {
-        let mut pool = RingPool::new(1);
-        pool.give(vec![0; 4096].into_boxed_slice());
-        pool.give(vec![0; 4096].into_boxed_slice());
-        pool.give(vec![0; 1000].into_boxed_slice());
-        assert_eq!(pool.pooled_bytes(), 4096);
-        assert_eq!(pool.take(3000).len(), 4096);
-        assert_eq!(pool.pooled_bytes(), 0);
+    fn a_closed_connection_gives_back_a_partial_frame() {
+        let mut pool = RingPool::new(RING_MIN);
+        let mut ring = RingBuffer::new();
+        ring.reserve(1, &mut pool);
+        push(&mut ring, b"{\"jsonrpc");
+        ring.release_if_empty(&mut pool);
+        assert_eq!(pool.in_use(), RING_MIN);
+        ring.release(&mut pool);
+        assert_eq!((ring.capacity(), ring.len(), pool.in_use()), (0, 0, 0));
     }
 }

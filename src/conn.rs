@@ -701,8 +701,9 @@ impl Connection {
         self.ring.release_if_empty(shared.rings);
     }
 
-    /// Drops unsent output: the peer is gone.
+    /// Drops unsent output and unparsed input: the peer is gone.
     pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
+        self.ring.release(shared.rings);
         self.out.release(shared.chunks);
         self.originated = 0;
         self.batches.clear();

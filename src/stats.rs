@@ -63,6 +63,11 @@ pub struct Stats {
     pub forbidden: AtomicU64,
     /// Bytes of ring-buffer storage held by connections.
     pub ring_bytes: AtomicU64,
+    /// Bytes of free ring blocks the pool keeps resident (its warm pool).
+    pub ring_pool_bytes: AtomicU64,
+    /// Bytes of ring storage (in use or free) resident in memory, as the
+    /// kernel reports it (mincore), as of the last sweep.
+    pub ring_resident_bytes: AtomicU64,
     /// Times a connection waited to be read because buffer memory was at its limit.
     pub memory_waits: AtomicU64,
     /// The buffer-memory limit (rings plus output), in bytes.
@@ -188,6 +193,8 @@ impl Stats {
             auth_throttled: AtomicU64::new(0),
             forbidden: AtomicU64::new(0),
             ring_bytes: AtomicU64::new(0),
+            ring_pool_bytes: AtomicU64::new(0),
+            ring_resident_bytes: AtomicU64::new(0),
             memory_waits: AtomicU64::new(0),
             memory_limit: 0,
             accept_errors: AtomicU64::new(0),
@@ -318,6 +325,8 @@ impl Stats {
                     + self.shared_bytes.load(Relaxed),
                 limit_bytes: self.memory_limit,
                 waits: self.memory_waits.load(Relaxed),
+                ring_pool_bytes: self.ring_pool_bytes.load(Relaxed),
+                ring_resident_bytes: self.ring_resident_bytes.load(Relaxed),
             },
             access: AccessSnapshot {
                 denied: self.access_denied.load(Relaxed),
@@ -383,6 +392,12 @@ pub struct MemorySnapshot {
     pub limit_bytes: u64,
     /// Times a connection waited for buffer memory.
     pub waits: u64,
+    /// Free ring blocks kept resident for reuse (the warm pool); blocks
+    /// past it give their pages back to the kernel.
+    pub ring_pool_bytes: u64,
+    /// Ring storage resident in memory (in use plus warm), as the kernel
+    /// reports it, updated about once a second.
+    pub ring_resident_bytes: u64,
 }
 
 /// Access-control counters in a snapshot.

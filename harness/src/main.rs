@@ -195,9 +195,21 @@ struct IdleArgs {
     /// The server's pid (required: its RSS is what is measured)
     #[arg(long)]
     server_pid: u32,
-    /// Wait before each RSS reading
-    #[arg(long, default_value = "1s")]
+    /// Wait before the baseline and the idle reading
+    #[arg(long, default_value = "5s")]
     settle: Span,
+    /// Ping each connection as it connects, one after another, instead of
+    /// all sending at once
+    #[arg(long)]
+    sequential: bool,
+    /// Wait after the connections closed (and after the partial frames)
+    /// before reading RSS again
+    #[arg(long, default_value = "10s")]
+    close_wait: Span,
+    /// Connections that each send a partial frame and close, after the
+    /// idle ones are gone (0: skip)
+    #[arg(long, default_value_t = 5_000)]
+    partial: usize,
 }
 
 #[derive(Args)]
@@ -474,13 +486,15 @@ fn run_burst(args: BurstArgs, fd_limit: u64) -> Result<(), String> {
 
 fn run_idle(args: IdleArgs) -> Result<(), String> {
     let t = &args.target;
-    let result = idle::run(
-        &t.endpoint(),
-        &t.workload()?,
-        args.connections,
-        args.server_pid,
-        args.settle.0,
-    )?;
+    let plan = idle::IdlePlan {
+        count: args.connections,
+        pid: args.server_pid,
+        settle: args.settle.0,
+        concurrent: !args.sequential,
+        close_wait: args.close_wait.0,
+        partial: args.partial,
+    };
+    let result = idle::run(&t.endpoint(), &t.workload()?, plan)?;
     if t.json {
         let mut report = serde_json::to_value(&result).map_err(|e| e.to_string())?;
         report["mode"] = json!("idle");
@@ -500,6 +514,19 @@ fn run_idle(args: IdleArgs) -> Result<(), String> {
             result.rss_before_kib, result.rss_after_kib
         );
         println!("  per connection {:.0} bytes", result.bytes_per_connection);
+        println!(
+            "  after close    {} KiB ({:+} KiB)",
+            result.rss_after_close_kib, result.after_close_growth_kib
+        );
+        if let (Some(kib), Some(growth)) = (
+            result.rss_after_partial_kib,
+            result.after_partial_growth_kib,
+        ) {
+            println!(
+                "  after {} partial frames {kib} KiB ({growth:+} KiB)",
+                result.partial
+            );
+        }
     }
     Ok(())
 }

@@ -164,9 +164,17 @@ fn burst_and_idle_report_what_happened() {
             &pid,
             "--settle",
             "100ms",
+            "--close-wait",
+            "100ms",
+            "--partial",
+            "50",
         ]);
         assert_eq!(idle["connections"], 200);
+        assert_eq!(idle["concurrent"], true, "all at once by default");
         assert!(idle["rss_after_kib"].as_u64() >= Some(1));
+        assert!(idle["rss_after_close_kib"].as_u64() >= Some(1), "{idle}");
+        assert_eq!(idle["partial"], 50);
+        assert!(idle["rss_after_partial_kib"].as_u64() >= Some(1), "{idle}");
     }
 }
 

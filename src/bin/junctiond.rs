@@ -12,6 +12,12 @@ use junction::config::{Config, LogFormat, Settings};
 use junction::reload::{ConfigSource, LogSetter};
 use junction::{ReloadHandle, Router, Server, ShutdownHandle};
 
+/// mimalloc gives memory freed after a burst back to the kernel (glibc's
+/// malloc keeps it resident): see docs/design.md, "Memory that comes back".
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Junction: JSON-RPC 2.0 and MCP1 over Unix and TCP sockets.
 ///
 /// Every option can also be set by a JUNCTION_* environment variable or in a

@@ -17,6 +17,7 @@ mod gate;
 mod io;
 mod output;
 mod regrant;
+mod shrink;
 mod timers;
 #[cfg(all(target_os = "linux", feature = "io-uring"))]
 pub mod uring;
@@ -183,6 +184,8 @@ pub struct Core {
     deferred: Vec<usize>,
     /// The policy generation the open connections were judged under.
     policy_generation: u64,
+    /// When the loop last gave back what a burst left (see shrink.rs).
+    shrinker: shrink::Shrinker,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -218,7 +221,7 @@ impl Core {
             context,
             workers: workers.0,
             completions: workers.1,
-            rings: RingPool::new(256),
+            rings: RingPool::new(crate::buffer::RING_WARM_BYTES),
             chunks: ChunkPool::new(256),
             scratch: Vec::new(),
             config,
@@ -244,6 +247,7 @@ impl Core {
             written: 0,
             deferred: Vec::new(),
             policy_generation: 0,
+            shrinker: shrink::Shrinker::default(),
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());

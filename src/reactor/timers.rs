@@ -82,6 +82,7 @@ impl Core {
             match kind {
                 TimerKind::Sweep => {
                     self.sweep_timeouts(now);
+                    self.shrink_when_quiet(now);
                     continue;
                 }
                 TimerKind::AcceptRetry => {
