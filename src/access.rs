@@ -378,21 +378,39 @@ impl Access {
 /// How often a failed authentication is logged at most.
 const AUTH_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A warning that is logged at most once per period, with the number of
+/// times it was due since the last line, so that a peer cannot flood the
+/// log with it (failed authentications, policy refusals).
+pub(crate) struct LogThrottle(std::sync::Mutex<(Option<std::time::Instant>, u64)>);
+
+impl LogThrottle {
+    /// A warning not logged yet.
+    pub(crate) const fn new() -> Self {
+        Self(std::sync::Mutex::new((None, 0)))
+    }
+
+    /// Counts one occurrence; returns how many there were (this one
+    /// included) when it is time to log a line, else None.
+    pub(crate) fn due(&self, every: std::time::Duration) -> Option<u64> {
+        let mut last = self.0.lock().ok()?;
+        let now = std::time::Instant::now();
+        last.1 += 1;
+        if last.0.is_some_and(|at| now.duration_since(at) < every) {
+            return None;
+        }
+        let count = last.1;
+        *last = (Some(now), 0);
+        Some(count)
+    }
+}
+
 /// Logs a failed authentication (never the token), at most once per
 /// [`AUTH_WARNING_EVERY`] with the number since the last line, so that a
 /// peer guessing tokens cannot flood the log.
 pub fn warn_auth_failure(conn: usize, peer: &Peer) {
-    static LAST: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
-        std::sync::Mutex::new((None, 0));
-    let Ok(mut last) = LAST.lock() else { return };
-    let now = std::time::Instant::now();
-    last.1 += 1;
-    if last
-        .0
-        .is_none_or(|at| now.duration_since(at) >= AUTH_WARNING_EVERY)
-    {
-        tracing::warn!(conn, peer = %peer, failures = last.1, "authentication failed; closing");
-        *last = (Some(now), 0);
+    static WARNING: LogThrottle = LogThrottle::new();
+    if let Some(failures) = WARNING.due(AUTH_WARNING_EVERY) {
+        tracing::warn!(conn, peer = %peer, failures, "authentication failed; closing");
     }
 }
 
@@ -423,6 +441,18 @@ mod tests {
     use super::*;
     use crate::router::Params;
     use serde_json::value::RawValue;
+
+    #[test]
+    fn a_throttled_warning_logs_once_per_period_with_the_count() {
+        let warning = LogThrottle::new();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(warning.due(hour), Some(1), "the first one is logged");
+        assert_eq!(warning.due(hour), None);
+        assert_eq!(warning.due(hour), None);
+        // Once the period has passed, the line counts what was held back.
+        assert_eq!(warning.due(std::time::Duration::ZERO), Some(3));
+        assert_eq!(warning.due(std::time::Duration::ZERO), Some(1));
+    }
 
     #[test]
     fn tokens_match_exactly_and_never_print() {

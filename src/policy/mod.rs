@@ -372,23 +372,15 @@ const REFUSAL_WARNING_EVERY: std::time::Duration = std::time::Duration::from_sec
 /// Logs a refusal by the policy, at most once per five seconds with the
 /// number since the last line, so a peer cannot flood the log.
 pub fn warn_refused(identity: &Identity, action: Action, name: &str) {
-    static LAST: std::sync::Mutex<(Option<std::time::Instant>, u64)> =
-        std::sync::Mutex::new((None, 0));
-    let Ok(mut last) = LAST.lock() else { return };
-    let now = std::time::Instant::now();
-    last.1 += 1;
-    if last
-        .0
-        .is_none_or(|at| now.duration_since(at) >= REFUSAL_WARNING_EVERY)
-    {
+    static WARNING: crate::access::LogThrottle = crate::access::LogThrottle::new();
+    if let Some(refusals) = WARNING.due(REFUSAL_WARNING_EVERY) {
         tracing::warn!(
             identity = %identity,
             action = action.name(),
             name,
-            refusals = last.1,
+            refusals,
             "policy: refused"
         );
-        *last = (Some(now), 0);
     }
 }
 
