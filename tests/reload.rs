@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
 
 use junction::client::{Client, ClientError, Endpoint};
 use junction::proto::Protocol;
@@ -15,7 +17,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const DAEMON: &str = env!("CARGO_BIN_EXE_junctiond");
 const PATIENCE: Duration = Duration::from_secs(20);
 const PROTOCOLS: [Protocol; 2] = [Protocol::JsonRpc, Protocol::Mcp1];
 const FORBIDDEN: i32 = -32008;
@@ -41,7 +42,8 @@ impl Daemon {
         .expect("tokens");
         let file = dir.path().join("junction.toml");
         std::fs::write(&file, settings(dir.path(), config)).expect("config");
-        let mut child = Command::new(DAEMON)
+        let mut command = common::junctiond();
+        command
             .arg("--config")
             .arg(&file)
             .args(["--log-format", "human"])
@@ -50,22 +52,8 @@ impl Daemon {
             .env_remove("JUNCTION_UNIX")
             .env_remove("JUNCTION_TCP")
             .env_remove("JUNCTION_ALLOW")
-            .env_remove("JUNCTION_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn junctiond");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .env_remove("JUNCTION_LOG");
+        let (child, rx) = common::spawn_logged(&mut command);
         let mut daemon = Daemon {
             child,
             log: rx,
@@ -83,15 +71,7 @@ impl Daemon {
     }
 
     fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no log line containing {needle:?}");
+        common::wait_for_line(&self.log, needle)
     }
 
     fn unix(&self) -> Endpoint {

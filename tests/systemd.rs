@@ -3,13 +3,15 @@
 //! messages received on the test's own `NOTIFY_SOCKET`. Both backends
 //! (JUNCTION_BACKEND is passed on to the daemon).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::PATIENCE;
 use junction::client::{Client, Endpoint};
 use junction::proto::Protocol;
 use nix::sys::signal::{Signal, kill};
@@ -18,12 +20,13 @@ use serde_json::json;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_junctiond");
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
-const PATIENCE: Duration = Duration::from_secs(20);
 const PROTOCOLS: [Protocol; 2] = [Protocol::JsonRpc, Protocol::Mcp1];
 
 /// The backend under test, as the daemon's --backend.
-fn backend() -> String {
-    std::env::var("JUNCTION_BACKEND").unwrap_or_else(|_| "epoll".into())
+/// The backend under test, as the daemon is started on it (epoll where
+/// an io-uring run finds io_uring unavailable).
+fn backend() -> &'static str {
+    common::backend_name()
 }
 
 /// A daemon process, its stderr lines, killed on drop.
@@ -34,35 +37,12 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut command: Command) -> Proc {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("daemon: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, log: rx }
+        let (child, log) = common::spawn_logged(&mut command);
+        Proc { child, log }
     }
 
     fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no log line containing {needle:?}");
+        common::wait_for_line(&self.log, needle)
     }
 
     fn terminate(&mut self) {
@@ -253,7 +233,7 @@ fn ready_comes_once_the_listeners_serve_then_watchdog_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let notify = NotifySocket::bind(dir.path());
     let sock = dir.path().join("junction.sock");
-    let mut command = Command::new(DAEMON);
+    let mut command = common::junctiond();
     command
         .arg("--unix")
         .arg(&sock)

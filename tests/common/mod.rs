@@ -426,3 +426,43 @@ impl Raw {
         }
     }
 }
+
+/// Spawns a process (a daemon, usually) with its stderr read line by line
+/// on a thread: each line is echoed to the test's output and sent on the
+/// channel, for [`wait_for_line`]. Standard input and output are closed.
+pub fn spawn_logged(
+    command: &mut std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("daemon: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line from [`spawn_logged`]'s channel that contains `needle`,
+/// skipping the others; panics after [`PATIENCE`] or when the stream ends.
+pub fn wait_for_line(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line containing {needle:?}");
+}
