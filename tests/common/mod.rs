@@ -466,3 +466,69 @@ pub fn wait_for_line(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> S
     }
     panic!("no log line containing {needle:?}");
 }
+
+/// Whether a missing third-party component fails the test (under CI=true,
+/// where `.ci/provision.sh` installed everything) or skips it.
+fn missing_component(what: &str, how: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{what} is missing under CI; .ci/provision.sh installs it ({how})"
+    );
+    let _ = writeln!(
+        io::stderr(),
+        "skipped: {what} is missing (`bash .ci/provision.sh` installs it: {how})"
+    );
+}
+
+/// A command from a Debian package that a test runs for real (nats-server,
+/// haproxy, chromium, promtool...), found on PATH. `None` means skip: the
+/// reason is printed; under CI=true a missing command fails instead.
+pub fn external_command(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    missing_component(name, "a .ci/needs/*.sh file lists its package");
+    None
+}
+
+/// The venv's Python, with the PyPI packages of .ci/needs/*.sh
+/// (target/ci/venv). `modules` are checked importable; `None` means skip
+/// (fails under CI=true).
+pub fn ci_python(modules: &[&str]) -> Option<std::path::PathBuf> {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci/venv/bin/python");
+    if !python.is_file() {
+        missing_component("target/ci/venv", "ci_pip creates it");
+        return None;
+    }
+    for module in modules {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            missing_component(&format!("python module {module}"), "ci_pip");
+            return None;
+        }
+    }
+    Some(python)
+}
+
+/// target/ci/node/node_modules with the npm packages of .ci/needs/*.sh
+/// (for NODE_PATH); `packages` are checked present. `None` means skip
+/// (fails under CI=true).
+pub fn ci_node_modules(packages: &[&str]) -> Option<std::path::PathBuf> {
+    let modules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci/node/node_modules");
+    for package in packages {
+        if !modules.join(package).join("package.json").is_file() {
+            missing_component(&format!("npm package {package}"), "ci_npm");
+            return None;
+        }
+    }
+    Some(modules)
+}
