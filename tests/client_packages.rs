@@ -1,0 +1,173 @@
+//! The client packages (clients/python, clients/node), as `pip install` and
+//! `npm install` give them (.ci/needs/clients.sh installs both into
+//! target/ci), run by their own test suites against a real junctiond with the
+//! default TCP authentication (a generated token beside the socket): both
+//! protocols, both transports, calls, errors, batches, notifications, raw
+//! MCP1 bodies, providing and calling across clients, pattern subscriptions,
+//! TCP refused without a token, and reconnecting after the daemon restarts
+//! (the suites restart daemons of their own, started from JUNCTIOND).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+/// A junctiond on a temp socket and a loopback port, with the real default
+/// access: TCP needs `rpc.auth` with the token it writes to `<socket>.token`.
+struct Daemon {
+    child: Child,
+    unix: PathBuf,
+    tcp: String,
+    /// Kept: dropping it would end the thread that reads the daemon's log,
+    /// and the daemon with it (a broken pipe).
+    _log: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unix = dir.path().join("junction.sock");
+        let mut command = common::junctiond();
+        command
+            .arg("--unix")
+            .arg(&unix)
+            .args(["--tcp", "127.0.0.1:0", "--log", "info"]);
+        for var in DAEMON_ENV {
+            command.env_remove(var);
+        }
+        let (child, log) = common::spawn_logged(&mut command);
+        let line = common::wait_for_line(&log, "listening on tcp ");
+        let tcp = line
+            .rsplit("listening on tcp ")
+            .next()
+            .expect("address")
+            .trim()
+            .to_string();
+        assert!(
+            Path::new(&format!("{}.token", unix.display())).is_file(),
+            "no generated token beside the socket"
+        );
+        Daemon {
+            child,
+            unix,
+            tcp,
+            _log: log,
+            _dir: dir,
+        }
+    }
+
+    /// The environment telling a suite where the daemon is and how to start
+    /// daemons of its own (for the reconnect tests).
+    fn env(&self, command: &mut Command) {
+        command
+            .env("JUNCTION_TEST_UNIX", &self.unix)
+            .env("JUNCTION_TEST_TCP", &self.tcp)
+            .env("JUNCTIOND", env!("CARGO_BIN_EXE_junctiond"))
+            .env("JUNCTION_CLI", env!("CARGO_BIN_EXE_junction"))
+            .env("JUNCTION_BACKEND", common::backend_name())
+            .env("JUNCTION_EXPECT_INSTALLED", "1");
+        for var in DAEMON_ENV {
+            command.env_remove(var);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Variables of a developer's environment that would move the daemons or
+/// the clients elsewhere.
+const DAEMON_ENV: [&str; 6] = [
+    "JUNCTION_CONFIG",
+    "JUNCTION_UNIX",
+    "JUNCTION_TCP",
+    "JUNCTION_AUTH_TOKEN_FILE",
+    "JUNCTION_TCP_ANONYMOUS",
+    "JUNCTION_PROTO",
+];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn report(what: &str, output: &Output) -> String {
+    format!(
+        "{what} ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The number before `word` in a summary line such as "97 passed in 2.95s"
+/// or "# pass 40".
+fn count(text: &str, pattern: &str) -> usize {
+    text.lines()
+        .filter_map(|line| {
+            let at = line.find(pattern)?;
+            let before = line[..at].trim_end();
+            let after = &line[at + pattern.len()..];
+            // "# pass N" (node) or "N passed" (pytest).
+            after
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .or_else(|| before.rsplit(' ').next().and_then(|n| n.parse().ok()))
+        })
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// Tests the suites must have run and passed, by name: each behaviour the
+/// packages promise, so that a test skipped or renamed does not go unseen.
+const PYTHON_TESTS: &[&str] = &[
+    "test_call_returns_the_result[jsonrpc-unix] PASSED",
+    "test_call_returns_the_result[mcp1-tcp] PASSED",
+    "test_an_error_answer_is_typed_with_code_and_message[mcp1-unix] PASSED",
+    "test_a_batch_answers_each_entry_in_order[jsonrpc-tcp] PASSED",
+    "test_notifications_get_no_answer_and_run[mcp1-tcp] PASSED",
+    "test_raw_bodies_travel_over_mcp1[tcp] PASSED",
+    "test_a_provided_method_is_called_from_another_client[jsonrpc-unix-to-mcp1-tcp] PASSED",
+    "test_subscribe_to_a_pattern_and_receive_what_is_published[mcp1-unix-from-jsonrpc-tcp] PASSED",
+    "test_tcp_without_a_token_is_refused PASSED",
+    "test_clients_reconnect_and_restore_after_a_restart PASSED",
+    "test_the_asyncio_client_reconnects PASSED",
+    "test_asyncio_provide_subscribe_publish[mcp1-tcp] PASSED",
+    "test_the_readme_example_runs PASSED",
+    "test_the_installed_package_is_under_test PASSED",
+    "test_default_socket_path_follows_the_cli PASSED",
+];
+
+#[test]
+fn the_python_package_passes_its_suite_against_the_daemon() {
+    let Some(python) = common::ci_python(&["pytest", "junction"]) else {
+        return;
+    };
+    let daemon = Daemon::start();
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "-rs"])
+        .arg(root().join("clients/python/tests"))
+        .current_dir(root())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    daemon.env(&mut command);
+    let output = command.output().expect("run pytest");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", report("pytest", &output));
+    let passed = count(&stdout, " passed");
+    assert!(passed > 0, "no test ran: {}", report("pytest", &output));
+    assert!(
+        !stdout.contains(" skipped") && !stdout.contains(" failed"),
+        "{}",
+        report("pytest", &output)
+    );
+    for name in PYTHON_TESTS {
+        assert!(stdout.contains(name), "{name} missing: {stdout}");
+    }
+    eprintln!("python: {passed} tests passed");
+}
