@@ -171,3 +171,110 @@ fn the_python_package_passes_its_suite_against_the_daemon() {
     }
     eprintln!("python: {passed} tests passed");
 }
+
+/// The Node suite's tests that must have passed, by name.
+const NODE_TESTS: &[&str] = &[
+    "a call returns its result [jsonrpc-unix]",
+    "a call returns its result [mcp1-tcp]",
+    "an error answer is typed with code and message [mcp1-unix]",
+    "a batch answers each entry in order [jsonrpc-tcp]",
+    "notifications get no answer and run [mcp1-tcp]",
+    "raw bodies travel over MCP1 [tcp]",
+    "a provided method is called from another client [jsonrpc-unix to mcp1-tcp]",
+    "subscribe to a pattern and receive what is published [mcp1-unix from jsonrpc-tcp]",
+    "TCP without a token is refused",
+    "clients reconnect and restore their names and topics after a restart",
+    "the README example runs",
+    "the installed package is under test",
+    "the default socket path follows the CLI",
+    "the methods declared on Client and Subscription exist",
+];
+
+/// A copy of clients/node/test in a directory under target/ci/node, so that
+/// `junction-client` resolves to the installed package there (ESM ignores
+/// NODE_PATH); removed when dropped.
+fn node_tests_beside(modules: &Path) -> tempfile::TempDir {
+    let node = modules.parent().expect("target/ci/node");
+    let run = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(node)
+        .expect("run dir");
+    for entry in std::fs::read_dir(root().join("clients/node/test")).expect("clients/node/test") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, run.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    run
+}
+
+#[test]
+fn the_node_package_passes_its_suite_against_the_daemon() {
+    let Some(modules) = common::ci_node_modules(&["junction-client"]) else {
+        return;
+    };
+    let run = node_tests_beside(&modules);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())
+        .expect("run dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.to_string_lossy().ends_with(".test.js"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "test files: {files:?}");
+    let daemon = Daemon::start();
+    let mut command = Command::new("node");
+    command.arg("--test").args(&files).current_dir(run.path());
+    daemon.env(&mut command);
+    let output = command
+        .output()
+        .expect("run node --test (is node on PATH?)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        report("node --test", &output)
+    );
+    let passed = count(&stdout, "# pass ");
+    assert!(
+        passed > 0,
+        "no test ran: {}",
+        report("node --test", &output)
+    );
+    assert_eq!(count(&stdout, "# fail "), 0, "{stdout}");
+    assert_eq!(count(&stdout, "# skipped "), 0, "{stdout}");
+    for name in NODE_TESTS {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(name)),
+            "{name} missing: {stdout}"
+        );
+    }
+    eprintln!("node: {passed} tests passed");
+}
+
+#[test]
+fn the_node_types_compile_against_a_typed_use_of_the_package() {
+    let Some(modules) = common::ci_node_modules(&["junction-client", "typescript", "@types/node"])
+    else {
+        return;
+    };
+    let run = node_tests_beside(&modules);
+    let tsc = modules.join(".bin/tsc");
+    let output = Command::new(&tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--target",
+            "es2022",
+            "--types",
+            "node",
+        ])
+        .arg(run.path().join("types-check.mts"))
+        .current_dir(modules.parent().expect("target/ci/node"))
+        .output()
+        .expect("run tsc");
+    assert!(output.status.success(), "{}", report("tsc", &output));
+}
