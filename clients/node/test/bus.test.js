@@ -134,3 +134,27 @@ for (const transport of ['unix', 'tcp']) {
     await assert.rejects((await connect('jsonrpc', transport)).call(name, [1]), junction.UnsupportedEncoding);
   });
 }
+
+for (const [protocol, transport] of ENDPOINTS) {
+  test(`a cancelled call aborts its handler's signal [${protocol}-${transport}]`, async (t) => {
+    const connect = await clients(t);
+    const server = await connect(protocol, transport);
+    const name = `${unique()}.forever`;
+    let started;
+    const running = new Promise((resolve) => { started = resolve; });
+    let aborted;
+    const cancelled = new Promise((resolve) => { aborted = resolve; });
+    await server.provide(name, (call) => {
+      call.signal.addEventListener('abort', () => aborted(call.signal.reason));
+      started();
+      return new Promise(() => {}); // never answers
+    });
+    // The caller on the Unix socket: its close is a hang-up the daemon sees at once.
+    const caller = await connect('mcp1', 'unix', { reconnect: false });
+    const pending = caller.call(name);
+    await running;
+    await caller.close();
+    await assert.rejects(pending, junction.ConnectionLost);
+    assert.match(String((await cancelled).message), /caller gone/);
+  });
+}

@@ -68,3 +68,35 @@ def test_asyncio_iterator_form(target, unique):
             assert seen == ["first", "second"]
 
     run(main())
+
+
+def test_a_cancelled_call_cancels_its_handler(target, endpoint, unique):
+    """The caller goes away with the call pending: the daemon cancels it, and
+    the provider's handler task is cancelled."""
+
+    async def main():
+        provider = await aio.connect(**target.options(*endpoint))
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def forever(call):
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        try:
+            await provider.provide(f"{unique}.forever", forever)
+            # The caller on the Unix socket: its close is a hang-up the daemon sees at once.
+            caller = await aio.connect(**target.options("mcp1", "unix", reconnect=False))
+            pending = asyncio.ensure_future(caller.call(f"{unique}.forever"))
+            await asyncio.wait_for(started.wait(), PATIENCE)
+            await caller.close()
+            with pytest.raises(junction.ConnectionLost):
+                await pending
+            await asyncio.wait_for(cancelled.wait(), PATIENCE)
+        finally:
+            await provider.close()
+
+    run(main())

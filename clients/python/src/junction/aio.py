@@ -355,7 +355,7 @@ class AsyncClient:
                 await self._open(restore=True)
                 log.info("junction: reconnected to %s", self.address)
                 return
-            except (JunctionError, OSError) as e:
+            except Exception as e:  # keep trying whatever failed (the token not yet written...)
                 log.debug("junction: reconnecting to %s: %s", self.address, e)
             delay = min(delay * 2, self.backoff[1])
 
@@ -646,12 +646,17 @@ class AsyncClient:
         writer = await self._ready(deadline)
         ids: List[Optional[int]] = []
         objects = []
-        for kind, method, params in calls:
-            rid = self._next_id() if kind else None
-            if rid is not None:
-                self._batch_of[rid] = -1  # reserved until the batch is registered
-            ids.append(rid)
-            objects.append(wire.jsonrpc_request(method, params, rid))
+        try:
+            for kind, method, params in calls:
+                rid = self._next_id() if kind else None
+                if rid is not None:
+                    self._batch_of[rid] = -1  # reserved until the batch is registered
+                ids.append(rid)
+                objects.append(wire.jsonrpc_request(method, params, rid))
+        except BaseException:
+            for rid in ids:
+                self._batch_of.pop(rid, None)
+            raise
         wanted = [rid for rid in ids if rid is not None]
         if not wanted:
             await self._write(writer, wire.jsonrpc_line(objects))

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
-from .aio import DEFAULT_QUEUE, AsyncClient, AsyncSubscription, BatchEntry, Call, Event
+from .aio import DEFAULT_QUEUE, AsyncClient, AsyncSubscription, BatchEntry, Call, Event, log
 from .errors import ConnectionLost
 from .wire import Body
 
@@ -160,8 +160,14 @@ class Client:
         relay = None
         if callback is not None:
 
+            def guarded(event: Event) -> None:
+                try:
+                    callback(event)
+                except Exception:  # a callback's bug must not end the event thread's work
+                    log.exception("junction: event callback failed on %s", event.topic)
+
             def relay(event: Event) -> None:
-                self._callbacks.submit(callback, event)
+                self._callbacks.submit(guarded, event)
 
         return Subscription(self, self._run(self._async.subscribe(topics, relay, maxsize=maxsize)))
 
