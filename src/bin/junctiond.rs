@@ -33,6 +33,22 @@ struct Args {
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     print_config: bool,
+    /// Print this manual page (roff, for man -l or a man1 directory) and exit
+    #[arg(long)]
+    man: bool,
+}
+
+/// The manual page, from the same definitions as --help (clap_mangen, as `junction man`).
+fn print_man() -> Result<(), String> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .render(&mut out)
+        .map_err(|e| format!("cannot render the manual: {e}"))?;
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| format!("cannot write the manual: {e}"))
 }
 
 /// Reads the file (when given) under the flags and environment, which win over it.
@@ -182,7 +198,11 @@ fn report_access(config: &Config, server: &Server) {
 }
 
 fn run() -> Result<(), String> {
-    let (config, print_only, source) = load_config(Args::parse())?;
+    let args = Args::parse();
+    if args.man {
+        return print_man();
+    }
+    let (config, print_only, source) = load_config(args)?;
     if print_only {
         print!("{}", config.render());
         return Ok(());
