@@ -20,6 +20,7 @@ __all__ = [
     "ProtocolError",
     "CallTimeout",
     "ERROR_CLASSES",
+    "DaemonError",
 ]
 
 
@@ -59,7 +60,8 @@ class RpcError(JunctionError):
     def of(code: int, message: str, data: Any = None) -> "RpcError":
         """The error of ``code``'s own class (plain RpcError for codes of
         methods and providers)."""
-        return ERROR_CLASSES.get(code, RpcError)(code, message, data)
+        cls = ERROR_CLASSES.get(code)
+        return cls(message, data) if cls is not None else RpcError(code, message, data)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RpcError) and (self.code, self.message, self.data) == (
@@ -74,39 +76,168 @@ class RpcError(JunctionError):
         return (RpcError.of, (self.code, self.message, self.data))
 
 
-def _error(name: str, code: int, doc: str) -> Type[RpcError]:
-    cls = type(name, (RpcError,), {"__doc__": f"{code}: {doc}", "code": code})
-    cls.__module__ = __name__
-    return cls
+class DaemonError(RpcError):
+    """An error of one of the daemon's own codes: ``MethodNotFound(message,
+    data)``, the code fixed by the class (raise one from a handler to answer
+    it with its JSON-RPC meaning, e.g. ``InvalidParams``)."""
+
+    def __init__(self, message: str, data: Any = None):
+        super().__init__(type(self).code, message, data)
 
 
 # The daemon's codes (proto/jsonrpc.md section 7, proto/mcp1.md section 5,
 # proto/bus.md section 8).
-ParseError = _error("ParseError", -32700, "the message is not one JSON value")
-InvalidRequest = _error("InvalidRequest", -32600, "not a valid request")
-MethodNotFound = _error("MethodNotFound", -32601, "no method of that name")
-InvalidParams = _error("InvalidParams", -32602, "the method refused its params")
-InternalError = _error("InternalError", -32603, "the method failed")
-ServerBusy = _error("ServerBusy", -32000, "retry later")
-FrameTooLarge = _error("FrameTooLarge", -32001, "a message over max-frame; the daemon closed")
-TooManyConnections = _error("TooManyConnections", -32002, "the daemon is full; it closed")
-UnsupportedEncoding = _error("UnsupportedEncoding", -32003, "raw bytes cannot travel over JSON-RPC")
-FrameTimeout = _error("FrameTimeout", -32004, "a message took too long to arrive")
-OutOfFileDescriptors = _error("OutOfFileDescriptors", -32005, "the daemon has no descriptor left")
-AccessDenied = _error("AccessDenied", -32006, "this user may not use the Unix socket")
-Unauthorized = _error("Unauthorized", -32007, "TCP needs rpc.auth with a right token")
-Forbidden = _error("Forbidden", -32008, "the policy refuses this identity the action")
-BadMagic = _error("BadMagic", -32010, "an MCP1 frame without the magic")
-UnsupportedVersion = _error("UnsupportedVersion", -32011, "an MCP1 version the daemon lacks")
-ReservedBits = _error("ReservedBits", -32012, "reserved MCP1 flag bits set")
-UnknownKind = _error("UnknownKind", -32013, "unknown MCP1 frame kind")
-TruncatedFrame = _error("TruncatedFrame", -32014, "a frame cut short")
-NameTaken = _error("NameTaken", -32020, "another connection (or the daemon) provides the name")
-NotPermitted = _error("NotPermitted", -32021, "the policy refuses the registration")
-ProviderGone = _error("ProviderGone", -32022, "the provider disconnected before answering")
-ProviderTimeout = _error("ProviderTimeout", -32023, "no answer from the provider in bus-call-timeout")
-SubscriberTooSlow = _error("SubscriberTooSlow", -32024, "events queued past the cap; closed")
-LimitReached = _error("LimitReached", -32025, "a per-connection limit of the bus or a batch")
+
+
+class ParseError(DaemonError):
+    """-32700: the message is not one JSON value."""
+
+    code = -32700
+
+
+class InvalidRequest(DaemonError):
+    """-32600: not a valid request."""
+
+    code = -32600
+
+
+class MethodNotFound(DaemonError):
+    """-32601: no method of that name."""
+
+    code = -32601
+
+
+class InvalidParams(DaemonError):
+    """-32602: the method refused its params."""
+
+    code = -32602
+
+
+class InternalError(DaemonError):
+    """-32603: the method failed."""
+
+    code = -32603
+
+
+class ServerBusy(DaemonError):
+    """-32000: retry later."""
+
+    code = -32000
+
+
+class FrameTooLarge(DaemonError):
+    """-32001: a message over max-frame; the daemon closed."""
+
+    code = -32001
+
+
+class TooManyConnections(DaemonError):
+    """-32002: the daemon is full; it closed."""
+
+    code = -32002
+
+
+class UnsupportedEncoding(DaemonError):
+    """-32003: raw bytes cannot travel over JSON-RPC."""
+
+    code = -32003
+
+
+class FrameTimeout(DaemonError):
+    """-32004: a message took too long to arrive."""
+
+    code = -32004
+
+
+class OutOfFileDescriptors(DaemonError):
+    """-32005: the daemon has no descriptor left."""
+
+    code = -32005
+
+
+class AccessDenied(DaemonError):
+    """-32006: this user may not use the Unix socket."""
+
+    code = -32006
+
+
+class Unauthorized(DaemonError):
+    """-32007: TCP needs rpc.auth with a right token."""
+
+    code = -32007
+
+
+class Forbidden(DaemonError):
+    """-32008: the policy refuses this identity the action."""
+
+    code = -32008
+
+
+class BadMagic(DaemonError):
+    """-32010: an MCP1 frame without the magic."""
+
+    code = -32010
+
+
+class UnsupportedVersion(DaemonError):
+    """-32011: an MCP1 version the daemon lacks."""
+
+    code = -32011
+
+
+class ReservedBits(DaemonError):
+    """-32012: reserved MCP1 flag bits set."""
+
+    code = -32012
+
+
+class UnknownKind(DaemonError):
+    """-32013: unknown MCP1 frame kind."""
+
+    code = -32013
+
+
+class TruncatedFrame(DaemonError):
+    """-32014: a frame cut short."""
+
+    code = -32014
+
+
+class NameTaken(DaemonError):
+    """-32020: another connection (or the daemon) provides the name."""
+
+    code = -32020
+
+
+class NotPermitted(DaemonError):
+    """-32021: the policy refuses the registration."""
+
+    code = -32021
+
+
+class ProviderGone(DaemonError):
+    """-32022: the provider disconnected before answering."""
+
+    code = -32022
+
+
+class ProviderTimeout(DaemonError):
+    """-32023: no answer from the provider within bus-call-timeout."""
+
+    code = -32023
+
+
+class SubscriberTooSlow(DaemonError):
+    """-32024: events queued past the cap; the daemon closed."""
+
+    code = -32024
+
+
+class LimitReached(DaemonError):
+    """-32025: a per-connection limit of the bus, or a batch past max-output."""
+
+    code = -32025
+
 
 ERROR_CLASSES: Dict[int, Type[RpcError]] = {
     cls.code: cls

@@ -157,7 +157,7 @@ class Client:
     ) -> Subscription:
         """Subscribes to topics or patterns: events go to ``callback`` (on the
         event thread, in order) or wait in the subscription's queue."""
-        relay = None
+        relay: Optional[Callable[[Event], Any]] = None
         if callback is not None:
 
             def guarded(event: Event) -> None:
@@ -166,8 +166,10 @@ class Client:
                 except Exception:  # a callback's bug must not end the event thread's work
                     log.exception("junction: event callback failed on %s", event.topic)
 
-            def relay(event: Event) -> None:
+            def submit(event: Event) -> None:
                 self._callbacks.submit(guarded, event)
+
+            relay = submit
 
         return Subscription(self, self._run(self._async.subscribe(topics, relay, maxsize=maxsize)))
 

@@ -208,7 +208,7 @@ def mcp1_parse(kind: int, flags: int, id: int, payload: bytes) -> Optional[Incom
         try:
             return Incoming("response", id=id, value=_decode_body(payload, flags), raw=bool(flags & FLAG_RAW))
         except ProtocolError as e:
-            return Incoming("error", id=id, error=RpcError(-32603, str(e)))
+            return Incoming("error", id=id, error=RpcError.of(-32603, str(e)))
     if kind == ERROR:
         return Incoming("error", id=id, error=parse_error_payload(payload))
     if kind in (REQUEST, NOTIFICATION):
