@@ -123,6 +123,47 @@ fn count(text: &str, pattern: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Fails when the installed copy of a package is not the source as it is
+/// now: every file of `source` (the `.py` or `.js`/`.d.ts` files) must be in
+/// `installed` with the same bytes, so that an edit without a new
+/// `bash .ci/provision.sh` is not tested as the old package.
+fn assert_installed_is_current(
+    source: &Path,
+    installed: &Path,
+    extensions: &[&str],
+    recurse: bool,
+) {
+    let mut compared = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(relative) = stack.pop() {
+        for entry in std::fs::read_dir(source.join(&relative)).expect("read source") {
+            let entry = entry.expect("entry");
+            let name = relative.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                if recurse {
+                    stack.push(name);
+                }
+                continue;
+            }
+            let file = name.to_string_lossy().into_owned();
+            if !extensions.iter().any(|ext| file.ends_with(ext)) {
+                continue;
+            }
+            let want = std::fs::read(source.join(&name)).expect("source file");
+            let have = std::fs::read(installed.join(&name)).unwrap_or_default();
+            assert!(
+                want == have,
+                "{} differs from the installed {}: run `bash .ci/provision.sh` to install the \
+                 package as it is now",
+                source.join(&name).display(),
+                installed.join(&name).display()
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "no files compared in {}", source.display());
+}
+
 /// Tests the suites must have run and passed, by name: each behaviour the
 /// packages promise, so that a test skipped or renamed does not go unseen.
 const PYTHON_TESTS: &[&str] = &[
@@ -149,6 +190,20 @@ fn the_python_package_passes_its_suite_against_the_daemon() {
     let Some(python) = common::ci_python(&["pytest", "junction"]) else {
         return;
     };
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import junction, os; print(os.path.dirname(junction.__file__))",
+        ])
+        .output()
+        .expect("find the installed package");
+    let installed = PathBuf::from(String::from_utf8_lossy(&installed.stdout).trim());
+    assert_installed_is_current(
+        &root().join("clients/python/src/junction"),
+        &installed,
+        &[".py"],
+        true,
+    );
     let daemon = Daemon::start();
     let mut command = Command::new(python);
     command
@@ -213,6 +268,12 @@ fn the_node_package_passes_its_suite_against_the_daemon() {
     let Some(modules) = common::ci_node_modules(&["junction-client"]) else {
         return;
     };
+    // The top files (index.js, index.d.ts, package.json) and lib/, not the tests.
+    let installed = modules.join("junction-client");
+    let source = root().join("clients/node");
+    let files = [".js", ".d.ts", "package.json"];
+    assert_installed_is_current(&source, &installed, &files, false);
+    assert_installed_is_current(&source.join("lib"), &installed.join("lib"), &files, true);
     let run = node_tests_beside(&modules);
     let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())
         .expect("run dir")
