@@ -123,16 +123,16 @@ fn count(text: &str, pattern: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Fails when the installed copy of a package is not the source as it is
-/// now: every file of `source` (the `.py` or `.js`/`.d.ts` files) must be in
-/// `installed` with the same bytes, so that an edit without a new
-/// `bash .ci/provision.sh` is not tested as the old package.
-fn assert_installed_is_current(
+/// Whether the installed copy of a package is the source as it is now:
+/// every file of `source` with one of `extensions` must be in `installed`
+/// with the same bytes, so that an edit without a new `bash .ci/provision.sh`
+/// is never tested as the old package. Err names the first file that differs.
+fn installed_is_current(
     source: &Path,
     installed: &Path,
     extensions: &[&str],
     recurse: bool,
-) {
+) -> Result<(), String> {
     let mut compared = 0;
     let mut stack = vec![PathBuf::new()];
     while let Some(relative) = stack.pop() {
@@ -150,18 +150,33 @@ fn assert_installed_is_current(
                 continue;
             }
             let want = std::fs::read(source.join(&name)).expect("source file");
-            let have = std::fs::read(installed.join(&name)).unwrap_or_default();
-            assert!(
-                want == have,
-                "{} differs from the installed {}: run `bash .ci/provision.sh` to install the \
-                 package as it is now",
-                source.join(&name).display(),
-                installed.join(&name).display()
-            );
+            if std::fs::read(installed.join(&name)).ok() != Some(want) {
+                return Err(format!(
+                    "{} differs from the installed {}",
+                    source.join(&name).display(),
+                    installed.join(&name).display()
+                ));
+            }
             compared += 1;
         }
     }
     assert!(compared > 0, "no files compared in {}", source.display());
+    Ok(())
+}
+
+/// A stale installed package, like a missing one (tests/common), skips the
+/// test with the reason outside CI and fails it under CI=true.
+fn current_or_skip(check: Result<(), String>) -> bool {
+    let Err(why) = check else {
+        return true;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{why}; .ci/provision.sh installs the package as it is now"
+    );
+    eprintln!("skipped: {why} (`bash .ci/provision.sh` installs the package as it is now)");
+    false
 }
 
 /// Tests the suites must have run and passed, by name: each behaviour the
@@ -198,12 +213,15 @@ fn the_python_package_passes_its_suite_against_the_daemon() {
         .output()
         .expect("find the installed package");
     let installed = PathBuf::from(String::from_utf8_lossy(&installed.stdout).trim());
-    assert_installed_is_current(
+    let current = installed_is_current(
         &root().join("clients/python/src/junction"),
         &installed,
         &[".py"],
         true,
     );
+    if !current_or_skip(current) {
+        return;
+    }
     let daemon = Daemon::start();
     let mut command = Command::new(python);
     command
@@ -272,8 +290,12 @@ fn the_node_package_passes_its_suite_against_the_daemon() {
     let installed = modules.join("junction-client");
     let source = root().join("clients/node");
     let files = [".js", ".d.ts", "package.json"];
-    assert_installed_is_current(&source, &installed, &files, false);
-    assert_installed_is_current(&source.join("lib"), &installed.join("lib"), &files, true);
+    let current = installed_is_current(&source, &installed, &files, false).and_then(|()| {
+        installed_is_current(&source.join("lib"), &installed.join("lib"), &files, true)
+    });
+    if !current_or_skip(current) {
+        return;
+    }
     let run = node_tests_beside(&modules);
     let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())
         .expect("run dir")
