@@ -141,3 +141,11 @@ test('a missing socket is a clear error', async () => {
     return true;
   });
 });
+
+test('a closed client says so', async () => {
+  const where = await target();
+  const client = await junction.connect(options(where, 'jsonrpc', 'unix'));
+  await client.close();
+  await client.close(); // twice is fine
+  await assert.rejects(client.call('rpc.ping'), junction.ConnectionLost);
+});

@@ -139,3 +139,11 @@ def test_a_call_times_out(connect, endpoint, unique):
         client.call(f"{unique}.slow", timeout=0.2)
     release.set()
     assert client.ping() == "pong"
+
+
+def test_a_closed_client_says_so(target):
+    client = junction.connect(**target.options("jsonrpc", "unix"))
+    client.close()
+    client.close()  # twice is fine
+    with pytest.raises(junction.ConnectionLost):
+        client.call("rpc.ping")

@@ -74,6 +74,9 @@ class Client:
         return await AsyncClient(unix, tcp, **options).open()
 
     def _run(self, coroutine: Any) -> Any:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise ConnectionLost("the client is closed")
         if threading.current_thread() is self._thread:
             coroutine.close()
             raise RuntimeError("a blocking junction.Client call from its own event loop thread would deadlock")
