@@ -2,6 +2,7 @@
 authenticates with the new token, and provides and subscribes again."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -47,6 +48,11 @@ def test_calls_pending_at_the_loss_fail_and_later_calls_wait_for_the_reconnect(o
     client = junction.connect(**options(own_daemon, "mcp1", "tcp"))
     try:
         own_daemon.stop()
+        waited = 0.0
+        while client.connected and waited < PATIENCE:  # until the client has seen the end
+            time.sleep(0.01)
+            waited += 0.01
+        assert not client.connected
         with pytest.raises(junction.ConnectionLost):
             client.call("rpc.ping", timeout=0.3)
         own_daemon.start()
