@@ -4,8 +4,11 @@
 //! default TCP authentication (a generated token beside the socket): both
 //! protocols, both transports, calls, errors, batches, notifications, raw
 //! MCP1 bodies, providing and calling across clients, pattern subscriptions,
-//! TCP refused without a token, and reconnecting after the daemon restarts
-//! (the suites restart daemons of their own, started from JUNCTIOND).
+//! TCP refused without a token, cancelled calls, and reconnecting after the
+//! daemon restarts (the suites restart daemons of their own, started from
+//! JUNCTIOND). Each suite must pass, have run tests, and have passed the
+//! named ones; an installed package that differs from its source counts as
+//! missing (skipped with the reason, a failure under CI=true).
 
 mod common;
 
