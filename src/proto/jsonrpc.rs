@@ -444,9 +444,11 @@ pub fn write_response(
 ) -> Option<RpcError> {
     let start = out.len();
     out.extend_from_slice(RESULT_PREFIX);
-    let outcome = {
+    let (outcome, one_line) = {
         let mut reply = Reply::new(out);
-        match run(&mut reply) {
+        let outcome = run(&mut reply);
+        let one_line = reply.is_one_line();
+        let outcome = match outcome {
             Ok(()) if reply.is_raw() => Err(RpcError::with(
                 ErrorCode::UnsupportedEncoding,
                 "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
@@ -456,11 +458,14 @@ pub fn write_response(
                 Ok(())
             }
             outcome => outcome,
-        }
+        };
+        (outcome, one_line)
     };
     match outcome {
         Ok(()) => {
-            blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+            if !one_line {
+                blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+            }
             write_id(out, id);
             None
         }
