@@ -120,13 +120,13 @@ impl RingBuffer {
     pub fn find(&self, needle: u8, from: usize) -> Option<usize> {
         let (a, b) = self.data();
         if from < a.len() {
-            if let Some(i) = memchr::memchr(needle, &a[from..]) {
+            if let Some(i) = find_byte(needle, &a[from..]) {
                 return Some(from + i);
             }
         }
         let start_b = from.saturating_sub(a.len());
         if start_b < b.len() {
-            memchr::memchr(needle, &b[start_b..]).map(|i| a.len() + start_b + i)
+            find_byte(needle, &b[start_b..]).map(|i| a.len() + start_b + i)
         } else {
             None
         }
@@ -334,5 +334,62 @@ mod tests {
         assert_eq!(pool.in_use(), RING_MIN);
         ring.release(&mut pool);
         assert_eq!((ring.capacity(), ring.len(), pool.in_use()), (0, 0, 0));
+    }
+}
+
+/// `memchr`, with the first 64 bytes searched inline: a pipelined request
+/// line is usually shorter, and there memchr's dispatch and setup cost more
+/// than the search (about 80 instructions a line, measured with callgrind).
+#[inline]
+fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut at = 0;
+        while at < 64 {
+            let Some(chunk) = hay.get(at..at + 16) else {
+                break;
+            };
+            // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned
+            // load reads the 16 bytes of `chunk` and nothing else.
+            #[allow(unused_unsafe)] // the intrinsics are safe fns from Rust 1.87 on
+            let mask = unsafe {
+                let x = _mm_loadu_si128(chunk.as_ptr().cast());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(needle as i8))) as u32
+            };
+            if mask != 0 {
+                return Some(at + mask.trailing_zeros() as usize);
+            }
+            at += 16;
+        }
+        memchr::memchr(needle, &hay[at..]).map(|i| at + i)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    memchr::memchr(needle, hay)
+}
+
+#[cfg(test)]
+mod find_tests {
+    use super::find_byte;
+
+    #[test]
+    fn find_byte_agrees_with_a_plain_search() {
+        for len in 0..200 {
+            for at in (0..len).chain([len]) {
+                let mut hay = vec![b'x'; len];
+                if at < len {
+                    hay[at] = b'\n';
+                }
+                let expected = hay.iter().position(|&c| c == b'\n');
+                assert_eq!(find_byte(b'\n', &hay), expected, "len {len} at {at}");
+                // A second needle later on never wins over the first.
+                if at + 1 < len {
+                    hay[len - 1] = b'\n';
+                    assert_eq!(find_byte(b'\n', &hay), Some(at), "len {len} at {at}");
+                }
+            }
+        }
     }
 }

@@ -82,6 +82,9 @@ pub struct Reply<'a> {
     buf: &'a mut Vec<u8>,
     start: usize,
     raw: bool,
+    /// The result is a constant known to hold no line break, so a JSON-RPC
+    /// answer need not search it for one.
+    one_line: bool,
 }
 
 impl<'a> Reply<'a> {
@@ -92,12 +95,14 @@ impl<'a> Reply<'a> {
             buf,
             start,
             raw: false,
+            one_line: false,
         }
     }
 
     fn reset(&mut self) {
         self.buf.truncate(self.start);
         self.raw = false;
+        self.one_line = false;
     }
 
     /// Sets the result to `value`, serialized as JSON.
@@ -120,8 +125,10 @@ impl<'a> Reply<'a> {
     /// caller vouches that it is one valid JSON value.
     pub fn json_static(&mut self, json: &'static str) {
         debug_assert!(serde_json::from_str::<&RawValue>(json).is_ok(), "{json}");
+        debug_assert!(!json.contains(['\n', '\r']), "{json:?} holds a line break");
         self.reset();
         self.buf.extend_from_slice(json.as_bytes());
+        self.one_line = true;
     }
 
     /// Sets the result to raw bytes (carried by MCP1 only).
@@ -139,6 +146,12 @@ impl<'a> Reply<'a> {
     /// True when the result is raw bytes rather than JSON.
     pub fn is_raw(&self) -> bool {
         self.raw
+    }
+
+    /// True when the result is a constant of [`Reply::json_static`], which
+    /// holds no line break.
+    pub(crate) fn is_one_line(&self) -> bool {
+        self.one_line
     }
 
     /// The result bytes written so far.

@@ -138,6 +138,9 @@ pub struct RingPool {
     slabs: Vec<(NonNull<u8>, usize)>,
     /// Bytes of the blocks handed out and not yet given back.
     in_use: usize,
+    /// Blocks taken since the last [`RingPool::cool`]: none means the loop
+    /// had nothing to read into for a while.
+    takes: u64,
 }
 
 // SAFETY: the pool owns its mappings and the free blocks in them; nothing
@@ -153,6 +156,7 @@ impl RingPool {
             warm_bytes,
             slabs: Vec::new(),
             in_use: 0,
+            takes: 0,
         }
     }
 
@@ -173,6 +177,7 @@ impl RingPool {
     pub fn take(&mut self, min: usize) -> Block {
         let size = min.max(PAGE).next_power_of_two();
         self.in_use += size;
+        self.takes += 1;
         let class = self.class(size);
         let ptr = if let Some(p) = class.warm.pop().or_else(|| class.cold.pop()) {
             p
@@ -214,6 +219,31 @@ impl RingPool {
             discard(ptr, size);
             class.cold.push(ptr);
         }
+    }
+
+    /// Called once per quiet period (the loop's sweep): when no block was
+    /// taken since the last call, the warm blocks past `keep_bytes` per size
+    /// class return their pages to the kernel too. A busy loop keeps its
+    /// whole warm pool; a burst that has passed (its connections idle, or
+    /// gone) leaves only `keep_bytes` resident. Returns the bytes released.
+    pub fn cool(&mut self, keep_bytes: usize) -> usize {
+        let busy = self.takes != 0;
+        self.takes = 0;
+        if busy {
+            return 0;
+        }
+        let mut released = 0;
+        for (class, free) in self.classes.iter_mut().enumerate() {
+            let size = 1usize << class;
+            let keep = keep_bytes / size;
+            while free.warm.len() > keep {
+                let Some(ptr) = free.warm.pop() else { break };
+                discard(ptr, size);
+                free.cold.push(ptr);
+                released += size;
+            }
+        }
+        released
     }
 
     /// Bytes of the blocks connections hold now.
@@ -313,6 +343,34 @@ mod tests {
             pool.give(b);
         }
         assert_eq!(pool.mapped_bytes(), mapped, "addresses are reused");
+    }
+
+    #[test]
+    fn a_quiet_period_cools_the_warm_pool_down() {
+        let block = 16 * 1024;
+        let mut pool = RingPool::new(16 * block);
+        let mut blocks: Vec<Block> = (0..16).map(|_| pool.take(block)).collect();
+        for b in &mut blocks {
+            b.fill(0xCD);
+        }
+        for b in blocks {
+            pool.give(b);
+        }
+        assert_eq!(pool.resident_bytes(), 16 * block, "all warm");
+        // Blocks were taken since the last look: a busy loop keeps them.
+        assert_eq!(pool.cool(2 * block), 0);
+        assert_eq!(pool.resident_bytes(), 16 * block);
+        // A whole period without a take: all but two go back.
+        assert_eq!(pool.cool(2 * block), 14 * block);
+        assert_eq!(pool.pooled_bytes(), 2 * block);
+        assert_eq!(pool.resident_bytes(), 2 * block);
+        // Cooled blocks come back zeroed, and the pool warms up again.
+        let again: Vec<Block> = (0..16).map(|_| pool.take(block)).collect();
+        assert!(again.iter().skip(2).all(|b| b.iter().all(|&x| x == 0)));
+        for b in again {
+            pool.give(b);
+        }
+        assert_eq!(pool.pooled_bytes(), 16 * block);
     }
 
     #[test]

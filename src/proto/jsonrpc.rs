@@ -227,6 +227,8 @@ struct Envelope<'a> {
     id: Option<&'a RawValue>,
     result: Option<&'a RawValue>,
     error: Option<&'a RawValue>,
+    /// The scanner saw `method` as a string without escapes.
+    method_plain: bool,
 }
 
 impl<'a> From<Members<'a>> for Envelope<'a> {
@@ -238,6 +240,7 @@ impl<'a> From<Members<'a>> for Envelope<'a> {
             id: m.id,
             result: m.result,
             error: m.error,
+            method_plain: m.method_plain,
         }
     }
 }
@@ -347,8 +350,10 @@ impl<'a> Envelope<'a> {
             id,
             error: RpcError::invalid_request(detail),
         };
-        match self.jsonrpc.map(json_str) {
-            Some(Some(version)) if version == "2.0" => {}
+        match self.jsonrpc {
+            // Nearly always spelled this way: one compare.
+            Some(version) if version.get() == "\"2.0\"" => {}
+            Some(version) if json_str(version).is_some_and(|v| v == "2.0") => {}
             None => return invalid("missing \"jsonrpc\": \"2.0\""),
             _ => return invalid("\"jsonrpc\" must be exactly \"2.0\""),
         }
@@ -370,8 +375,13 @@ impl<'a> Envelope<'a> {
             }
             return invalid("missing \"method\"");
         };
-        let Some(method) = json_str(method) else {
-            return invalid("\"method\" must be a string");
+        let method = match method.get() {
+            // The scanner has seen it: a string without escapes.
+            text if self.method_plain => Cow::Borrowed(&text[1..text.len() - 1]),
+            _ => match json_str(method) {
+                Some(method) => method,
+                None => return invalid("\"method\" must be a string"),
+            },
         };
         if let Some(params) = self.params {
             if !matches!(first_byte(params), b'[' | b'{') {
@@ -434,9 +444,11 @@ pub fn write_response(
 ) -> Option<RpcError> {
     let start = out.len();
     out.extend_from_slice(RESULT_PREFIX);
-    let outcome = {
+    let (outcome, one_line) = {
         let mut reply = Reply::new(out);
-        match run(&mut reply) {
+        let outcome = run(&mut reply);
+        let one_line = reply.is_one_line();
+        let outcome = match outcome {
             Ok(()) if reply.is_raw() => Err(RpcError::with(
                 ErrorCode::UnsupportedEncoding,
                 "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
@@ -446,11 +458,14 @@ pub fn write_response(
                 Ok(())
             }
             outcome => outcome,
-        }
+        };
+        (outcome, one_line)
     };
     match outcome {
         Ok(()) => {
-            blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+            if !one_line {
+                blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+            }
             write_id(out, id);
             None
         }

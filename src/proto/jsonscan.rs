@@ -34,6 +34,9 @@ pub(crate) struct Members<'a> {
     pub(crate) id: Option<&'a RawValue>,
     pub(crate) result: Option<&'a RawValue>,
     pub(crate) error: Option<&'a RawValue>,
+    /// `method` is a string without escapes: its text is the raw value
+    /// without its quotes, with no second look.
+    pub(crate) method_plain: bool,
 }
 
 /// What a well-formed line holds.
@@ -48,6 +51,9 @@ pub(crate) enum Scanned<'a> {
 /// Scans a line. None: not a single object or array of plain form (or not
 /// JSON at all); the caller decides with the reference parser.
 pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned<'_>> {
+    if let Some(members) = scan_compact(line) {
+        return Some(Scanned::Object(members));
+    }
     let start = skip_ws(line, 0);
     match line.get(start)? {
         b'{' => {
@@ -61,6 +67,42 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned<'_>> {
         }
         _ => None,
     }
+}
+
+/// How most clients write a request (this crate's client, JSON.stringify
+/// and serde_json among them): no whitespace, the members in this order.
+const COMPACT_HEAD: &[u8; 27] = br#"{"jsonrpc":"2.0","method":""#;
+
+/// A request written exactly as `{"jsonrpc":"2.0","method":"M"` then
+/// optionally `,"params":P`, then optionally `,"id":I`, then `}` and the end
+/// of the line: its members, found with a few compares rather than a walk
+/// member by member. None for any other spelling, which [`scan_object`]
+/// then reads (reaching the same members for these lines, as the tests
+/// check).
+#[inline]
+fn scan_compact(b: &[u8]) -> Option<Members<'_>> {
+    if b.get(..COMPACT_HEAD.len())? != COMPACT_HEAD {
+        return None;
+    }
+    let method_start = COMPACT_HEAD.len() - 1;
+    let (mut i, escaped) = string_end(b, COMPACT_HEAD.len())?;
+    let mut members = Members {
+        jsonrpc: Some(raw(validated(&b[11..16]))),
+        method: Some(raw(validated(&b[method_start..i]))),
+        method_plain: !escaped,
+        ..Members::default()
+    };
+    if b.get(i..i + 10) == Some(br#","params":"#) {
+        let value = i + 10;
+        i = skip_value(b, value)?;
+        members.params = Some(raw(validated(&b[value..i])));
+    }
+    if b.get(i..i + 6) == Some(br#","id":"#) {
+        let value = i + 6;
+        i = skip_scalar(b, value)?;
+        members.id = Some(raw(validated(&b[value..i])));
+    }
+    (b.get(i) == Some(&b'}') && i + 1 == b.len()).then_some(members)
 }
 
 /// Scans one batch entry (text that is already one JSON value). None: not
@@ -104,20 +146,97 @@ fn raw(json: &str) -> &RawValue {
 }
 
 impl<'a> Members<'a> {
-    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a RawValue>> {
-        Some(match name {
-            b"jsonrpc" => &mut self.jsonrpc,
-            b"method" => &mut self.method,
-            b"params" => &mut self.params,
-            b"id" => &mut self.id,
-            b"result" => &mut self.result,
-            b"error" => &mut self.error,
+    fn slot(&mut self, name: Name) -> &mut Option<&'a RawValue> {
+        match name {
+            Name::Jsonrpc => &mut self.jsonrpc,
+            Name::Method => &mut self.method,
+            Name::Params => &mut self.params,
+            Name::Id => &mut self.id,
+            Name::Result => &mut self.result,
+            Name::Error => &mut self.error,
+        }
+    }
+}
+
+/// The member names the envelope reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Jsonrpc,
+    Method,
+    Params,
+    Id,
+    Result,
+    Error,
+}
+
+impl Name {
+    /// The name whose text (between the quotes, no escapes) is `text`.
+    fn of(text: &[u8]) -> Option<Name> {
+        Some(match text {
+            b"jsonrpc" => Name::Jsonrpc,
+            b"method" => Name::Method,
+            b"params" => Name::Params,
+            b"id" => Name::Id,
+            b"result" => Name::Result,
+            b"error" => Name::Error,
             _ => return None,
         })
     }
 }
 
+/// Eight bytes of `b` from `at`, little-endian, zero-padded past its end
+/// (a zero byte matches no quote, so a compare cannot run past the end).
+#[inline(always)]
+fn load8(b: &[u8], at: usize) -> u64 {
+    let mut chunk = [0u8; 8];
+    match b.get(at..at + 8) {
+        Some(eight) => chunk.copy_from_slice(eight),
+        None => {
+            let rest = b.get(at..).unwrap_or_default();
+            chunk[..rest.len()].copy_from_slice(rest);
+        }
+    }
+    u64::from_le_bytes(chunk)
+}
+
+/// `text` (at most 8 bytes) as [`load8`] reads it, zero-padded.
+const fn word(text: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let mut i = 0;
+    while i < text.len() {
+        bytes[i] = text[i];
+        i += 1;
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// The low `n` bytes of a word (n < 8).
+const fn low(n: u32) -> u64 {
+    (1u64 << (8 * n)) - 1
+}
+
+/// A member name the envelope reads, spelled plainly, whose opening quote
+/// is at `b[i]`: which one, and the index after its closing quote. One
+/// word compare instead of a string scan and a name match. None sends the
+/// name down the general path, which reaches the same verdict for these
+/// names (they have no escapes and end at their quote).
+#[inline(always)]
+fn known_name(b: &[u8], i: usize) -> Option<(Name, usize)> {
+    let w = load8(b, i + 1);
+    let (name, len) = match w as u8 {
+        b'j' if w == word(b"jsonrpc\"") => (Name::Jsonrpc, 8),
+        b'm' if w & low(7) == word(b"method\"") => (Name::Method, 7),
+        b'p' if w & low(7) == word(b"params\"") => (Name::Params, 7),
+        b'i' if w & low(3) == word(b"id\"") => (Name::Id, 3),
+        b'r' if w & low(7) == word(b"result\"") => (Name::Result, 7),
+        b'e' if w & low(6) == word(b"error\"") => (Name::Error, 6),
+        _ => return None,
+    };
+    Some((name, i + 1 + len))
+}
+
 /// JSON's four whitespace bytes (serde_json's too; no form feed).
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\n' | b'\t' | b'\r') = b.get(i) {
         i += 1;
@@ -138,22 +257,41 @@ fn scan_object(b: &[u8], start: usize) -> Option<(Members<'_>, usize)> {
         if b.get(i) != Some(&b'"') {
             return None;
         }
-        let (name_end, escaped) = scan_string(b, i + 1)?;
-        if escaped {
-            return None;
-        }
-        let name = &b[i + 1..name_end - 1];
+        let (name, name_end) = match known_name(b, i) {
+            Some((name, end)) => (Some(name), end),
+            None => {
+                let (name_end, escaped) = scan_string(b, i + 1)?;
+                if escaped {
+                    return None;
+                }
+                (Name::of(&b[i + 1..name_end - 1]), name_end)
+            }
+        };
         i = skip_ws(b, name_end);
         if b.get(i) != Some(&b':') {
             return None;
         }
         let value = skip_ws(b, i + 1);
-        i = skip_value(b, value)?;
-        if let Some(slot) = members.slot(name) {
+        let mut plain = false;
+        i = match b.get(value)? {
+            b'"' => {
+                let (end, escaped) = string_end(b, value + 1)?;
+                plain = !escaped;
+                end
+            }
+            b'-' | b'0'..=b'9' => skip_number(b, value)?,
+            b'{' | b'[' => skip_nested(b, value)?,
+            _ => skip_scalar(b, value)?,
+        };
+        if let Some(name) = name {
+            let slot = members.slot(name);
             if slot.is_some() {
                 return None;
             }
             *slot = Some(raw(validated(&b[value..i])));
+            if name == Name::Method {
+                members.method_plain = plain;
+            }
         }
         i = skip_ws(b, i);
         match b.get(i)? {
@@ -267,8 +405,37 @@ fn skip_string(b: &[u8], i: usize) -> Option<usize> {
     scan_string(b, i).map(|(end, _)| end)
 }
 
+/// [`scan_string`], with its most common case inline: the closing quote
+/// is the first special byte of the next 16.
+#[inline(always)]
+fn string_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut padded = [0u8; 16];
+        let chunk = match b.get(i..i + 16) {
+            Some(sixteen) => sixteen,
+            None => {
+                // Near the end: zero bytes are control characters, which
+                // stop the search short of the end.
+                let rest = b.get(i..).unwrap_or_default();
+                padded[..rest.len()].copy_from_slice(rest);
+                &padded
+            }
+        };
+        let mask = sse2_special(chunk);
+        if mask != 0 {
+            let found = i + mask.trailing_zeros() as usize;
+            if b.get(found) == Some(&b'"') {
+                return Some((found + 1, false));
+            }
+        }
+    }
+    scan_string(b, i)
+}
+
 /// The same, and whether the string has escapes. Eight bytes at a time
 /// while nothing needs a look.
+#[inline(never)]
 fn scan_string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
@@ -524,6 +691,33 @@ mod tests {
         };
         let texts: Vec<_> = entries.iter().map(|e| e.get()).collect();
         assert_eq!(texts, ["1", "{\"a\":2}", "\"x\""]);
+    }
+
+    #[test]
+    fn the_compact_form_finds_what_the_general_walk_finds() {
+        let lines: [&[u8]; 9] = [
+            br#"{"jsonrpc":"2.0","method":"rpc.ping","id":1}"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":[1,{"a":"}"}],"id":"x"}"#,
+            br#"{"jsonrpc":"2.0","method":"m\u0041","params":{}}"#,
+            br#"{"jsonrpc":"2.0","method":"m"}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":null}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":true}"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\xa9\xe2\x82\xac\",\"id\":-1.5e3}",
+            br#"{"jsonrpc":"2.0","method":"m","id":1}  "#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1,"id":2}"#,
+        ];
+        for line in lines {
+            let general = scan_object(line, 0).filter(|(_, end)| skip_ws(line, *end) == line.len());
+            let compact = scan_compact(line);
+            let shown = String::from_utf8_lossy(line);
+            if let Some(compact) = compact {
+                let (general, _) = general.unwrap_or_else(|| panic!("general refused {shown}"));
+                assert_eq!(format!("{compact:?}"), format!("{general:?}"), "{shown}");
+            }
+        }
+        // Declined, and left to the general walk: trailing space, duplicate id.
+        assert!(scan_compact(lines[7]).is_none() && scan_compact(lines[8]).is_none());
+        assert!(scan_compact(lines[0]).is_some() && scan_compact(lines[1]).is_some());
     }
 
     /// xorshift64*, seeded, so that a failure replays.

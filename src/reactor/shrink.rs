@@ -19,6 +19,10 @@ pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
 /// Free output chunks kept past a quiet second (256 KiB).
 const CHUNKS_KEPT: usize = 16;
 
+/// Free ring blocks kept resident, per size class, once a whole
+/// [`SHRINK_EVERY`] went by without a read needing one (four 16 KiB rings).
+const RINGS_KEPT_QUIET: usize = 64 << 10;
+
 /// Below this many slots (or entries) nothing is worth shrinking.
 const SMALL: usize = 256;
 
@@ -27,6 +31,9 @@ const SMALL: usize = 256;
 pub(super) struct Shrinker {
     at: Instant,
     peak_clients: usize,
+    /// A burst has passed: the driver may give back its own per-turn
+    /// arenas (see [`Core::take_quiet_after_burst`]).
+    quiet_after_burst: bool,
 }
 
 impl Default for Shrinker {
@@ -34,6 +41,7 @@ impl Default for Shrinker {
         Self {
             at: Instant::now(),
             peak_clients: 0,
+            quiet_after_burst: false,
         }
     }
 }
@@ -55,6 +63,11 @@ impl Core {
             return;
         }
         self.shrinker.at = now;
+        // A second without a read needing a ring, after the warm pool had
+        // grown past its quiet size: the burst is over.
+        if self.rings.cool(RINGS_KEPT_QUIET) > 0 {
+            self.shrinker.quiet_after_burst = true;
+        }
         let stats = self.context.stats();
         stats
             .ring_pool_bytes
@@ -86,8 +99,16 @@ impl Core {
         // About a megabyte freed to the allocator (by a burst, or by the
         // trim of the chunk pool just now): worth giving back.
         if chunks_passed >= 64 || chunks_freed >= CHUNKS_KEPT || clients_passed >= SMALL {
+            self.shrinker.quiet_after_burst = true;
             give_back_freed_heap();
         }
+    }
+
+    /// True once after the sweep saw a burst pass: the driver then gives
+    /// back the arenas it sizes for a busy turn (io_uring's iovec and
+    /// completion lists), whose pages the burst made resident.
+    pub(super) fn take_quiet_after_burst(&mut self) -> bool {
+        std::mem::take(&mut self.shrinker.quiet_after_burst)
     }
 }
 

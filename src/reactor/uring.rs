@@ -265,6 +265,9 @@ impl UringLoop {
             self.flush_dirty()?;
             self.core.fire_timers();
             self.flush_dirty()?;
+            if self.core.take_quiet_after_burst() {
+                self.renew_arenas();
+            }
             let drain = self.core.end_turn();
             // Retire first: a slot closed and reused this turn must not lend
             // the old connection's operations to the new one.
@@ -275,6 +278,24 @@ impl UringLoop {
             if drain != Drain::Running {
                 return self.shut_down();
             }
+        }
+    }
+
+    /// Replaces the per-turn arenas with fresh ones of the same capacity
+    /// once a burst has passed. They are preallocated so that a busy turn
+    /// never grows them (4 MiB of iovecs, 128 KiB of completions), which
+    /// costs nothing until a burst touches their pages; a fresh allocation
+    /// of that size is a new untouched mapping, and freeing the old one
+    /// gives its pages back. Between turns both are empty: the iovecs are
+    /// cleared at each submit, the completions after each reap.
+    fn renew_arenas(&mut self) {
+        if self.iovecs.is_empty() {
+            self.iovecs = Vec::new();
+            self.iovecs = Vec::with_capacity(ENTRIES as usize * MAX_IOVECS);
+        }
+        if self.completed.is_empty() {
+            self.completed = Vec::new();
+            self.completed = Vec::with_capacity(ENTRIES as usize * 2);
         }
     }
 
