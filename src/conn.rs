@@ -125,6 +125,8 @@ pub struct RoutedAnswer<'f> {
     pub is_error: bool,
     /// The encoded answer (empty: the call only ends).
     pub frame: &'f [u8],
+    /// When the call started and whose counters it goes to.
+    pub timing: Option<&'f crate::observe::Timing>,
 }
 
 /// One client connection.
@@ -622,6 +624,7 @@ impl Connection {
             answer.batch,
             answer.is_error,
             answer.frame,
+            answer.timing,
         );
         self.account_output(shared);
         self.after_answer(shared, scratch)

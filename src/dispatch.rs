@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 use slab::Slab;
@@ -383,8 +384,9 @@ impl Dispatcher<'_, '_, '_> {
         }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
+        let started = Instant::now();
         let Some(handler) = context.router().get(method) else {
-            return self.call_bus(answer, method, params);
+            return self.call_bus(answer, method, params, started);
         };
         if handler.mode() == Mode::Inline {
             let call = Call {
@@ -393,13 +395,15 @@ impl Dispatcher<'_, '_, '_> {
                 context,
                 clients: None,
             };
-            return self.send_result(answer, |reply| handler.invoke(&call, reply));
+            let failed = self.send_result(answer, |reply| handler.invoke(&call, reply));
+            return self.finished(handler.stats(), started, answer.protocol(), failed);
         }
         let job = Job {
             conn: self.conn,
             method: Arc::clone(handler),
             params: OwnedParams::from(params),
             reply: answer.to_owned(),
+            started,
         };
         if handler.mode() == Mode::Loop {
             self.shared.held.on_loop.push(job);
@@ -409,7 +413,7 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Runs a `bus.*` method, or forwards a call to the client that provides it.
-    fn call_bus(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+    fn call_bus(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>, started: Instant) {
         let shared = &mut *self.shared;
         let caller = Caller {
             id: self.conn,
@@ -419,7 +423,12 @@ impl Dispatcher<'_, '_, '_> {
         };
         if method.starts_with(bus::PREFIX) {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
-            return self.send_result(answer, |reply| reply.json(&result?));
+            let failed = self.send_result(answer, |reply| reply.json(&result?));
+            let context: &Arc<Context> = self.shared.context;
+            if let Some(stats) = context.observe().bus_method(method) {
+                self.finished(stats, started, answer.protocol(), failed);
+            }
+            return;
         }
         let Some(provider) = shared.bus.provider_of(method) else {
             if !answer.is_notification() {
@@ -428,7 +437,10 @@ impl Dispatcher<'_, '_, '_> {
             return;
         };
         let reply = (!answer.is_notification()).then(|| answer.to_owned());
-        match shared.bus.forward(&caller, reply, provider, method, params) {
+        match shared
+            .bus
+            .forward(&caller, reply, provider, method, params, started)
+        {
             Ok(()) if answer.is_notification() => {}
             Ok(()) => self.expect_completion(answer),
             Err(error) if answer.is_notification() => {
@@ -476,7 +488,7 @@ impl Dispatcher<'_, '_, '_> {
         &mut self,
         answer: Answer<'_>,
         run: impl FnOnce(&mut Reply<'_>) -> Result<(), RpcError>,
-    ) {
+    ) -> bool {
         let failed = match answer {
             Answer::JsonRpc {
                 id: Some(id),
@@ -499,6 +511,25 @@ impl Dispatcher<'_, '_, '_> {
         };
         if failed {
             self.count_error(answer.protocol());
+        }
+        failed
+    }
+
+    /// A call answered: its latency and error go to its counters, a slow
+    /// one to the slow log, and a line to the monitors.
+    fn finished(
+        &mut self,
+        stats: &crate::observe::MethodStats,
+        started: Instant,
+        protocol: Protocol,
+        failed: bool,
+    ) {
+        let us = stats.record(started.elapsed(), failed);
+        let context: &Arc<Context> = self.shared.context;
+        let slowlog = &context.observe().slowlog;
+        if slowlog.is_slow(us) {
+            let identity = self.rights.identity().label();
+            slowlog.push(stats.name(), identity, self.conn.token, protocol, us);
         }
     }
 
@@ -579,7 +610,10 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Takes back a job the pool finished.
-    pub fn complete(&mut self, done: Completion) {
+    pub fn complete(&mut self, mut done: Completion) {
+        if let Some(timing) = done.timing.take() {
+            self.finished(&timing.stats, timing.started, done.protocol, done.is_error);
+        }
         match done.batch {
             // Queued as it is: a large frame is not copied.
             None => {
@@ -587,7 +621,7 @@ impl Dispatcher<'_, '_, '_> {
                 self.out.push_frame(done.frame, self.shared.chunks);
             }
             Some(_) => {
-                self.complete_bytes(done.protocol, done.batch, done.is_error, &done.frame);
+                self.complete_bytes(done.protocol, done.batch, done.is_error, &done.frame, None);
                 self.shared.chunks.give(done.frame);
             }
         }
@@ -601,7 +635,11 @@ impl Dispatcher<'_, '_, '_> {
         batch: Option<usize>,
         is_error: bool,
         frame: &[u8],
+        timing: Option<&crate::observe::Timing>,
     ) {
+        if let Some(timing) = timing {
+            self.finished(&timing.stats, timing.started, protocol, is_error);
+        }
         self.took_answer(protocol, is_error);
         match batch {
             None if frame.is_empty() => {}

@@ -26,6 +26,7 @@ pub mod error;
 pub mod methods;
 pub mod net;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 pub mod proto;
 pub mod reactor;

@@ -28,6 +28,29 @@ impl Mode {
 /// The admin-only method that reloads the configuration (see `crate::reload`).
 pub const RELOAD_METHOD: &str = "rpc.reload";
 
+/// The admin-only method that lists the slow log.
+pub const SLOWLOG_METHOD: &str = "rpc.slowlog";
+/// The admin-only method that empties the slow log.
+pub const SLOWLOG_RESET_METHOD: &str = "rpc.slowlog.reset";
+/// The admin-only method that turns a connection into a monitor.
+pub const MONITOR_METHOD: &str = "rpc.monitor";
+
+/// True for the methods only admins may call whatever the call rules say:
+/// they change the daemon or show other peers' identities and traffic.
+pub fn admin_only(method: &str) -> bool {
+    matches!(
+        method,
+        RELOAD_METHOD | SLOWLOG_METHOD | SLOWLOG_RESET_METHOD | MONITOR_METHOD
+    )
+}
+
+/// `rpc.slowlog`'s params: `{"count": N}` for the newest N only.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowlogParams {
+    count: Option<usize>,
+}
+
 /// Adds `rpc.ping`, `rpc.echo`, `rpc.stats`, `rpc.methods`, `rpc.clients`
 /// and `rpc.auth` to `router`.
 pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
@@ -57,7 +80,7 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         "rpc.stats",
         "counters: connections per transport, frames and errors per protocol, bytes, uptime, workers",
         Mode::Inline,
-        Box::new(|call, reply| reply.json(&call.context.stats().snapshot())),
+        Box::new(|call, reply| reply.json(&crate::observe::full_stats(call.context))),
     )?;
     router.insert(
         "rpc.methods",
@@ -109,6 +132,30 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
             Ok(report) => reply.json(&report),
             Err(e) => Err(RpcError::with(ErrorCode::InternalError, e.to_string())),
         }),
+    )?;
+    router.insert(
+        SLOWLOG_METHOD,
+        "admins only: the last calls slower than slowlog-threshold, newest first ({\"count\": N} for the newest N): method, identity, conn, protocol, duration_us, time",
+        Mode::Inline,
+        Box::new(|call, reply| {
+            let params = match call.params {
+                Params::None => SlowlogParams::default(),
+                params => params.parse::<Option<SlowlogParams>>()?.unwrap_or_default(),
+            };
+            let slowlog = &call.context.observe().slowlog;
+            let (threshold, max_len) = slowlog.settings();
+            reply.json(&serde_json::json!({
+                "threshold_us": u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX),
+                "max_len": max_len,
+                "entries": slowlog.entries(params.count),
+            }))
+        }),
+    )?;
+    router.insert(
+        SLOWLOG_RESET_METHOD,
+        "admins only: empties the slow log; answers how many entries it held",
+        Mode::Inline,
+        Box::new(|call, reply| reply.json(&call.context.observe().slowlog.reset())),
     )?;
     router.insert(
         AUTH_METHOD,

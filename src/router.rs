@@ -158,9 +158,16 @@ pub struct Method {
     description: String,
     mode: Mode,
     handler: Box<Handler>,
+    /// Its calls, errors and latency (`rpc.stats`).
+    stats: Arc<crate::observe::MethodStats>,
 }
 
 impl Method {
+    /// Its calls, errors and latency histogram.
+    pub fn stats(&self) -> &Arc<crate::observe::MethodStats> {
+        &self.stats
+    }
+
     /// The name calls use.
     pub fn name(&self) -> &str {
         &self.name
@@ -295,6 +302,7 @@ impl Router {
             description: description.into(),
             mode,
             handler,
+            stats: Arc::new(crate::observe::MethodStats::new(name)),
         };
         self.methods.insert(name.into(), Arc::new(method));
         Ok(())
@@ -334,6 +342,8 @@ pub struct Context {
     policy: crate::reload::Swappable,
     /// The link to the service manager (sd_notify).
     notifier: crate::notify::Notifier,
+    /// Per-method counters beyond the router's, and the slow log.
+    observe: Arc<crate::observe::Observe>,
 }
 
 impl Context {
@@ -346,7 +356,13 @@ impl Context {
             directory: Directory::default(),
             policy: crate::reload::Swappable::default(),
             notifier: crate::notify::Notifier::default(),
+            observe: Arc::default(),
         }
+    }
+
+    /// The bus's and routed names' counters, and the slow log.
+    pub fn observe(&self) -> &Arc<crate::observe::Observe> {
+        &self.observe
     }
 
     /// The same context with these bus settings.

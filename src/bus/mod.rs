@@ -157,6 +157,8 @@ pub enum Delivery {
         is_error: bool,
         /// The encoded answer, in the arena.
         frame: Range<usize>,
+        /// When the call started and whose counters it goes to.
+        timing: Option<crate::observe::Timing>,
     },
     /// A subscriber too slow to keep: the error frame, then close it.
     Evict {
@@ -249,6 +251,10 @@ pub struct Bus {
     directory: Directory,
     /// The time of the loop's turn (deadlines count from it).
     now: Instant,
+    /// Each provided name's counters, found like its owner (see
+    /// `crate::observe`); shared with `rpc.stats` through `observe`.
+    name_stats: PatternMap<Arc<crate::observe::MethodStats>>,
+    observe: Arc<crate::observe::Observe>,
 }
 
 impl Bus {
@@ -268,7 +274,15 @@ impl Bus {
             backlogged: 0,
             directory,
             now: Instant::now(),
+            name_stats: PatternMap::default(),
+            observe: Arc::default(),
         }
+    }
+
+    /// The same bus, counting provided names' calls into `observe`.
+    pub fn with_observe(mut self, observe: Arc<crate::observe::Observe>) -> Self {
+        self.observe = observe;
+        self
     }
 
     /// Sets the time of the loop's current turn.
@@ -376,6 +390,7 @@ impl Bus {
             batch: done.batch,
             is_error: done.is_error,
             frame: start..self.arena.len(),
+            timing: done.timing,
         });
     }
 
@@ -502,7 +517,7 @@ impl Bus {
     }
 
     /// Adds names the caller now provides to the directory `rpc.methods` reads.
-    fn list_names<'n>(&self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
+    fn list_names<'n>(&mut self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
         let provider = format!(
             "provided by connection {} ({})",
             caller.id.token,
@@ -513,18 +528,24 @@ impl Bus {
             Err(poisoned) => poisoned.into_inner(),
         };
         for name in names {
+            let stats = self.observe.provided(name.to_string());
+            let slot = self.name_stats.entry(name, || Arc::clone(&stats));
+            *slot = stats;
             directory.insert(name.to_string(), provider.clone());
         }
     }
 
     /// Takes released names off the directory.
-    fn unlist<'n>(&self, names: impl Iterator<Item = &'n Pattern>) {
+    fn unlist<'n>(&mut self, names: impl Iterator<Item = &'n Pattern>) {
         let mut directory = match self.directory.write() {
             Ok(directory) => directory,
             Err(poisoned) => poisoned.into_inner(),
         };
         for name in names {
-            directory.remove(&name.to_string());
+            let text = name.to_string();
+            self.name_stats.remove(name);
+            self.observe.released(&text);
+            directory.remove(&text);
         }
     }
 }

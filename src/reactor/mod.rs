@@ -212,7 +212,8 @@ impl Core {
             context.bus_config().clone(),
             context.stats_handle(),
             std::sync::Arc::clone(context.directory()),
-        );
+        )
+        .with_observe(Arc::clone(context.observe()));
         let mut core = Self {
             bus,
             listeners,

@@ -1,0 +1,121 @@
+//! What an operator sees of the traffic: per-method call counts and
+//! latency histograms (`rpc.stats`'s `methods`), and the slow log
+//! (`rpc.slowlog`).
+//!
+//! Every call is timed on the loop, from the moment its frame is decoded to
+//! the moment its answer is queued on the caller's connection: inline
+//! handlers around their run, pooled and loop-mode ones through their
+//! [`Timing`] carried by the job and its completion, routed calls through
+//! the bus's pending call. Recording is a few relaxed stores into counters
+//! made in advance, so a request allocates nothing. A routed name's
+//! counters live while its registration does (a connection holds at most
+//! `bus-max-names`), so their number stays bounded.
+
+pub mod histogram;
+pub mod slowlog;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use histogram::{BUCKETS_US, HistogramSnapshot, MethodSnapshot, MethodStats};
+pub use slowlog::{SlowEntry, SlowLog};
+
+/// When a call started and whose counters it goes to: carried by pooled
+/// jobs, their completions and routed calls (an `Arc` clone, no allocation).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The counters of the method (or bus name) called.
+    pub stats: Arc<MethodStats>,
+    /// When its frame was decoded.
+    pub started: Instant,
+}
+
+/// The daemon-wide counters that are not a router method's own: the
+/// `bus.*` methods, the names clients provide, and the slow log.
+#[derive(Debug)]
+pub struct Observe {
+    bus: Box<[Arc<MethodStats>]>,
+    routed: Mutex<BTreeMap<String, Arc<MethodStats>>>,
+    /// The slow log.
+    pub slowlog: SlowLog,
+}
+
+impl Default for Observe {
+    fn default() -> Self {
+        Self {
+            bus: crate::bus::METHODS
+                .iter()
+                .map(|(name, _)| Arc::new(MethodStats::new(name)))
+                .collect(),
+            routed: Mutex::new(BTreeMap::new()),
+            slowlog: SlowLog::default(),
+        }
+    }
+}
+
+impl Observe {
+    /// The counters of a `bus.*` method.
+    pub fn bus_method(&self, name: &str) -> Option<&Arc<MethodStats>> {
+        self.bus.iter().find(|s| s.name() == name)
+    }
+
+    fn routed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<MethodStats>>> {
+        match self.routed.lock() {
+            Ok(routed) => routed,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Fresh counters for a name (or `prefix.*` pattern) a client now
+    /// provides, listed under it in `rpc.stats`.
+    pub fn provided(&self, name: String) -> Arc<MethodStats> {
+        let stats = Arc::new(MethodStats::new(&name));
+        self.routed().insert(name, Arc::clone(&stats));
+        stats
+    }
+
+    /// A provided name went away: its counters go with it.
+    pub fn released(&self, name: &str) {
+        self.routed().remove(name);
+    }
+
+    /// Every method's counters, by name: the router's, the bus's, and the
+    /// names provided now.
+    pub fn snapshot(&self, router: &crate::router::Router) -> BTreeMap<String, MethodSnapshot> {
+        let mut all: BTreeMap<String, MethodSnapshot> = router
+            .methods()
+            .into_iter()
+            .map(|m| (m.name().to_string(), m.stats().snapshot()))
+            .collect();
+        for stats in self.bus.iter() {
+            all.insert(stats.name().to_string(), stats.snapshot());
+        }
+        for (name, stats) in self.routed().iter() {
+            all.entry(name.clone()).or_insert_with(|| stats.snapshot());
+        }
+        all
+    }
+}
+
+/// `rpc.stats` as sent: the counters of [`crate::stats::Stats`] and, under
+/// `methods`, every method's calls, errors and latency histogram.
+#[derive(Debug, Serialize)]
+pub struct FullStats {
+    /// The daemon's counters.
+    #[serde(flatten)]
+    pub stats: crate::stats::StatsSnapshot,
+    /// Per method: calls, errors, latency.
+    pub methods: BTreeMap<String, MethodSnapshot>,
+}
+
+/// The whole `rpc.stats` document of a running server (for `rpc.stats`
+/// and anything else that exports it, e.g. over HTTP).
+pub fn full_stats(context: &crate::router::Context) -> FullStats {
+    FullStats {
+        stats: context.stats().snapshot(),
+        methods: context.observe().snapshot(context.router()),
+    }
+}
