@@ -224,3 +224,100 @@ fn only_admins_may_read_or_reset_the_slow_log() {
         "{entries:?}"
     );
 }
+
+fn junction_cli(server: &TestServer, tcp: bool, args: &[&str]) -> (String, String, i32) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_junction"));
+    command
+        .env_remove("JUNCTION_UNIX")
+        .env_remove("JUNCTION_PROTO");
+    let unix = server.running.unix_path().expect("unix").to_path_buf();
+    command.arg("--unix").arg(unix);
+    if tcp {
+        let addr = server.running.tcp_addr().expect("tcp").to_string();
+        command.arg("--tcp").arg(addr);
+    }
+    let out = command.args(args).output().expect("run junction");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn junction_latency_prints_one_report_per_interval_for_both_protocols() {
+    let server = start_with(|_| {});
+    for (tcp, proto) in [
+        (false, "jsonrpc"),
+        (true, "mcp1"),
+        (true, "jsonrpc"),
+        (false, "mcp1"),
+    ] {
+        let args = [
+            "--proto",
+            proto,
+            "latency",
+            "--interval",
+            "100ms",
+            "--count",
+            "2",
+        ];
+        let (out, err, code) = junction_cli(&server, tcp, &args);
+        assert_eq!(code, 0, "{proto}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{proto}: {out}");
+        for line in lines {
+            for word in ["min ", "avg ", "p50 ", "p99 ", "max ", "samples)"] {
+                assert!(line.contains(word), "{proto}: {line}");
+            }
+        }
+        let args = [
+            "--proto",
+            proto,
+            "latency",
+            "--interval",
+            "50ms",
+            "--count",
+            "1",
+            "--json",
+        ];
+        let (out, err, code) = junction_cli(&server, tcp, &args);
+        assert_eq!(code, 0, "{err}");
+        let report: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert!(report["samples"].as_u64() >= Some(1), "{report}");
+        assert!(
+            report["min_us"].as_u64() <= report["p50_us"].as_u64(),
+            "{report}"
+        );
+        assert!(
+            report["p50_us"].as_u64() <= report["p99_us"].as_u64(),
+            "{report}"
+        );
+        assert!(
+            report["p99_us"].as_u64() <= report["max_us"].as_u64(),
+            "{report}"
+        );
+    }
+    // The pings it sent are counted.
+    assert!(calls(&methods(&server), "rpc.ping") >= 8);
+}
+
+#[test]
+fn junction_slowlog_lists_and_resets() {
+    let server = start_with(|config| config.slowlog_threshold = Duration::from_millis(5));
+    let mut caller = BusPeer::connect(&server.endpoints()[1], Protocol::Mcp1);
+    assert_eq!(caller.call("test.sleep", json!([20])), Ok(json!(20)));
+    let (out, err, code) = junction_cli(&server, false, &["slowlog"]);
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.contains("test.sleep")).expect(&out);
+    assert!(row.contains("mcp1") && row.contains("anonymous"), "{row}");
+    let (out, _, code) = junction_cli(&server, true, &["slowlog", "--json"]);
+    assert_eq!(code, 0);
+    let log: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(log["entries"][0]["method"], "test.sleep");
+    let (out, _, code) = junction_cli(&server, false, &["slowlog", "--reset"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("emptied (1 entries)"), "{out}");
+    let (out, _, _) = junction_cli(&server, false, &["stats", "--methods"]);
+    assert!(out.lines().any(|l| l.starts_with("test.sleep")), "{out}");
+}
