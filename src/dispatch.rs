@@ -23,6 +23,7 @@ use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef, Job, OwnedParams, ReplyTo, SubmitError, WorkerPool};
 use crate::write_queue::{ChunkPool, WriteQueue};
 
+mod monitor;
 mod policy;
 
 /// What a connection that must authenticate does after its first frame.
@@ -382,6 +383,9 @@ impl Dispatcher<'_, '_, '_> {
         if method == AUTH_METHOD {
             return self.reauthenticate(answer, params);
         }
+        if self.shared.bus.monitoring() {
+            self.tap_call(answer, method, params);
+        }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
         let started = Instant::now();
@@ -406,6 +410,9 @@ impl Dispatcher<'_, '_, '_> {
             started,
         };
         if handler.mode() == Mode::Loop {
+            if method == crate::methods::MONITOR_METHOD {
+                return self.start_monitor(answer, params);
+            }
             self.shared.held.on_loop.push(job);
             return self.expect_completion(answer);
         }
@@ -530,6 +537,12 @@ impl Dispatcher<'_, '_, '_> {
         if slowlog.is_slow(us) {
             let identity = self.rights.identity().label();
             slowlog.push(stats.name(), identity, self.conn.token, protocol, us);
+        }
+        if self.shared.bus.monitoring() {
+            let (conn, name) = (self.conn.token, stats.name());
+            self.shared.bus.tap(name, || {
+                crate::monitor::reply_line(conn, protocol, name, us, failed)
+            });
         }
     }
 

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod error;
 pub mod methods;
+pub mod monitor;
 pub mod net;
 pub mod notify;
 pub mod observe;

@@ -158,6 +158,19 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         Box::new(|call, reply| reply.json(&call.context.observe().slowlog.reset())),
     )?;
     router.insert(
+        MONITOR_METHOD,
+        "admins only: turns this connection into a monitor ({\"patterns\": [\"editor.*\"]}, all when absent): a bus.event on topic rpc.monitor for each call, answer and event, lines lost when it reads too slowly (counted in \"dropped\")",
+        Mode::Loop,
+        // The dispatcher answers it on the connection; this runs only
+        // without one (Context::call_json).
+        Box::new(|_, _| {
+            Err(RpcError::with(
+                ErrorCode::InvalidRequest,
+                "rpc.monitor works only on a connection to the daemon",
+            ))
+        }),
+    )?;
+    router.insert(
         AUTH_METHOD,
         "authenticates a TCP connection: {\"token\": \"...\"}; must be its first request when a token is set",
         Mode::Inline,

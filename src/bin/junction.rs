@@ -4,6 +4,8 @@
 mod child;
 #[path = "junction/latency.rs"]
 mod latency;
+#[path = "junction/monitor.rs"]
+mod monitor;
 #[path = "junction/observe.rs"]
 mod observe;
 #[path = "junction/provide.rs"]
@@ -180,6 +182,20 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// One JSON object per report
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the calls, answers and events through the daemon, one line each (admins only)
+    #[command(
+        after_help = "A monitor that reads too slowly loses lines; the next line says how many.\nExample: junction monitor 'editor.*' rpc.ping"
+    )]
+    Monitor {
+        /// Methods and topics to watch: names or prefix patterns (`editor.*`) [default: everything]
+        patterns: Vec<String>,
+        /// Stop after this many lines
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Print each line as JSON (the dropped count as "dropped")
         #[arg(long)]
         json: bool,
     },
@@ -466,6 +482,11 @@ fn run(args: Args) -> Result<(), Failure> {
             };
             latency::run(&mut connect()?, &options)?;
         }
+        Command::Monitor {
+            patterns,
+            count,
+            json,
+        } => monitor::run(&mut connect()?, patterns, *count, *json)?,
         Command::Slowlog { count, reset, json } => {
             observe::slowlog(&mut connect()?, *count, *reset, *json)?;
         }

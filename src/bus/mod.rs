@@ -17,6 +17,7 @@
 mod calls;
 mod events;
 pub mod methods;
+pub mod monitor;
 pub mod pattern;
 pub mod policy;
 
@@ -192,6 +193,9 @@ struct Member {
     filter_events: bool,
     /// Remembered verdicts: names routed to it, topics delivered to it.
     verdicts: crate::policy::Verdicts,
+    /// It monitors the traffic (`rpc.monitor`): kept while it is open,
+    /// never evicted for being slow.
+    monitor: bool,
 }
 
 impl Member {
@@ -208,6 +212,7 @@ impl Member {
             grants: Arc::clone(caller.rights.grants()),
             filter_events: false,
             verdicts: crate::policy::Verdicts::default(),
+            monitor: false,
         }
     }
 
@@ -227,6 +232,7 @@ impl Member {
             && self.providing == 0
             && self.calling == 0
             && self.events.is_empty()
+            && !self.monitor
     }
 }
 
@@ -255,6 +261,8 @@ pub struct Bus {
     /// `crate::observe`); shared with `rpc.stats` through `observe`.
     name_stats: PatternMap<Arc<crate::observe::MethodStats>>,
     observe: Arc<crate::observe::Observe>,
+    /// Connections monitoring the traffic (see monitor.rs).
+    monitors: Vec<monitor::Monitor>,
 }
 
 impl Bus {
@@ -276,6 +284,7 @@ impl Bus {
             now: Instant::now(),
             name_stats: PatternMap::default(),
             observe: Arc::default(),
+            monitors: Vec::new(),
         }
     }
 
@@ -463,6 +472,9 @@ impl Bus {
     /// pending on it fail, calls it made are cancelled at their providers.
     pub fn disconnected(&mut self, id: ConnRef) {
         self.congested.remove(&id);
+        if !self.monitors.is_empty() {
+            self.forget_monitor(id);
+        }
         let Some(member) = self.members.remove(&id) else {
             return;
         };
