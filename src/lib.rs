@@ -21,6 +21,7 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod discover;
 pub mod dispatch;
 pub mod error;
 pub mod methods;

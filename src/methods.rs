@@ -28,6 +28,9 @@ impl Mode {
 /// The admin-only method that reloads the configuration (see `crate::reload`).
 pub const RELOAD_METHOD: &str = "rpc.reload";
 
+/// The method that answers the OpenRPC document.
+pub const DISCOVER_METHOD: &str = "rpc.discover";
+
 /// The admin-only method that lists the slow log.
 pub const SLOWLOG_METHOD: &str = "rpc.slowlog";
 /// The admin-only method that empties the slow log.
@@ -171,6 +174,12 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         }),
     )?;
     router.insert(
+        DISCOVER_METHOD,
+        "an OpenRPC 1.3 document of every method served now, with JSON Schemas of params and results",
+        Mode::Pooled,
+        Box::new(|call, reply| reply.json(&crate::discover::document(call.context))),
+    )?;
+    router.insert(
         AUTH_METHOD,
         "authenticates a TCP connection: {\"token\": \"...\"}; must be its first request when a token is set",
         Mode::Inline,
@@ -190,5 +199,15 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
             }
         }),
     )?;
+    let own: Vec<String> = router
+        .methods()
+        .iter()
+        .map(|m| m.name().to_string())
+        .filter(|n| n.starts_with(crate::router::RESERVED_PREFIX))
+        .collect();
+    for name in own {
+        let schema = crate::discover::builtin_schema(&name);
+        router.schema(&name, schema.params, schema.result)?;
+    }
     Ok(())
 }

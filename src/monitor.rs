@@ -10,8 +10,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::fmt::Write as _;
+
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 use crate::proto::Protocol;
 use crate::router::Params;
@@ -25,21 +26,41 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn finish(object: Map<String, Value>) -> Box<RawValue> {
-    let text = Value::Object(object).to_string();
-    RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
+/// A line being written: a JSON object built straight into its text (no
+/// intermediate value: a monitor that keeps up costs the daemon little).
+struct Line(String);
 
-/// Puts `raw` JSON under `key` when small, else its size under `key_bytes`.
-fn put_json(object: &mut Map<String, Value>, key: &str, raw: &RawValue) {
-    let text = raw.get();
-    match serde_json::from_str::<Value>(text) {
-        Ok(value) if text.len() <= MAX_INLINE => {
-            object.insert(key.into(), value);
+impl Line {
+    fn new(kind: &str) -> Self {
+        let mut text = String::with_capacity(192);
+        let _ = write!(text, r#"{{"type":"{kind}","time":{:.6}"#, now());
+        Line(text)
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        let _ = write!(self.0, r#","{key}":"#);
+        // A string's JSON text; serializing a &str cannot fail.
+        if let Ok(quoted) = serde_json::to_string(value) {
+            self.0.push_str(&quoted);
         }
-        _ => {
-            object.insert(format!("{key}_bytes"), Value::from(text.len()));
+    }
+
+    fn number(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = write!(self.0, r#","{key}":{value}"#);
+    }
+
+    /// Valid JSON text under `key` when small, else its size under `key_bytes`.
+    fn json(&mut self, key: &str, raw: &str) {
+        if raw.len() <= MAX_INLINE {
+            let _ = write!(self.0, r#","{key}":{raw}"#);
+        } else {
+            self.number(&format!("{key}_bytes"), raw.len());
         }
+    }
+
+    fn finish(mut self) -> Box<RawValue> {
+        self.0.push('}');
+        RawValue::from_string(self.0).unwrap_or_else(|_| RawValue::NULL.to_owned())
     }
 }
 
@@ -53,25 +74,21 @@ pub fn call_line(
     id: Option<&str>,
     params: Params<'_>,
 ) -> Box<RawValue> {
-    let mut line = Map::new();
-    line.insert("type".into(), "call".into());
-    line.insert("time".into(), now().into());
-    line.insert("conn".into(), conn.into());
-    line.insert("identity".into(), identity.into());
-    line.insert("protocol".into(), protocol.name().into());
-    line.insert("method".into(), method.into());
-    match id.and_then(|text| serde_json::from_str::<Value>(text).ok()) {
-        Some(id) => line.insert("id".into(), id),
-        None => line.insert("notification".into(), true.into()),
-    };
+    let mut line = Line::new("call");
+    line.number("conn", conn);
+    line.string("identity", identity);
+    line.string("protocol", protocol.name());
+    line.string("method", method);
+    match id {
+        Some(id) => line.json("id", id),
+        None => line.number("notification", true),
+    }
     match params {
         Params::None => {}
-        Params::Json(raw) => put_json(&mut line, "params", raw),
-        Params::Raw(bytes) => {
-            line.insert("params_raw_bytes".into(), bytes.len().into());
-        }
+        Params::Json(raw) => line.json("params", raw.get()),
+        Params::Raw(bytes) => line.number("params_raw_bytes", bytes.len()),
     }
-    finish(line)
+    line.finish()
 }
 
 /// An answer queued for its caller, `duration_us` after the call arrived.
@@ -84,30 +101,27 @@ pub fn reply_line(
     duration_us: u64,
     error: bool,
 ) -> Box<RawValue> {
-    let mut line = Map::new();
-    line.insert("type".into(), "reply".into());
-    line.insert("time".into(), now().into());
-    line.insert("conn".into(), conn.into());
-    line.insert("protocol".into(), protocol.name().into());
-    line.insert("method".into(), method.into());
-    line.insert("duration_us".into(), duration_us.into());
-    line.insert("error".into(), error.into());
-    finish(line)
+    let mut line = Line::new("reply");
+    line.number("conn", conn);
+    line.string("protocol", protocol.name());
+    line.string("method", method);
+    line.number("duration_us", duration_us);
+    line.number("error", error);
+    line.finish()
 }
 
 /// An event published on `topic`.
 pub fn event_line(topic: &str, data: &RawValue) -> Box<RawValue> {
-    let mut line = Map::new();
-    line.insert("type".into(), "event".into());
-    line.insert("time".into(), now().into());
-    line.insert("topic".into(), topic.into());
-    put_json(&mut line, "data", data);
-    finish(line)
+    let mut line = Line::new("event");
+    line.string("topic", topic);
+    line.json("data", data.get());
+    line.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn lines_are_json_objects_and_large_params_become_sizes() {

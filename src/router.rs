@@ -160,12 +160,19 @@ pub struct Method {
     handler: Box<Handler>,
     /// Its calls, errors and latency (`rpc.stats`).
     stats: Arc<crate::observe::MethodStats>,
+    /// Its params and result schemas (`rpc.discover`).
+    schema: crate::discover::MethodSchema,
 }
 
 impl Method {
     /// Its calls, errors and latency histogram.
     pub fn stats(&self) -> &Arc<crate::observe::MethodStats> {
         &self.stats
+    }
+
+    /// The JSON Schemas of its params and result, as `rpc.discover` shows them.
+    pub fn schema(&self) -> &crate::discover::MethodSchema {
+        &self.schema
     }
 
     /// The name calls use.
@@ -220,6 +227,9 @@ pub enum RouterError {
     /// The name is empty or has whitespace or control characters.
     #[error("method name {0:?} is not valid: use non-empty printable names without spaces")]
     InvalidName(String),
+    /// A schema was attached to a name no method is registered under.
+    #[error("no method {0:?} is registered to attach a schema to")]
+    Unknown(String),
 }
 
 /// The table of methods, keyed by name. FxHash, not SipHash: the lookup is
@@ -275,6 +285,26 @@ impl Router {
         })
     }
 
+    /// Attaches JSON Schemas of the params value and of the result to the
+    /// method registered under `name`, for `rpc.discover` (OpenRPC) and
+    /// `junction describe`. An object schema with `properties` is shown as
+    /// named params, an array schema with `prefixItems` as positional ones.
+    /// The daemon does not validate calls against them.
+    pub fn schema(
+        &mut self,
+        name: &str,
+        params: Option<serde_json::Value>,
+        result: Option<serde_json::Value>,
+    ) -> Result<&mut Self, RouterError> {
+        let method = self
+            .methods
+            .get_mut(name)
+            .and_then(Arc::get_mut)
+            .ok_or_else(|| RouterError::Unknown(name.into()))?;
+        method.schema = crate::discover::MethodSchema { params, result };
+        Ok(self)
+    }
+
     /// Moves every method of `other` into this router: all or nothing.
     pub fn merge(&mut self, other: Router) -> Result<(), RouterError> {
         if let Some(name) = other.methods.keys().find(|n| self.methods.contains_key(*n)) {
@@ -303,6 +333,7 @@ impl Router {
             mode,
             handler,
             stats: Arc::new(crate::observe::MethodStats::new(name)),
+            schema: crate::discover::MethodSchema::default(),
         };
         self.methods.insert(name.into(), Arc::new(method));
         Ok(())

@@ -2,6 +2,8 @@
 
 #[path = "junction/child.rs"]
 mod child;
+#[path = "junction/describe.rs"]
+mod describe;
 #[path = "junction/latency.rs"]
 mod latency;
 #[path = "junction/monitor.rs"]
@@ -167,6 +169,11 @@ enum Command {
     /// JUNCTION_TMPDIR), for tools such as socat and nc
     #[command(after_help = "Example: socat - UNIX-CONNECT:\"$(junction socket-path)\"")]
     SocketPath,
+    /// Print a method's OpenRPC description: params and result schemas (rpc.discover); the whole document without METHOD
+    Describe {
+        /// The method, e.g. rpc.stats or a name a client provides
+        method: Option<String>,
+    },
     /// Measure round trips (rpc.ping) continuously: min, avg, p50, p99 and max per interval
     #[command(
         after_help = "Refreshed in place on a terminal, one line per interval otherwise.\nExample: junction --tcp 127.0.0.1:7710 --proto mcp1 latency --count 5"
@@ -482,6 +489,7 @@ fn run(args: Args) -> Result<(), Failure> {
             };
             latency::run(&mut connect()?, &options)?;
         }
+        Command::Describe { method } => describe::run(&mut connect()?, method.as_deref())?,
         Command::Monitor {
             patterns,
             count,

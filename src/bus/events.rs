@@ -154,6 +154,17 @@ impl EventQueue {
         Some(frame)
     }
 
+    /// True when one more event would pass a cap.
+    pub(super) fn is_full(&self, max_events: usize, max_bytes: usize) -> bool {
+        !self.queue.is_empty() && (self.queue.len() >= max_events || self.bytes >= max_bytes)
+    }
+
+    /// Counts an event that was never queued (a monitor's line, dropped
+    /// before it was made); the next event received says so.
+    pub(super) fn lose(&mut self) {
+        self.dropped += 1;
+    }
+
     /// Makes room for one more event of `size` bytes under the caps by
     /// dropping the oldest; returns how many were dropped.
     fn make_room(&mut self, size: usize, max_events: usize, max_bytes: usize) -> u64 {

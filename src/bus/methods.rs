@@ -52,6 +52,9 @@ pub const METHODS: [(&str, &str); 6] = [
 #[serde(deny_unknown_fields)]
 struct Names {
     names: Vec<String>,
+    /// `bus.register` only: schemas per name, for `rpc.discover`.
+    #[serde(default)]
+    schemas: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -78,8 +81,13 @@ pub fn call(
     let listed = |names: Vec<Pattern>| names.iter().map(ToString::to_string).collect::<Vec<_>>();
     match method {
         "bus.register" => {
-            let names = patterns(params.parse::<Names>()?.names)?;
+            let parsed = params.parse::<Names>()?;
+            let schemas = provided_schemas(&parsed)?;
+            let names = patterns(parsed.names)?;
             bus.register(caller, &names, context)?;
+            for (name, schema) in schemas {
+                bus.observe.describe_provided(name, schema);
+            }
             Ok(serde_json::json!({ "names": listed(names) }))
         }
         "bus.unregister" => {
@@ -120,6 +128,28 @@ pub fn call(
         }
         _ => Err(RpcError::method_not_found(method)),
     }
+}
+
+/// Checks the schemas a `bus.register` attaches: each for one of its names.
+fn provided_schemas(
+    names: &Names,
+) -> Result<Vec<(String, crate::observe::ProvidedSchema)>, RpcError> {
+    let Some(schemas) = &names.schemas else {
+        return Ok(Vec::new());
+    };
+    schemas
+        .iter()
+        .map(|(name, value)| {
+            if !names.names.contains(name) {
+                return Err(RpcError::invalid_params(format_args!(
+                    "schemas names {name:?}, which this call does not register"
+                )));
+            }
+            let schema = crate::discover::MethodSchema::from_provided(value)
+                .map_err(|e| RpcError::invalid_params(format_args!("schema of {name}: {e}")))?;
+            Ok((name.clone(), schema))
+        })
+        .collect()
 }
 
 /// Parses 1 to [`MAX_ENTRIES`] names or patterns.

@@ -4,9 +4,9 @@
 //!
 //! A monitor is a subscriber like any other as far as its queue goes: its
 //! lines wait in its bounded event queue (`bus-queue-events`,
-//! `bus-queue-bytes`) while its output is full, the oldest are dropped
-//! when the queue is, and the next line it gets carries the count
-//! (`"dropped"`). Unlike a subscriber it is never disconnected for being
+//! `bus-queue-bytes`) while its output is full; once the queue is full,
+//! new lines are counted instead of made, and the next line it gets
+//! carries the count (`"dropped"`). Unlike a subscriber it is never disconnected for being
 //! slow (whatever `bus-slow-subscriber` says): it only loses lines. With
 //! no monitor the taps cost one branch: [`Bus::monitoring`].
 
@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::events::Event;
 use super::pattern::Pattern;
 use super::{Bus, Caller};
+use crate::stats::Stats;
 use crate::workers::ConnRef;
 
 /// The topic of the `bus.event` notifications a monitor receives (a name
@@ -60,11 +61,21 @@ impl Bus {
     pub fn tap(&mut self, name: &str, line: impl FnOnce() -> Box<RawValue>) {
         let mut line = Some(line);
         let mut event: Option<Arc<Event>> = None;
+        let (max_events, max_bytes) = (self.config.queue_events, self.config.queue_bytes);
         for i in 0..self.monitors.len() {
             if !self.monitors[i].wants(name) {
                 continue;
             }
             let id = self.monitors[i].id;
+            // A monitor behind by a full queue loses the newest line before
+            // it is made: a lagging monitor costs a count, not a line.
+            if let Some(member) = self.members.get_mut(&id) {
+                if member.events.is_full(max_events, max_bytes) {
+                    member.events.lose();
+                    Stats::bump(&self.stats.bus.events_dropped);
+                    continue;
+                }
+            }
             let shared = match (&event, line.take()) {
                 (Some(event), _) => Arc::clone(event),
                 (None, Some(make)) => {

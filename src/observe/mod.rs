@@ -39,9 +39,15 @@ pub struct Timing {
 pub struct Observe {
     bus: Box<[Arc<MethodStats>]>,
     routed: Mutex<BTreeMap<String, Arc<MethodStats>>>,
+    /// Schemas providers attached to their names (`bus.register`), and
+    /// descriptions, for `rpc.discover`.
+    schemas: Mutex<BTreeMap<String, ProvidedSchema>>,
     /// The slow log.
     pub slowlog: SlowLog,
 }
+
+/// A provided name's schemas and description.
+pub type ProvidedSchema = (crate::discover::MethodSchema, Option<String>);
 
 impl Default for Observe {
     fn default() -> Self {
@@ -51,6 +57,7 @@ impl Default for Observe {
                 .map(|(name, _)| Arc::new(MethodStats::new(name)))
                 .collect(),
             routed: Mutex::new(BTreeMap::new()),
+            schemas: Mutex::new(BTreeMap::new()),
             slowlog: SlowLog::default(),
         }
     }
@@ -77,9 +84,27 @@ impl Observe {
         stats
     }
 
-    /// A provided name went away: its counters go with it.
+    /// A provided name went away: its counters and schema go with it.
     pub fn released(&self, name: &str) {
         self.routed().remove(name);
+        self.schemas().remove(name);
+    }
+
+    fn schemas(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProvidedSchema>> {
+        match self.schemas.lock() {
+            Ok(schemas) => schemas,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Attaches a provider's schema to a name it provides.
+    pub fn describe_provided(&self, name: String, schema: ProvidedSchema) {
+        self.schemas().insert(name, schema);
+    }
+
+    /// The schemas providers attached, by name.
+    pub fn provided_schemas(&self) -> BTreeMap<String, ProvidedSchema> {
+        self.schemas().clone()
     }
 
     /// Every method's counters, by name: the router's, the bus's, and the
