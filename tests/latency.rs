@@ -321,3 +321,62 @@ fn junction_slowlog_lists_and_resets() {
     let (out, _, _) = junction_cli(&server, false, &["stats", "--methods"]);
     assert!(out.lines().any(|l| l.starts_with("test.sleep")), "{out}");
 }
+
+#[test]
+fn a_reload_changes_the_slow_log_settings_while_clients_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("j.sock");
+    let file = dir.path().join("junction.toml");
+    let write = |extra: &str| {
+        let text = format!(
+            "unix = {:?}\ntcp = \"off\"\n{extra}",
+            socket.display().to_string()
+        );
+        std::fs::write(&file, text).expect("config");
+    };
+    write("slowlog-threshold = \"1s\"\n");
+    let mut command = common::junctiond();
+    command
+        .arg("--config")
+        .arg(&file)
+        .args(["--log-format", "human"])
+        .env_remove("JUNCTION_UNIX")
+        .env_remove("JUNCTION_TCP")
+        .env_remove("JUNCTION_SLOWLOG_THRESHOLD")
+        .env_remove("JUNCTION_SLOWLOG_MAX_LEN");
+    let (mut child, log) = common::spawn_logged(&mut command);
+    common::wait_for_line(&log, "listening on");
+    let endpoint = junction::client::Endpoint::Unix(socket.clone());
+    for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+        let mut peer = BusPeer::connect(&endpoint, protocol);
+        write("slowlog-threshold = \"1s\"\n");
+        assert!(peer.call("rpc.reload", json!({})).is_ok());
+        let log = peer.call("rpc.slowlog", json!({})).expect("slowlog");
+        assert_eq!(
+            (log["threshold_us"].as_u64(), log["max_len"].as_u64()),
+            (Some(1_000_000), Some(128))
+        );
+        write("slowlog-threshold = \"0s\"\nslowlog-max-len = 3\n");
+        let report = peer.call("rpc.reload", json!({})).expect("reload");
+        assert_eq!(report["restart_needed"], json!([]), "{report}");
+        assert!(
+            report["reloaded"]
+                .as_array()
+                .expect("list")
+                .contains(&json!("slowlog-max-len"))
+        );
+        for _ in 0..5 {
+            assert_eq!(peer.call("rpc.ping", json!([])), Ok(json!("pong")));
+        }
+        let log = peer
+            .call("rpc.slowlog", json!({}))
+            .expect("same connection");
+        assert_eq!(
+            (log["threshold_us"].as_u64(), log["max_len"].as_u64()),
+            (Some(0), Some(3))
+        );
+        assert_eq!(log["entries"].as_array().map(Vec::len), Some(3), "{log}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
