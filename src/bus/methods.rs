@@ -83,6 +83,7 @@ pub fn call(
         "bus.register" => {
             let parsed = params.parse::<Names>()?;
             let schemas = provided_schemas(&parsed)?;
+            check_schema_room(bus, &schemas)?;
             let names = patterns(parsed.names)?;
             bus.register(caller, &names, context)?;
             for (name, schema) in schemas {
@@ -150,6 +151,25 @@ fn provided_schemas(
             Ok((name.clone(), schema))
         })
         .collect()
+}
+
+/// Refuses schemas that would take the provided schemas past their budget.
+fn check_schema_room(
+    bus: &Bus,
+    schemas: &[(String, crate::observe::ProvidedSchema)],
+) -> Result<(), RpcError> {
+    use crate::observe::{MAX_PROVIDED_SCHEMA_BYTES, schema_size};
+    let adding: usize = schemas.iter().map(|(_, s)| schema_size(s)).sum();
+    let held = bus.observe.schema_bytes();
+    if adding > 0 && held + adding > MAX_PROVIDED_SCHEMA_BYTES {
+        return Err(RpcError::with(
+            ErrorCode::LimitReached,
+            format_args!(
+                "the schemas providers attached hold {held} bytes; these {adding} would pass the daemon's {MAX_PROVIDED_SCHEMA_BYTES}; register without schemas"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses 1 to [`MAX_ENTRIES`] names or patterns.

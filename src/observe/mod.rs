@@ -15,6 +15,7 @@ pub mod histogram;
 pub mod slowlog;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,12 +43,26 @@ pub struct Observe {
     /// Schemas providers attached to their names (`bus.register`), and
     /// descriptions, for `rpc.discover`.
     schemas: Mutex<BTreeMap<String, ProvidedSchema>>,
+    /// Bytes of JSON the provided schemas hold, all names together.
+    schema_bytes: std::sync::atomic::AtomicUsize,
     /// The slow log.
     pub slowlog: SlowLog,
 }
 
 /// A provided name's schemas and description.
 pub type ProvidedSchema = (crate::discover::MethodSchema, Option<String>);
+
+/// The most bytes of JSON the schemas providers attach may hold, all names
+/// of all connections together: past it `bus.register` with schemas gets
+/// -32025 (a name's own schema is at most
+/// [`crate::discover::MAX_SCHEMA_BYTES`]).
+pub const MAX_PROVIDED_SCHEMA_BYTES: usize = 8 << 20;
+
+/// The bytes a provided schema counts for.
+pub fn schema_size((schema, description): &ProvidedSchema) -> usize {
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map_or(0, |v| v.to_string().len());
+    json(&schema.params) + json(&schema.result) + description.as_ref().map_or(0, String::len) + 64
+}
 
 impl Default for Observe {
     fn default() -> Self {
@@ -58,6 +73,7 @@ impl Default for Observe {
                 .collect(),
             routed: Mutex::new(BTreeMap::new()),
             schemas: Mutex::new(BTreeMap::new()),
+            schema_bytes: std::sync::atomic::AtomicUsize::new(0),
             slowlog: SlowLog::default(),
         }
     }
@@ -87,7 +103,14 @@ impl Observe {
     /// A provided name went away: its counters and schema go with it.
     pub fn released(&self, name: &str) {
         self.routed().remove(name);
-        self.schemas().remove(name);
+        if let Some(old) = self.schemas().remove(name) {
+            self.schema_bytes.fetch_sub(schema_size(&old), Relaxed);
+        }
+    }
+
+    /// Bytes of provided schemas held now, against [`MAX_PROVIDED_SCHEMA_BYTES`].
+    pub fn schema_bytes(&self) -> usize {
+        self.schema_bytes.load(Relaxed)
     }
 
     fn schemas(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ProvidedSchema>> {
@@ -99,7 +122,10 @@ impl Observe {
 
     /// Attaches a provider's schema to a name it provides.
     pub fn describe_provided(&self, name: String, schema: ProvidedSchema) {
-        self.schemas().insert(name, schema);
+        self.schema_bytes.fetch_add(schema_size(&schema), Relaxed);
+        if let Some(old) = self.schemas().insert(name, schema) {
+            self.schema_bytes.fetch_sub(schema_size(&old), Relaxed);
+        }
     }
 
     /// The schemas providers attached, by name.
@@ -142,5 +168,38 @@ pub fn full_stats(context: &crate::router::Context) -> FullStats {
     FullStats {
         stats: context.stats().snapshot(),
         methods: context.observe().snapshot(context.router()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::MethodSchema;
+
+    #[test]
+    fn provided_names_and_schemas_are_counted_and_freed() {
+        let observe = Observe::default();
+        let stats = observe.provided("a.*".into());
+        stats.record(std::time::Duration::from_micros(3), false);
+        let schema = MethodSchema {
+            params: Some(serde_json::json!({"type": "object"})),
+            result: None,
+        };
+        observe.describe_provided("a.*".into(), (schema.clone(), Some("d".into())));
+        let held = observe.schema_bytes();
+        assert!(held > 0);
+        observe.describe_provided("a.*".into(), (schema, None));
+        assert_eq!(
+            observe.schema_bytes(),
+            held - 1,
+            "a replaced schema is not counted twice"
+        );
+        let router = crate::router::Router::new();
+        assert_eq!(observe.snapshot(&router)["a.*"].calls, 1);
+        observe.released("a.*");
+        assert_eq!(observe.schema_bytes(), 0);
+        assert!(observe.provided_schemas().is_empty());
+        assert!(!observe.snapshot(&router).contains_key("a.*"));
+        assert!(observe.snapshot(&router).contains_key("bus.register"));
     }
 }
