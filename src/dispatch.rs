@@ -26,6 +26,9 @@ use crate::write_queue::{ChunkPool, WriteQueue};
 mod monitor;
 mod policy;
 
+/// Inline calls timed together at most: a longer pass is timed in parts.
+const MAX_TIMED: usize = 64;
+
 /// What a connection that must authenticate does after its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthOutcome {
@@ -72,6 +75,13 @@ pub struct Shared<'a> {
     pub held: &'a mut Held,
     /// The service bus: routed names, pending calls, subscriptions.
     pub bus: &'a mut Bus,
+    /// When this loop turn began: a call read in it counts its latency
+    /// from there (one clock read per call, at its answer, not two).
+    pub now: Instant,
+    /// Inline calls answered in the current parse pass, timed together by
+    /// [`Dispatcher::flush_timed`], which whoever runs a dispatcher calls
+    /// after each pass (conn.rs does).
+    pub timed: &'a mut Vec<crate::observe::TimedCall>,
 }
 
 /// Jobs the loop holds rather than the pool: loop-mode calls to run once the
@@ -388,7 +398,7 @@ impl Dispatcher<'_, '_, '_> {
         }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
-        let started = Instant::now();
+        let started = self.shared.now;
         let Some(handler) = context.router().get(method) else {
             return self.call_bus(answer, method, params, started);
         };
@@ -400,7 +410,10 @@ impl Dispatcher<'_, '_, '_> {
                 clients: None,
             };
             let failed = self.send_result(answer, |reply| handler.invoke(&call, reply));
-            return self.finished(handler.stats(), started, answer.protocol(), failed);
+            return match handler.slot() {
+                Some(slot) => self.time_later(slot, answer.protocol(), failed),
+                None => self.finished(handler.stats(), started, answer.protocol(), failed),
+            };
         }
         let job = Job {
             conn: self.conn,
@@ -432,7 +445,9 @@ impl Dispatcher<'_, '_, '_> {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
             let failed = self.send_result(answer, |reply| reply.json(&result?));
             let context: &Arc<Context> = self.shared.context;
-            if let Some(stats) = context.observe().bus_method(method) {
+            if let Some(slot) = context.observe().bus_slot(method) {
+                self.time_later(slot, answer.protocol(), failed);
+            } else if let Some(stats) = context.observe().bus_method(method) {
                 self.finished(stats, started, answer.protocol(), failed);
             }
             return;
@@ -522,6 +537,58 @@ impl Dispatcher<'_, '_, '_> {
         failed
     }
 
+    /// Notes an inline call answered in this pass, for [`Self::flush_timed`].
+    fn time_later(&mut self, slot: u32, protocol: Protocol, failed: bool) {
+        if let Some(run) = self.shared.timed.last_mut() {
+            // A run is all answers or all errors, so that a monitor's
+            // lines still say which.
+            let same = run.slot == slot && run.protocol == protocol;
+            if same && (run.errors > 0) == failed && run.calls < u32::MAX {
+                run.calls += 1;
+                run.errors += u32::from(failed);
+                return;
+            }
+        }
+        self.shared.timed.push(crate::observe::TimedCall {
+            slot,
+            protocol,
+            calls: 1,
+            errors: u32::from(failed),
+        });
+        if self.shared.timed.len() >= MAX_TIMED {
+            self.flush_timed();
+        }
+    }
+
+    /// Records the inline calls of this parse pass with one clock read:
+    /// each took from the turn's start to now (its answer is queued).
+    pub fn flush_timed(&mut self) {
+        if self.shared.timed.is_empty() {
+            return;
+        }
+        let started = self.shared.now;
+        let context: &Arc<Context> = self.shared.context;
+        let mut timed = std::mem::take(self.shared.timed);
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        let observe = context.observe();
+        let quiet = !self.shared.bus.monitoring();
+        for run in timed.drain(..) {
+            let Some(stats) = observe.slot(run.slot) else {
+                continue;
+            };
+            let us = stats.record_n(elapsed, u64::from(run.calls), u64::from(run.errors));
+            if quiet && !observe.slowlog.is_slow(us) {
+                continue;
+            }
+            // Rare: the slow log or a monitor wants each call.
+            for _ in 0..run.calls {
+                self.noted(stats, us, run.protocol, run.errors > 0);
+            }
+        }
+        *self.shared.timed = timed;
+    }
+
     /// A call answered: its latency and error go to its counters, a slow
     /// one to the slow log, and a line to the monitors.
     fn finished(
@@ -532,6 +599,17 @@ impl Dispatcher<'_, '_, '_> {
         failed: bool,
     ) {
         let us = stats.record(started.elapsed(), failed);
+        self.noted(stats, us, protocol, failed);
+    }
+
+    /// The slow log and the monitors' side of a recorded call.
+    fn noted(
+        &mut self,
+        stats: &crate::observe::MethodStats,
+        us: u64,
+        protocol: Protocol,
+        failed: bool,
+    ) {
         let context: &Arc<Context> = self.shared.context;
         let slowlog = &context.observe().slowlog;
         if slowlog.is_slow(us) {

@@ -162,12 +162,21 @@ pub struct Method {
     stats: Arc<crate::observe::MethodStats>,
     /// Its params and result schemas (`rpc.discover`).
     schema: crate::discover::MethodSchema,
+    /// Its counters' slot for timing per parse pass (inline methods of a
+    /// running server; see `crate::observe::TimedCall`).
+    slot: Option<u32>,
 }
 
 impl Method {
     /// Its calls, errors and latency histogram.
     pub fn stats(&self) -> &Arc<crate::observe::MethodStats> {
         &self.stats
+    }
+
+    /// Where its counters are for timing per parse pass (inline methods
+    /// of a running server).
+    pub(crate) fn slot(&self) -> Option<u32> {
+        self.slot
     }
 
     /// The JSON Schemas of its params and result, as `rpc.discover` shows them.
@@ -334,9 +343,28 @@ impl Router {
             handler,
             stats: Arc::new(crate::observe::MethodStats::new(name)),
             schema: crate::discover::MethodSchema::default(),
+            slot: None,
         };
         self.methods.insert(name.into(), Arc::new(method));
         Ok(())
+    }
+
+    /// Gives each inline method a slot in `slots` (its counters); a method
+    /// whose `Arc` is shared keeps none and is timed call by call.
+    pub(crate) fn assign_slots(&mut self, slots: &mut Vec<Arc<crate::observe::MethodStats>>) {
+        for method in self.methods.values_mut() {
+            let Some(method) = Arc::get_mut(method) else {
+                continue;
+            };
+            if method.mode != Mode::Inline {
+                continue;
+            }
+            let Ok(slot) = u32::try_from(slots.len()) else {
+                continue;
+            };
+            method.slot = Some(slot);
+            slots.push(Arc::clone(&method.stats));
+        }
     }
 
     /// The method registered under `name`.
@@ -379,7 +407,8 @@ pub struct Context {
 
 impl Context {
     /// Builds the context from a complete router (default access policy).
-    pub fn new(router: Router, stats: Arc<Stats>) -> Self {
+    pub fn new(mut router: Router, stats: Arc<Stats>) -> Self {
+        let observe = Arc::new(crate::observe::Observe::for_router(&mut router));
         Self {
             router,
             stats,
@@ -387,7 +416,7 @@ impl Context {
             directory: Directory::default(),
             policy: crate::reload::Swappable::default(),
             notifier: crate::notify::Notifier::default(),
-            observe: Arc::default(),
+            observe,
         }
     }
 

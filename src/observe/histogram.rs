@@ -60,9 +60,14 @@ fn bump_by(counter: &AtomicU64, n: u64) {
 impl Histogram {
     /// Records one observation of `us` microseconds (the loop only).
     pub fn record(&self, us: u64) {
-        bump_by(&self.counts[bucket_of(us)], 1);
-        bump_by(&self.sum_us, us);
-        bump_by(&self.count, 1);
+        self.record_n(us, 1);
+    }
+
+    /// Records `n` observations of `us` microseconds each (the loop only).
+    pub fn record_n(&self, us: u64, n: u64) {
+        bump_by(&self.counts[bucket_of(us)], n);
+        bump_by(&self.sum_us, us.saturating_mul(n));
+        bump_by(&self.count, n);
     }
 
     /// Observations so far.
@@ -120,10 +125,16 @@ impl MethodStats {
 
     /// Records one answered call that took `elapsed`; returns it in µs.
     pub fn record(&self, elapsed: Duration, is_error: bool) -> u64 {
+        self.record_n(elapsed, 1, u64::from(is_error))
+    }
+
+    /// Records `calls` answered calls that each took `elapsed`, `errors`
+    /// of them errors; returns the duration in µs.
+    pub fn record_n(&self, elapsed: Duration, calls: u64, errors: u64) -> u64 {
         let us = micros(elapsed);
-        self.latency.record(us);
-        if is_error {
-            bump_by(&self.errors, 1);
+        self.latency.record_n(us, calls);
+        if errors > 0 {
+            bump_by(&self.errors, errors);
         }
         us
     }

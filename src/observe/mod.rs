@@ -2,9 +2,10 @@
 //! latency histograms (`rpc.stats`'s `methods`), and the slow log
 //! (`rpc.slowlog`).
 //!
-//! Every call is timed on the loop, from the moment its frame is decoded to
-//! the moment its answer is queued on the caller's connection: inline
-//! handlers around their run, pooled and loop-mode ones through their
+//! Every call is timed on the loop, from the start of the turn that read
+//! its frame to the moment its answer is queued on the caller's
+//! connection: inline ones at the end of their parse pass, all with one
+//! clock read ([`TimedCall`]), pooled and loop-mode ones through their
 //! [`Timing`] carried by the job and its completion, routed calls through
 //! the bus's pending call. Recording is a few relaxed stores into counters
 //! made in advance, so a request allocates nothing. A routed name's
@@ -34,6 +35,23 @@ pub struct Timing {
     pub started: Instant,
 }
 
+/// Inline calls of one method answered one after the other in the current
+/// parse pass, waiting for the pass's one clock read (see
+/// [`Observe::slot`]): the clock costs as much as a pipelined inline call
+/// itself, so it is read once per pass, and a run of calls of the same
+/// method is recorded at once.
+#[derive(Debug, Clone, Copy)]
+pub struct TimedCall {
+    /// The method's counters' slot.
+    pub slot: u32,
+    /// The caller's protocol.
+    pub protocol: crate::proto::Protocol,
+    /// Calls in the run.
+    pub calls: u32,
+    /// Of which answered with an error.
+    pub errors: u32,
+}
+
 /// The daemon-wide counters that are not a router method's own: the
 /// `bus.*` methods, the names clients provide, and the slow log.
 #[derive(Debug)]
@@ -47,6 +65,9 @@ pub struct Observe {
     schema_bytes: std::sync::atomic::AtomicUsize,
     /// The slow log.
     pub slowlog: SlowLog,
+    /// The counters of the methods timed per parse pass (the router's
+    /// inline ones and the `bus.*` ones), by slot.
+    slots: Vec<Arc<MethodStats>>,
 }
 
 /// A provided name's schemas and description.
@@ -75,11 +96,33 @@ impl Default for Observe {
             schemas: Mutex::new(BTreeMap::new()),
             schema_bytes: std::sync::atomic::AtomicUsize::new(0),
             slowlog: SlowLog::default(),
+            slots: Vec::new(),
         }
     }
 }
 
 impl Observe {
+    /// The counters for a server with `router`: its methods get their slots.
+    pub(crate) fn for_router(router: &mut crate::router::Router) -> Self {
+        let mut observe = Self::default();
+        router.assign_slots(&mut observe.slots);
+        let bus: Vec<Arc<MethodStats>> = observe.bus.to_vec();
+        observe.slots.extend(bus);
+        observe
+    }
+
+    /// The counters in `slot` (see [`TimedCall`]).
+    pub fn slot(&self, slot: u32) -> Option<&Arc<MethodStats>> {
+        self.slots.get(slot as usize)
+    }
+
+    /// The slot of a `bus.*` method's counters.
+    pub fn bus_slot(&self, name: &str) -> Option<u32> {
+        let index = self.bus.iter().position(|s| s.name() == name)?;
+        let first = self.slots.len().checked_sub(self.bus.len())?;
+        u32::try_from(first + index).ok()
+    }
+
     /// The counters of a `bus.*` method.
     pub fn bus_method(&self, name: &str) -> Option<&Arc<MethodStats>> {
         self.bus.iter().find(|s| s.name() == name)
