@@ -420,6 +420,15 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Vec<crate::policy::RuleTable>>,
+    // Observing the traffic (docs/operations.md): the slow log.
+    /// Calls taking this long or longer go to the slow log (rpc.slowlog); 0 logs every call [default: 10ms]
+    #[arg(long, env = "JUNCTION_SLOWLOG_THRESHOLD", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowlog_threshold: Option<Span>,
+    /// Most calls the slow log keeps (the oldest go first); 0 turns it off [default: 128]
+    #[arg(long, env = "JUNCTION_SLOWLOG_MAX_LEN", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowlog_max_len: Option<usize>,
 }
 
 macro_rules! merge_fields {
@@ -452,7 +461,8 @@ impl Settings {
             bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
             auth_timeout, max_unauthenticated,
             bus_max_names, bus_max_subscriptions, max_output_hard,
-            log_format, log, tcp_anonymous, allow, deny, policy)
+            log_format, log, tcp_anonymous, allow, deny, policy,
+            slowlog_threshold, slowlog_max_len)
     }
 }
 
@@ -519,6 +529,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log: String,
+    /// Calls at least this slow go to the slow log (reloadable).
+    pub slowlog_threshold: Duration,
+    /// Most entries of the slow log; 0: off (reloadable).
+    pub slowlog_max_len: usize,
 }
 
 impl Default for Config {
@@ -554,6 +568,8 @@ impl Default for Config {
             bus: BusConfig::default(),
             log_format: LogFormat::Human,
             log: "info".into(),
+            slowlog_threshold: crate::observe::slowlog::DEFAULT_THRESHOLD,
+            slowlog_max_len: crate::observe::slowlog::DEFAULT_MAX_LEN,
         }
     }
 }
@@ -706,6 +722,10 @@ impl Config {
         if let Some(log) = settings.log {
             config.log = log;
         }
+        config.slowlog_threshold = span(settings.slowlog_threshold, config.slowlog_threshold);
+        if let Some(n) = settings.slowlog_max_len {
+            config.slowlog_max_len = n;
+        }
         Ok(config)
     }
 
@@ -791,6 +811,8 @@ impl Config {
                     .map(crate::policy::Rule::to_table)
                     .collect(),
             ),
+            slowlog_threshold: Some(Span(self.slowlog_threshold)),
+            slowlog_max_len: Some(self.slowlog_max_len),
         }
     }
 

@@ -125,6 +125,8 @@ pub struct RoutedAnswer<'f> {
     pub is_error: bool,
     /// The encoded answer (empty: the call only ends).
     pub frame: &'f [u8],
+    /// When the call started and whose counters it goes to.
+    pub timing: Option<&'f crate::observe::Timing>,
 }
 
 /// One client connection.
@@ -386,6 +388,7 @@ impl Connection {
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
         }
+        self.dispatcher(shared).flush_timed();
         self.account_output(shared);
         Some(self.wants_input())
     }
@@ -500,6 +503,7 @@ impl Connection {
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
         }
+        self.dispatcher(shared).flush_timed();
         // The frame clock starts when a frame's first bytes are left waiting.
         self.frame_started = match self.frame_started {
             _ if self.ring.is_empty() => None,
@@ -576,6 +580,7 @@ impl Connection {
                 Phase::Sniffing => {}
                 Phase::JsonRpc { .. } if len <= self.frame_limit(shared) => {
                     self.take_line(len, len, shared, scratch);
+                    self.dispatcher(shared).flush_timed();
                 }
                 Phase::JsonRpc { .. } => self.line_too_long(shared),
                 Phase::Mcp1 => self.mcp1_truncated(shared),
@@ -622,6 +627,7 @@ impl Connection {
             answer.batch,
             answer.is_error,
             answer.frame,
+            answer.timing,
         );
         self.account_output(shared);
         self.after_answer(shared, scratch)

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 use slab::Slab;
@@ -22,7 +23,11 @@ use crate::stats::Stats;
 use crate::workers::{Completion, ConnRef, Job, OwnedParams, ReplyTo, SubmitError, WorkerPool};
 use crate::write_queue::{ChunkPool, WriteQueue};
 
+mod monitor;
 mod policy;
+
+/// Inline calls timed together at most: a longer pass is timed in parts.
+const MAX_TIMED: usize = 64;
 
 /// What a connection that must authenticate does after its first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +75,13 @@ pub struct Shared<'a> {
     pub held: &'a mut Held,
     /// The service bus: routed names, pending calls, subscriptions.
     pub bus: &'a mut Bus,
+    /// When this loop turn began: a call read in it counts its latency
+    /// from there (one clock read per call, at its answer, not two).
+    pub now: Instant,
+    /// Inline calls answered in the current parse pass, timed together by
+    /// [`Dispatcher::flush_timed`], which whoever runs a dispatcher calls
+    /// after each pass (conn.rs does).
+    pub timed: &'a mut Vec<crate::observe::TimedCall>,
 }
 
 /// Jobs the loop holds rather than the pool: loop-mode calls to run once the
@@ -381,10 +393,14 @@ impl Dispatcher<'_, '_, '_> {
         if method == AUTH_METHOD {
             return self.reauthenticate(answer, params);
         }
+        if self.shared.bus.monitoring() {
+            self.tap_call(answer, method, params);
+        }
         // Borrowed for the loop's lifetime, not from self: no refcount traffic.
         let context: &Arc<Context> = self.shared.context;
+        let started = self.shared.now;
         let Some(handler) = context.router().get(method) else {
-            return self.call_bus(answer, method, params);
+            return self.call_bus(answer, method, params, started);
         };
         if handler.mode() == Mode::Inline {
             let call = Call {
@@ -393,15 +409,23 @@ impl Dispatcher<'_, '_, '_> {
                 context,
                 clients: None,
             };
-            return self.send_result(answer, |reply| handler.invoke(&call, reply));
+            let failed = self.send_result(answer, |reply| handler.invoke(&call, reply));
+            return match handler.slot() {
+                Some(slot) => self.time_later(slot, answer.protocol(), failed),
+                None => self.finished(handler.stats(), started, answer.protocol(), failed),
+            };
         }
         let job = Job {
             conn: self.conn,
             method: Arc::clone(handler),
             params: OwnedParams::from(params),
             reply: answer.to_owned(),
+            started,
         };
         if handler.mode() == Mode::Loop {
+            if method == crate::methods::MONITOR_METHOD {
+                return self.start_monitor(answer, params);
+            }
             self.shared.held.on_loop.push(job);
             return self.expect_completion(answer);
         }
@@ -409,7 +433,7 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Runs a `bus.*` method, or forwards a call to the client that provides it.
-    fn call_bus(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
+    fn call_bus(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>, started: Instant) {
         let shared = &mut *self.shared;
         let caller = Caller {
             id: self.conn,
@@ -419,7 +443,14 @@ impl Dispatcher<'_, '_, '_> {
         };
         if method.starts_with(bus::PREFIX) {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
-            return self.send_result(answer, |reply| reply.json(&result?));
+            let failed = self.send_result(answer, |reply| reply.json(&result?));
+            let context: &Arc<Context> = self.shared.context;
+            if let Some(slot) = context.observe().bus_slot(method) {
+                self.time_later(slot, answer.protocol(), failed);
+            } else if let Some(stats) = context.observe().bus_method(method) {
+                self.finished(stats, started, answer.protocol(), failed);
+            }
+            return;
         }
         let Some(provider) = shared.bus.provider_of(method) else {
             if !answer.is_notification() {
@@ -428,7 +459,10 @@ impl Dispatcher<'_, '_, '_> {
             return;
         };
         let reply = (!answer.is_notification()).then(|| answer.to_owned());
-        match shared.bus.forward(&caller, reply, provider, method, params) {
+        match shared
+            .bus
+            .forward(&caller, reply, provider, method, params, started)
+        {
             Ok(()) if answer.is_notification() => {}
             Ok(()) => self.expect_completion(answer),
             Err(error) if answer.is_notification() => {
@@ -476,7 +510,7 @@ impl Dispatcher<'_, '_, '_> {
         &mut self,
         answer: Answer<'_>,
         run: impl FnOnce(&mut Reply<'_>) -> Result<(), RpcError>,
-    ) {
+    ) -> bool {
         let failed = match answer {
             Answer::JsonRpc {
                 id: Some(id),
@@ -499,6 +533,94 @@ impl Dispatcher<'_, '_, '_> {
         };
         if failed {
             self.count_error(answer.protocol());
+        }
+        failed
+    }
+
+    /// Notes an inline call answered in this pass, for [`Self::flush_timed`].
+    fn time_later(&mut self, slot: u32, protocol: Protocol, failed: bool) {
+        if let Some(run) = self.shared.timed.last_mut() {
+            // A run is all answers or all errors, so that a monitor's
+            // lines still say which.
+            let same = run.slot == slot && run.protocol == protocol;
+            if same && (run.errors > 0) == failed && run.calls < u32::MAX {
+                run.calls += 1;
+                run.errors += u32::from(failed);
+                return;
+            }
+        }
+        self.shared.timed.push(crate::observe::TimedCall {
+            slot,
+            protocol,
+            calls: 1,
+            errors: u32::from(failed),
+        });
+        if self.shared.timed.len() >= MAX_TIMED {
+            self.flush_timed();
+        }
+    }
+
+    /// Records the inline calls of this parse pass with one clock read:
+    /// each took from the turn's start to now (its answer is queued).
+    pub fn flush_timed(&mut self) {
+        if self.shared.timed.is_empty() {
+            return;
+        }
+        let started = self.shared.now;
+        let context: &Arc<Context> = self.shared.context;
+        let mut timed = std::mem::take(self.shared.timed);
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        let observe = context.observe();
+        let quiet = !self.shared.bus.monitoring();
+        for run in timed.drain(..) {
+            let Some(stats) = observe.slot(run.slot) else {
+                continue;
+            };
+            let us = stats.record_n(elapsed, u64::from(run.calls), u64::from(run.errors));
+            if quiet && !observe.slowlog.is_slow(us) {
+                continue;
+            }
+            // Rare: the slow log or a monitor wants each call.
+            for _ in 0..run.calls {
+                self.noted(stats, us, run.protocol, run.errors > 0);
+            }
+        }
+        *self.shared.timed = timed;
+    }
+
+    /// A call answered: its latency and error go to its counters, a slow
+    /// one to the slow log, and a line to the monitors.
+    fn finished(
+        &mut self,
+        stats: &crate::observe::MethodStats,
+        started: Instant,
+        protocol: Protocol,
+        failed: bool,
+    ) {
+        let us = stats.record(started.elapsed(), failed);
+        self.noted(stats, us, protocol, failed);
+    }
+
+    /// The slow log and the monitors' side of a recorded call.
+    fn noted(
+        &mut self,
+        stats: &crate::observe::MethodStats,
+        us: u64,
+        protocol: Protocol,
+        failed: bool,
+    ) {
+        let context: &Arc<Context> = self.shared.context;
+        let slowlog = &context.observe().slowlog;
+        if slowlog.is_slow(us) {
+            let identity = self.rights.identity().label();
+            slowlog.push(stats.name(), identity, self.conn.token, protocol, us);
+        }
+        if self.shared.bus.monitoring() {
+            let (conn, name) = (self.conn.token, stats.name());
+            self.shared.bus.tap(name, || {
+                crate::monitor::reply_line(conn, protocol, name, us, failed)
+            });
         }
     }
 
@@ -579,7 +701,10 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Takes back a job the pool finished.
-    pub fn complete(&mut self, done: Completion) {
+    pub fn complete(&mut self, mut done: Completion) {
+        if let Some(timing) = done.timing.take() {
+            self.finished(&timing.stats, timing.started, done.protocol, done.is_error);
+        }
         match done.batch {
             // Queued as it is: a large frame is not copied.
             None => {
@@ -587,7 +712,7 @@ impl Dispatcher<'_, '_, '_> {
                 self.out.push_frame(done.frame, self.shared.chunks);
             }
             Some(_) => {
-                self.complete_bytes(done.protocol, done.batch, done.is_error, &done.frame);
+                self.complete_bytes(done.protocol, done.batch, done.is_error, &done.frame, None);
                 self.shared.chunks.give(done.frame);
             }
         }
@@ -601,7 +726,11 @@ impl Dispatcher<'_, '_, '_> {
         batch: Option<usize>,
         is_error: bool,
         frame: &[u8],
+        timing: Option<&crate::observe::Timing>,
     ) {
+        if let Some(timing) = timing {
+            self.finished(&timing.stats, timing.started, protocol, is_error);
+        }
         self.took_answer(protocol, is_error);
         match batch {
             None if frame.is_empty() => {}

@@ -28,6 +28,32 @@ impl Mode {
 /// The admin-only method that reloads the configuration (see `crate::reload`).
 pub const RELOAD_METHOD: &str = "rpc.reload";
 
+/// The method that answers the OpenRPC document.
+pub const DISCOVER_METHOD: &str = "rpc.discover";
+
+/// The admin-only method that lists the slow log.
+pub const SLOWLOG_METHOD: &str = "rpc.slowlog";
+/// The admin-only method that empties the slow log.
+pub const SLOWLOG_RESET_METHOD: &str = "rpc.slowlog.reset";
+/// The admin-only method that turns a connection into a monitor.
+pub const MONITOR_METHOD: &str = "rpc.monitor";
+
+/// True for the methods only admins may call whatever the call rules say:
+/// they change the daemon or show other peers' identities and traffic.
+pub fn admin_only(method: &str) -> bool {
+    matches!(
+        method,
+        RELOAD_METHOD | SLOWLOG_METHOD | SLOWLOG_RESET_METHOD | MONITOR_METHOD
+    )
+}
+
+/// `rpc.slowlog`'s params: `{"count": N}` for the newest N only.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlowlogParams {
+    count: Option<usize>,
+}
+
 /// Adds `rpc.ping`, `rpc.echo`, `rpc.stats`, `rpc.methods`, `rpc.clients`
 /// and `rpc.auth` to `router`.
 pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
@@ -57,7 +83,7 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         "rpc.stats",
         "counters: connections per transport, frames and errors per protocol, bytes, uptime, workers",
         Mode::Inline,
-        Box::new(|call, reply| reply.json(&call.context.stats().snapshot())),
+        Box::new(|call, reply| reply.json(&crate::observe::full_stats(call.context))),
     )?;
     router.insert(
         "rpc.methods",
@@ -111,6 +137,49 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
         }),
     )?;
     router.insert(
+        SLOWLOG_METHOD,
+        "admins only: the last calls slower than slowlog-threshold, newest first ({\"count\": N} for the newest N): method, identity, conn, protocol, duration_us, time",
+        Mode::Inline,
+        Box::new(|call, reply| {
+            let params = match call.params {
+                Params::None => SlowlogParams::default(),
+                params => params.parse::<Option<SlowlogParams>>()?.unwrap_or_default(),
+            };
+            let slowlog = &call.context.observe().slowlog;
+            let (threshold, max_len) = slowlog.settings();
+            reply.json(&serde_json::json!({
+                "threshold_us": u64::try_from(threshold.as_micros()).unwrap_or(u64::MAX),
+                "max_len": max_len,
+                "entries": slowlog.entries(params.count),
+            }))
+        }),
+    )?;
+    router.insert(
+        SLOWLOG_RESET_METHOD,
+        "admins only: empties the slow log; answers how many entries it held",
+        Mode::Inline,
+        Box::new(|call, reply| reply.json(&call.context.observe().slowlog.reset())),
+    )?;
+    router.insert(
+        MONITOR_METHOD,
+        "admins only: turns this connection into a monitor ({\"patterns\": [\"editor.*\"]}, all when absent): a bus.event on topic rpc.monitor for each call, answer and event, lines lost when it reads too slowly (counted in \"dropped\")",
+        Mode::Loop,
+        // The dispatcher answers it on the connection; this runs only
+        // without one (Context::call_json).
+        Box::new(|_, _| {
+            Err(RpcError::with(
+                ErrorCode::InvalidRequest,
+                "rpc.monitor works only on a connection to the daemon",
+            ))
+        }),
+    )?;
+    router.insert(
+        DISCOVER_METHOD,
+        "an OpenRPC 1.3 document of every method served now, with JSON Schemas of params and results",
+        Mode::Pooled,
+        Box::new(|call, reply| reply.json(&crate::discover::document(call.context))),
+    )?;
+    router.insert(
         AUTH_METHOD,
         "authenticates a TCP connection: {\"token\": \"...\"}; must be its first request when a token is set",
         Mode::Inline,
@@ -130,5 +199,15 @@ pub fn register_builtins(router: &mut Router) -> Result<(), RouterError> {
             }
         }),
     )?;
+    let own: Vec<String> = router
+        .methods()
+        .iter()
+        .map(|m| m.name().to_string())
+        .filter(|n| n.starts_with(crate::router::RESERVED_PREFIX))
+        .collect();
+    for name in own {
+        let schema = crate::discover::builtin_schema(&name);
+        router.schema(&name, schema.params, schema.result)?;
+    }
     Ok(())
 }

@@ -165,6 +165,8 @@ pub const RELOADABLE: &[&str] = &[
     "tcp-anonymous",
     "auth-token-file",
     "log",
+    "slowlog-threshold",
+    "slowlog-max-len",
 ];
 
 /// Reads the configuration again and applies its reloadable part; on any
@@ -225,6 +227,8 @@ fn apply(context: &Context) -> Result<ReloadReport, ReloadError> {
         );
     }
     swappable.set(config.access.clone(), &context.bus_config().policy);
+    let slowlog = &context.observe().slowlog;
+    slowlog.configure(config.slowlog_threshold, config.slowlog_max_len);
     *applied = config;
     Ok(ReloadReport {
         reloaded: RELOADABLE.to_vec(),
@@ -240,6 +244,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     new.access = old.access.clone();
     new.auth_token_file.clone_from(&old.auth_token_file);
     new.log.clone_from(&old.log);
+    new.slowlog_threshold = old.slowlog_threshold;
+    new.slowlog_max_len = old.slowlog_max_len;
     if &new == old {
         return Vec::new();
     }

@@ -171,9 +171,32 @@ pub struct Method {
     description: String,
     mode: Mode,
     handler: Box<Handler>,
+    /// Its calls, errors and latency (`rpc.stats`).
+    stats: Arc<crate::observe::MethodStats>,
+    /// Its params and result schemas (`rpc.discover`).
+    schema: crate::discover::MethodSchema,
+    /// Its counters' slot for timing per parse pass (inline methods of a
+    /// running server; see `crate::observe::TimedCall`).
+    slot: Option<u32>,
 }
 
 impl Method {
+    /// Its calls, errors and latency histogram.
+    pub fn stats(&self) -> &Arc<crate::observe::MethodStats> {
+        &self.stats
+    }
+
+    /// Where its counters are for timing per parse pass (inline methods
+    /// of a running server).
+    pub(crate) fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    /// The JSON Schemas of its params and result, as `rpc.discover` shows them.
+    pub fn schema(&self) -> &crate::discover::MethodSchema {
+        &self.schema
+    }
+
     /// The name calls use.
     pub fn name(&self) -> &str {
         &self.name
@@ -226,6 +249,9 @@ pub enum RouterError {
     /// The name is empty or has whitespace or control characters.
     #[error("method name {0:?} is not valid: use non-empty printable names without spaces")]
     InvalidName(String),
+    /// A schema was attached to a name no method is registered under.
+    #[error("no method {0:?} is registered to attach a schema to")]
+    Unknown(String),
 }
 
 /// The table of methods, keyed by name. FxHash, not SipHash: the lookup is
@@ -281,6 +307,26 @@ impl Router {
         })
     }
 
+    /// Attaches JSON Schemas of the params value and of the result to the
+    /// method registered under `name`, for `rpc.discover` (OpenRPC) and
+    /// `junction describe`. An object schema with `properties` is shown as
+    /// named params, an array schema with `prefixItems` as positional ones.
+    /// The daemon does not validate calls against them.
+    pub fn schema(
+        &mut self,
+        name: &str,
+        params: Option<serde_json::Value>,
+        result: Option<serde_json::Value>,
+    ) -> Result<&mut Self, RouterError> {
+        let method = self
+            .methods
+            .get_mut(name)
+            .and_then(Arc::get_mut)
+            .ok_or_else(|| RouterError::Unknown(name.into()))?;
+        method.schema = crate::discover::MethodSchema { params, result };
+        Ok(self)
+    }
+
     /// Moves every method of `other` into this router: all or nothing.
     pub fn merge(&mut self, other: Router) -> Result<(), RouterError> {
         if let Some(name) = other.methods.keys().find(|n| self.methods.contains_key(*n)) {
@@ -308,9 +354,30 @@ impl Router {
             description: description.into(),
             mode,
             handler,
+            stats: Arc::new(crate::observe::MethodStats::new(name)),
+            schema: crate::discover::MethodSchema::default(),
+            slot: None,
         };
         self.methods.insert(name.into(), Arc::new(method));
         Ok(())
+    }
+
+    /// Gives each inline method a slot in `slots` (its counters); a method
+    /// whose `Arc` is shared keeps none and is timed call by call.
+    pub(crate) fn assign_slots(&mut self, slots: &mut Vec<Arc<crate::observe::MethodStats>>) {
+        for method in self.methods.values_mut() {
+            let Some(method) = Arc::get_mut(method) else {
+                continue;
+            };
+            if method.mode != Mode::Inline {
+                continue;
+            }
+            let Ok(slot) = u32::try_from(slots.len()) else {
+                continue;
+            };
+            method.slot = Some(slot);
+            slots.push(Arc::clone(&method.stats));
+        }
     }
 
     /// The method registered under `name`.
@@ -347,11 +414,14 @@ pub struct Context {
     policy: crate::reload::Swappable,
     /// The link to the service manager (sd_notify).
     notifier: crate::notify::Notifier,
+    /// Per-method counters beyond the router's, and the slow log.
+    observe: Arc<crate::observe::Observe>,
 }
 
 impl Context {
     /// Builds the context from a complete router (default access policy).
-    pub fn new(router: Router, stats: Arc<Stats>) -> Self {
+    pub fn new(mut router: Router, stats: Arc<Stats>) -> Self {
+        let observe = Arc::new(crate::observe::Observe::for_router(&mut router));
         Self {
             router,
             stats,
@@ -359,7 +429,13 @@ impl Context {
             directory: Directory::default(),
             policy: crate::reload::Swappable::default(),
             notifier: crate::notify::Notifier::default(),
+            observe,
         }
+    }
+
+    /// The bus's and routed names' counters, and the slow log.
+    pub fn observe(&self) -> &Arc<crate::observe::Observe> {
+        &self.observe
     }
 
     /// The same context with these bus settings.

@@ -382,16 +382,19 @@ impl Server {
             let key = format!("{}_listener", listener.transport().name());
             stats.record_socket(&key, listener.read_back());
         }
+        let context = Context::new(methods, stats)
+            .with_access(access)
+            .with_bus(config.bus.clone())
+            .with_notifier(Notifier::from_env());
+        context
+            .observe()
+            .slowlog
+            .configure(config.slowlog_threshold, config.slowlog_max_len);
         Ok(Server {
             driver,
             waker,
             listeners,
-            context: Arc::new(
-                Context::new(methods, stats)
-                    .with_access(access)
-                    .with_bus(config.bus.clone())
-                    .with_notifier(Notifier::from_env()),
-            ),
+            context: Arc::new(context),
             config: config.clone(),
             generated_token,
             shutdown: Arc::new(AtomicBool::new(false)),

@@ -87,6 +87,8 @@ pub struct Job {
     pub params: OwnedParams,
     /// How to answer.
     pub reply: ReplyTo,
+    /// When its frame was decoded (its latency counts from there).
+    pub started: std::time::Instant,
 }
 
 impl std::fmt::Debug for Job {
@@ -114,6 +116,8 @@ pub struct Completion {
     pub frame: Vec<u8>,
     /// True when the frame is an error response.
     pub is_error: bool,
+    /// The call's start and counters, recorded when the loop takes it back.
+    pub timing: Option<crate::observe::Timing>,
 }
 
 /// Why a job was not queued.
@@ -268,7 +272,12 @@ impl Job {
             clients,
         };
         let run = |reply: &mut Reply<'_>| job.method.invoke(&call, reply);
-        encode_into(job.conn, &job.reply, Vec::new(), run)
+        let mut done = encode_into(job.conn, &job.reply, Vec::new(), run);
+        done.timing = Some(crate::observe::Timing {
+            stats: Arc::clone(job.method.stats()),
+            started: job.started,
+        });
+        done
     }
 }
 
@@ -316,5 +325,6 @@ pub(crate) fn encode_into(
         batch,
         frame,
         is_error: sent_error.is_some(),
+        timing: None,
     }
 }

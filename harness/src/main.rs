@@ -14,6 +14,7 @@ mod alloc;
 mod burst;
 mod idle;
 mod load;
+mod monitor;
 mod provider;
 mod soak;
 mod sys;
@@ -165,6 +166,10 @@ struct LoadArgs {
     /// The server's pid, to report its CPU per million requests
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Attach one `rpc.monitor` connection (junctiond; over Unix, as its
+    /// user) that reads every line, to measure what a monitor costs
+    #[arg(long)]
+    monitor: bool,
 }
 
 #[derive(Args)]
@@ -330,6 +335,10 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
             answers as f64 / secs.max(1e-9)
         );
     };
+    let monitor = match args.monitor {
+        true => Some(monitor::attach(&spec.endpoint)?),
+        false => None,
+    };
     let result = load::run(&spec, &mut progress)?;
     // Over the measured window only, like the requests it is divided by.
     let server_cpu = result.server_cpu.map(|d| d.as_secs_f64());
@@ -354,6 +363,10 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         "server_cpu_secs": server_cpu,
         "server_cpu_secs_per_million": server_cpu.map(|s| s * 1e6 / result.requests.max(1) as f64),
         "errors": result.errors,
+        "monitor": monitor.map(|m| json!({
+            "lines": m.lines.load(std::sync::atomic::Ordering::Relaxed),
+            "dropped": m.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        })),
     });
     if t.json {
         println!("{report}");

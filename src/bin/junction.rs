@@ -2,6 +2,14 @@
 
 #[path = "junction/child.rs"]
 mod child;
+#[path = "junction/describe.rs"]
+mod describe;
+#[path = "junction/latency.rs"]
+mod latency;
+#[path = "junction/monitor.rs"]
+mod monitor;
+#[path = "junction/observe.rs"]
+mod observe;
 #[path = "junction/provide.rs"]
 mod provide;
 #[path = "junction/pubsub.rs"]
@@ -78,6 +86,9 @@ enum Command {
         /// Refresh interval, e.g. 1s (runs until interrupted)
         #[arg(long, value_name = "DURATION")]
         watch: Option<Span>,
+        /// Only the per-method table: calls, errors, mean latency, p50 and p99 bucket
+        #[arg(long, conflicts_with = "watch")]
+        methods: bool,
     },
     /// List the daemon's methods
     Methods,
@@ -158,6 +169,55 @@ enum Command {
     /// JUNCTION_TMPDIR), for tools such as socat and nc
     #[command(after_help = "Example: socat - UNIX-CONNECT:\"$(junction socket-path)\"")]
     SocketPath,
+    /// Print a method's OpenRPC description: params and result schemas (rpc.discover); the whole document without METHOD
+    Describe {
+        /// The method, e.g. rpc.stats or a name a client provides
+        method: Option<String>,
+    },
+    /// Measure round trips (rpc.ping) continuously: min, avg, p50, p99 and max per interval
+    #[command(
+        after_help = "Refreshed in place on a terminal, one line per interval otherwise.\nExample: junction --tcp 127.0.0.1:7710 --proto mcp1 latency --count 5"
+    )]
+    Latency {
+        /// Length of one report
+        #[arg(long, default_value = "1s", value_name = "DURATION")]
+        interval: Span,
+        /// Pause between round trips
+        #[arg(long, default_value = "10ms", value_name = "DURATION")]
+        every: Span,
+        /// Stop after this many reports [default: run until interrupted]
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// One JSON object per report
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the calls, answers and events through the daemon, one line each (admins only)
+    #[command(
+        after_help = "A monitor that reads too slowly loses lines; the next line says how many.\nExample: junction monitor 'editor.*' rpc.ping"
+    )]
+    Monitor {
+        /// Methods and topics to watch: names or prefix patterns (`editor.*`) [default: everything]
+        patterns: Vec<String>,
+        /// Stop after this many lines
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Print each line as JSON (the dropped count as "dropped")
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the slow log: the last calls slower than slowlog-threshold (admins only)
+    Slowlog {
+        /// Only the newest N entries
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+        /// Empty the slow log instead
+        #[arg(long)]
+        reset: bool,
+        /// Print the answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a completion script for SHELL on stdout
     #[command(
         after_help = "Example: junction completions bash > ~/.local/share/bash-completion/completions/junction"
@@ -358,11 +418,20 @@ fn run(args: Args) -> Result<(), Failure> {
             let params = parse_params(params.as_deref())?;
             connect()?.notify(method, params).map_err(failure)?;
         }
-        Command::Stats { watch: None } => {
+        Command::Stats {
+            watch: None,
+            methods: true,
+        } => {
+            let stats = connect()?.call("rpc.stats", None).map_err(failure)?;
+            observe::print_methods(&stats);
+        }
+        Command::Stats { watch: None, .. } => {
             let stats = connect()?.call("rpc.stats", None).map_err(failure)?;
             println!("{}", pretty(&stats));
         }
-        Command::Stats { watch: Some(every) } => watch_stats(&mut connect()?, every.0)?,
+        Command::Stats {
+            watch: Some(every), ..
+        } => watch_stats(&mut connect()?, every.0)?,
         Command::Methods => {
             let methods = connect()?.call("rpc.methods", None).map_err(failure)?;
             for m in methods.as_array().into_iter().flatten() {
@@ -406,6 +475,29 @@ fn run(args: Args) -> Result<(), Failure> {
             pubsub::publish(connect()?, topic, data.as_deref())?;
         }
         Command::List => pubsub::list(connect()?)?,
+        Command::Latency {
+            interval,
+            every,
+            count,
+            json,
+        } => {
+            let options = latency::Options {
+                interval: interval.0,
+                every: every.0,
+                count: *count,
+                json: *json,
+            };
+            latency::run(&mut connect()?, &options)?;
+        }
+        Command::Describe { method } => describe::run(&mut connect()?, method.as_deref())?,
+        Command::Monitor {
+            patterns,
+            count,
+            json,
+        } => monitor::run(&mut connect()?, patterns, *count, *json)?,
+        Command::Slowlog { count, reset, json } => {
+            observe::slowlog(&mut connect()?, *count, *reset, *json)?;
+        }
         Command::SocketPath | Command::Completions { .. } | Command::Man => {}
         Command::Ping => {
             let mut client = connect()?;

@@ -3,6 +3,7 @@
 //! protocol, and the ways a call ends without one (timeout, either side
 //! leaving, shutdown).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
@@ -82,6 +83,8 @@ struct Pending {
     method: Box<str>,
     /// When it times out (None: no timeout).
     deadline: Option<Instant>,
+    /// When it started and the provided name's counters.
+    timing: Option<crate::observe::Timing>,
 }
 
 /// The pending calls, by the id the daemon gave them.
@@ -137,6 +140,7 @@ impl Bus {
         provider: ConnRef,
         method: &str,
         params: Params<'_>,
+        started: Instant,
     ) -> Result<(), RpcError> {
         let Some(to) = self.members.get(&provider).map(|m| m.protocol) else {
             return Err(RpcError::internal("the provider is gone"));
@@ -179,6 +183,13 @@ impl Bus {
                 provider,
                 method: method.into(),
                 deadline: (!timeout.is_zero()).then(|| self.now + timeout),
+                timing: self
+                    .name_stats
+                    .lookup(method)
+                    .map(|stats| crate::observe::Timing {
+                        stats: Arc::clone(stats),
+                        started,
+                    }),
             },
         );
         if !timeout.is_zero() && self.calls.next_sweep.is_none() {
@@ -207,7 +218,7 @@ impl Bus {
         self.settle(&pending);
         let start = self.arena.len();
         let arena = std::mem::take(&mut self.arena);
-        let done = encode_into(pending.caller, &pending.reply, arena, |reply| {
+        let mut done = encode_into(pending.caller, &pending.reply, arena, |reply| {
             match outcome {
                 Outcome::Result(Params::Json(raw)) => reply.json_text(raw),
                 Outcome::Result(Params::Raw(bytes)) => reply.bytes(bytes),
@@ -216,6 +227,7 @@ impl Bus {
             }
             Ok(())
         });
+        done.timing = pending.timing;
         self.push_answer(done, start);
     }
 
@@ -265,6 +277,7 @@ impl Bus {
                     batch,
                     is_error: false,
                     frame: end..end,
+                    timing: None,
                 });
             }
         }
@@ -318,7 +331,8 @@ impl Bus {
         self.settle(&pending);
         let start = self.arena.len();
         let arena = std::mem::take(&mut self.arena);
-        let done = encode_into(pending.caller, &pending.reply, arena, |_| Err(error));
+        let mut done = encode_into(pending.caller, &pending.reply, arena, |_| Err(error));
+        done.timing = pending.timing;
         self.push_answer(done, start);
     }
 

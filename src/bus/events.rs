@@ -41,7 +41,7 @@ pub(super) struct Event {
 }
 
 impl Event {
-    fn new(topic: &str, data: Box<RawValue>, stats: &Arc<Stats>) -> Self {
+    pub(super) fn new(topic: &str, data: Box<RawValue>, stats: &Arc<Stats>) -> Self {
         let event = Self {
             topic: topic.into(),
             data,
@@ -154,6 +154,17 @@ impl EventQueue {
         Some(frame)
     }
 
+    /// True when one more event would pass a cap.
+    pub(super) fn is_full(&self, max_events: usize, max_bytes: usize) -> bool {
+        !self.queue.is_empty() && (self.queue.len() >= max_events || self.bytes >= max_bytes)
+    }
+
+    /// Counts an event that was never queued (a monitor's line, dropped
+    /// before it was made); the next event received says so.
+    pub(super) fn lose(&mut self) {
+        self.dropped += 1;
+    }
+
     /// Makes room for one more event of `size` bytes under the caps by
     /// dropping the oldest; returns how many were dropped.
     fn make_room(&mut self, size: usize, max_events: usize, max_bytes: usize) -> u64 {
@@ -252,6 +263,9 @@ impl Bus {
             self.check_budget(topic, &data)?;
         }
         Stats::bump(&self.stats.bus.events_published);
+        if self.monitoring() {
+            self.tap(topic, || crate::monitor::event_line(topic, &data));
+        }
         let event = Arc::new(Event::new(topic, data, &self.stats));
         let mut reached = 0;
         for id in subscribers {
@@ -292,7 +306,7 @@ impl Bus {
 
     /// Puts an event in one subscriber's queue, applying the slow-subscriber
     /// policy when the queue is full. False if the subscriber gets nothing.
-    fn enqueue(&mut self, id: ConnRef, event: &Arc<Event>) -> bool {
+    pub(super) fn enqueue(&mut self, id: ConnRef, event: &Arc<Event>) -> bool {
         let (max_events, max_bytes) = (self.config.queue_events, self.config.queue_bytes);
         let policy = self.config.slow_subscriber;
         let Some(member) = self.members.get_mut(&id) else {
@@ -305,7 +319,7 @@ impl Bus {
         // An event bigger than the byte cap still goes to an empty queue.
         let full = !member.events.is_empty()
             && (member.events.queue.len() >= max_events || member.events.bytes + size > max_bytes);
-        if full && policy == SlowSubscriber::Disconnect {
+        if full && policy == SlowSubscriber::Disconnect && !member.monitor {
             member.evicted = true;
             let was_queued = !member.events.is_empty();
             member.events.clear();

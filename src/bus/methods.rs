@@ -52,6 +52,9 @@ pub const METHODS: [(&str, &str); 6] = [
 #[serde(deny_unknown_fields)]
 struct Names {
     names: Vec<String>,
+    /// `bus.register` only: schemas per name, for `rpc.discover`.
+    #[serde(default)]
+    schemas: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -78,8 +81,14 @@ pub fn call(
     let listed = |names: Vec<Pattern>| names.iter().map(ToString::to_string).collect::<Vec<_>>();
     match method {
         "bus.register" => {
-            let names = patterns(params.parse::<Names>()?.names)?;
+            let parsed = params.parse::<Names>()?;
+            let schemas = provided_schemas(&parsed)?;
+            check_schema_room(bus, &schemas)?;
+            let names = patterns(parsed.names)?;
             bus.register(caller, &names, context)?;
+            for (name, schema) in schemas {
+                bus.observe.describe_provided(name, schema);
+            }
             Ok(serde_json::json!({ "names": listed(names) }))
         }
         "bus.unregister" => {
@@ -120,6 +129,47 @@ pub fn call(
         }
         _ => Err(RpcError::method_not_found(method)),
     }
+}
+
+/// Checks the schemas a `bus.register` attaches: each for one of its names.
+fn provided_schemas(
+    names: &Names,
+) -> Result<Vec<(String, crate::observe::ProvidedSchema)>, RpcError> {
+    let Some(schemas) = &names.schemas else {
+        return Ok(Vec::new());
+    };
+    schemas
+        .iter()
+        .map(|(name, value)| {
+            if !names.names.contains(name) {
+                return Err(RpcError::invalid_params(format_args!(
+                    "schemas names {name:?}, which this call does not register"
+                )));
+            }
+            let schema = crate::discover::MethodSchema::from_provided(value)
+                .map_err(|e| RpcError::invalid_params(format_args!("schema of {name}: {e}")))?;
+            Ok((name.clone(), schema))
+        })
+        .collect()
+}
+
+/// Refuses schemas that would take the provided schemas past their budget.
+fn check_schema_room(
+    bus: &Bus,
+    schemas: &[(String, crate::observe::ProvidedSchema)],
+) -> Result<(), RpcError> {
+    use crate::observe::{MAX_PROVIDED_SCHEMA_BYTES, schema_size};
+    let adding: usize = schemas.iter().map(|(_, s)| schema_size(s)).sum();
+    let held = bus.observe.schema_bytes();
+    if adding > 0 && held + adding > MAX_PROVIDED_SCHEMA_BYTES {
+        return Err(RpcError::with(
+            ErrorCode::LimitReached,
+            format_args!(
+                "the schemas providers attached hold {held} bytes; these {adding} would pass the daemon's {MAX_PROVIDED_SCHEMA_BYTES}; register without schemas"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses 1 to [`MAX_ENTRIES`] names or patterns.

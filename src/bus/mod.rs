@@ -17,6 +17,7 @@
 mod calls;
 mod events;
 pub mod methods;
+pub mod monitor;
 pub mod pattern;
 pub mod policy;
 
@@ -157,6 +158,8 @@ pub enum Delivery {
         is_error: bool,
         /// The encoded answer, in the arena.
         frame: Range<usize>,
+        /// When the call started and whose counters it goes to.
+        timing: Option<crate::observe::Timing>,
     },
     /// A subscriber too slow to keep: the error frame, then close it.
     Evict {
@@ -190,6 +193,9 @@ struct Member {
     filter_events: bool,
     /// Remembered verdicts: names routed to it, topics delivered to it.
     verdicts: crate::policy::Verdicts,
+    /// It monitors the traffic (`rpc.monitor`): kept while it is open,
+    /// never evicted for being slow.
+    monitor: bool,
 }
 
 impl Member {
@@ -206,6 +212,7 @@ impl Member {
             grants: Arc::clone(caller.rights.grants()),
             filter_events: false,
             verdicts: crate::policy::Verdicts::default(),
+            monitor: false,
         }
     }
 
@@ -225,6 +232,7 @@ impl Member {
             && self.providing == 0
             && self.calling == 0
             && self.events.is_empty()
+            && !self.monitor
     }
 }
 
@@ -249,6 +257,12 @@ pub struct Bus {
     directory: Directory,
     /// The time of the loop's turn (deadlines count from it).
     now: Instant,
+    /// Each provided name's counters, found like its owner (see
+    /// `crate::observe`); shared with `rpc.stats` through `observe`.
+    name_stats: PatternMap<Arc<crate::observe::MethodStats>>,
+    observe: Arc<crate::observe::Observe>,
+    /// Connections monitoring the traffic (see monitor.rs).
+    monitors: Vec<monitor::Monitor>,
 }
 
 impl Bus {
@@ -268,7 +282,16 @@ impl Bus {
             backlogged: 0,
             directory,
             now: Instant::now(),
+            name_stats: PatternMap::default(),
+            observe: Arc::default(),
+            monitors: Vec::new(),
         }
+    }
+
+    /// The same bus, counting provided names' calls into `observe`.
+    pub fn with_observe(mut self, observe: Arc<crate::observe::Observe>) -> Self {
+        self.observe = observe;
+        self
     }
 
     /// Sets the time of the loop's current turn.
@@ -376,6 +399,7 @@ impl Bus {
             batch: done.batch,
             is_error: done.is_error,
             frame: start..self.arena.len(),
+            timing: done.timing,
         });
     }
 
@@ -448,6 +472,9 @@ impl Bus {
     /// pending on it fail, calls it made are cancelled at their providers.
     pub fn disconnected(&mut self, id: ConnRef) {
         self.congested.remove(&id);
+        if !self.monitors.is_empty() {
+            self.forget_monitor(id);
+        }
         let Some(member) = self.members.remove(&id) else {
             return;
         };
@@ -502,7 +529,7 @@ impl Bus {
     }
 
     /// Adds names the caller now provides to the directory `rpc.methods` reads.
-    fn list_names<'n>(&self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
+    fn list_names<'n>(&mut self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
         let provider = format!(
             "provided by connection {} ({})",
             caller.id.token,
@@ -513,18 +540,24 @@ impl Bus {
             Err(poisoned) => poisoned.into_inner(),
         };
         for name in names {
+            let stats = self.observe.provided(name.to_string());
+            let slot = self.name_stats.entry(name, || Arc::clone(&stats));
+            *slot = stats;
             directory.insert(name.to_string(), provider.clone());
         }
     }
 
     /// Takes released names off the directory.
-    fn unlist<'n>(&self, names: impl Iterator<Item = &'n Pattern>) {
+    fn unlist<'n>(&mut self, names: impl Iterator<Item = &'n Pattern>) {
         let mut directory = match self.directory.write() {
             Ok(directory) => directory,
             Err(poisoned) => poisoned.into_inner(),
         };
         for name in names {
-            directory.remove(&name.to_string());
+            let text = name.to_string();
+            self.name_stats.remove(name);
+            self.observe.released(&text);
+            directory.remove(&text);
         }
     }
 }

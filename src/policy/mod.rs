@@ -247,7 +247,9 @@ impl Grants {
         if self.all {
             return true;
         }
-        if action == Action::Call && target == Target::Name(crate::methods::RELOAD_METHOD) {
+        if action == Action::Call
+            && matches!(target, Target::Name(n) if crate::methods::admin_only(n))
+        {
             // Admin-only whatever the call rules say.
             return self.admin();
         }
@@ -347,7 +349,9 @@ impl Rights {
     /// own action pass here and are checked on their params).
     #[inline]
     pub fn may_call(&mut self, method: &str) -> bool {
-        self.grants.all_calls || self.may_call_checked(method)
+        // `all_calls` (a `call *` rule) still leaves the admin-only methods to `permits`.
+        (self.grants.all_calls && (self.grants.all || !crate::methods::admin_only(method)))
+            || self.may_call_checked(method)
     }
 
     fn may_call_checked(&mut self, method: &str) -> bool {

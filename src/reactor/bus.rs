@@ -36,6 +36,7 @@ impl Core {
                     protocol,
                     batch,
                     is_error,
+                    ref timing,
                     ..
                 } => {
                     let answer = RoutedAnswer {
@@ -43,6 +44,7 @@ impl Core {
                         batch,
                         is_error,
                         frame,
+                        timing: timing.as_ref(),
                     };
                     let freed = client
                         .conn

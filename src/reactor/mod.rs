@@ -122,6 +122,8 @@ macro_rules! shared {
             limits: $core.config.limits,
             held: &mut $core.held,
             bus: &mut $core.bus,
+            now: $core.now,
+            timed: &mut $core.timed,
         }
     };
 }
@@ -186,6 +188,8 @@ pub struct Core {
     policy_generation: u64,
     /// When the loop last gave back what a burst left (see shrink.rs).
     shrinker: shrink::Shrinker,
+    /// Inline calls of the current parse pass waiting to be timed.
+    timed: Vec<crate::observe::TimedCall>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -212,7 +216,8 @@ impl Core {
             context.bus_config().clone(),
             context.stats_handle(),
             std::sync::Arc::clone(context.directory()),
-        );
+        )
+        .with_observe(Arc::clone(context.observe()));
         let mut core = Self {
             bus,
             listeners,
@@ -248,6 +253,7 @@ impl Core {
             deferred: Vec::new(),
             policy_generation: 0,
             shrinker: shrink::Shrinker::default(),
+            timed: Vec::with_capacity(64),
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
