@@ -405,7 +405,7 @@ impl LogThrottle {
 }
 
 /// Logs a failed authentication (never the token), at most once per
-/// [`AUTH_WARNING_EVERY`] with the number since the last line, so that a
+/// `AUTH_WARNING_EVERY` (5 s) with the number since the last line, so that a
 /// peer guessing tokens cannot flood the log.
 pub fn warn_auth_failure(conn: usize, peer: &Peer) {
     static WARNING: LogThrottle = LogThrottle::new();

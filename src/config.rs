@@ -398,7 +398,7 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_TCP_ANONYMOUS", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_anonymous: Option<bool>,
-    /// Grant a right: WHO:ACTION:PATTERN[,PATTERN] (WHO: uid:N, user:NAME, gid:N, group:NAME, token:NAME, anonymous, *; ACTION: call, provide, publish, subscribe, or WHO:admin); repeat or separate with ';'
+    /// Grant a right: WHO:ACTION:PATTERN, with more patterns after commas (WHO: uid:N, user:NAME, gid:N, group:NAME, token:NAME, anonymous, *; ACTION: call, provide, publish, subscribe, or WHO:admin); repeat or separate with ';'
     #[arg(
         long,
         env = "JUNCTION_ALLOW",

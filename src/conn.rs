@@ -17,11 +17,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use slab::Slab;
 
 use crate::access::{Gate, Peer};
 use crate::buffer::{RING_MIN, RingBuffer};
-use crate::dispatch::{AuthOutcome, Dispatcher, PendingBatch, Shared};
+use crate::dispatch::{AuthOutcome, Batches, Dispatcher, Shared};
 use crate::error::{ErrorCode, RpcError};
 use crate::net::Transport;
 use crate::proto::jsonrpc::{self, Line};
@@ -141,7 +140,7 @@ pub struct Connection {
     input: Input,
     ring: RingBuffer,
     out: WriteQueue,
-    batches: Slab<PendingBatch>,
+    batches: Batches,
     /// Bytes of batch responses still being collected: output too.
     batched: usize,
     in_flight: usize,
@@ -198,7 +197,7 @@ impl Connection {
             input: Input::Open,
             ring: RingBuffer::new(),
             out: WriteQueue::new(),
-            batches: Slab::new(),
+            batches: Batches::default(),
             in_flight: 0,
         }
     }

@@ -122,6 +122,49 @@ pub struct PendingBatch {
     waiting: usize,
 }
 
+/// A connection's batches still being collected: nothing at all (one
+/// pointer in the connection) until its first batch, since most connections
+/// never send one and every idle connection pays for what it holds inline.
+#[derive(Debug, Default)]
+pub struct Batches(Option<Box<Slab<PendingBatch>>>);
+
+impl Batches {
+    fn insert(&mut self, batch: PendingBatch) -> usize {
+        self.0.get_or_insert_default().insert(batch)
+    }
+
+    fn get(&self, key: usize) -> Option<&PendingBatch> {
+        self.0.as_ref()?.get(key)
+    }
+
+    fn get_mut(&mut self, key: usize) -> Option<&mut PendingBatch> {
+        self.0.as_mut()?.get_mut(key)
+    }
+
+    fn contains(&self, key: usize) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn remove(&mut self, key: usize) -> PendingBatch {
+        let slab = self.0.as_mut().expect("a batch that is pending");
+        let batch = slab.remove(key);
+        if slab.is_empty() {
+            self.0 = None;
+        }
+        batch
+    }
+
+    /// No batch is being collected.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|slab| slab.is_empty())
+    }
+
+    /// Drops every batch being collected (the connection closes).
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 impl PendingBatch {
     fn push_entry(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
         self.body
@@ -141,7 +184,7 @@ pub struct Dispatcher<'c, 's, 'a> {
     /// Its output.
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
-    pub batches: &'c mut Slab<PendingBatch>,
+    pub batches: &'c mut Batches,
     /// Bytes their bodies hold.
     pub batched: &'c mut usize,
     /// Its jobs at the pool (or held by the loop).

@@ -302,7 +302,7 @@ impl ChunkPool {
 
     /// An empty chunk with room for at least [`CHUNK_SIZE`] bytes.
     ///
-    /// When none is free, [`CHUNK_BATCH`] are allocated together, one after
+    /// When none is free, `CHUNK_BATCH` (128) are allocated together, one after
     /// the other: in a burst the small allocations of each connection then
     /// do not land between chunks, so the chunks freed after the burst
     /// leave whole runs of free pages that the allocator can give back,

@@ -103,7 +103,7 @@ pub enum Entry<'a> {
     },
 }
 
-/// Decodes one line: one pass of [`jsonscan`](super::jsonscan) when the
+/// Decodes one line: one pass of the scanner (`proto/jsonscan.rs`) when the
 /// line is well formed, else the reference parser, which words the error.
 pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
     match jsonscan::scan_line(line) {
