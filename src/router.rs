@@ -334,6 +334,8 @@ pub struct Context {
     policy: crate::reload::Swappable,
     /// The link to the service manager (sd_notify).
     notifier: crate::notify::Notifier,
+    /// TLS and PROXY settings of the TCP listener (None: plain TCP).
+    remote: Option<Arc<crate::net::tls::Remote>>,
 }
 
 impl Context {
@@ -346,7 +348,19 @@ impl Context {
             directory: Directory::default(),
             policy: crate::reload::Swappable::default(),
             notifier: crate::notify::Notifier::default(),
+            remote: None,
         }
+    }
+
+    /// The same context with the TCP listener's TLS and PROXY settings.
+    pub fn with_remote(mut self, remote: Option<Arc<crate::net::tls::Remote>>) -> Self {
+        self.remote = remote;
+        self
+    }
+
+    /// The TCP listener's TLS and PROXY settings, if any.
+    pub fn remote(&self) -> Option<&Arc<crate::net::tls::Remote>> {
+        self.remote.as_ref()
     }
 
     /// The same context with these bus settings.

@@ -96,6 +96,8 @@ pub struct Stats {
     pub bus: BusStats,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateStats,
+    /// TLS and PROXY protocol counters.
+    pub remote: RemoteStats,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -172,6 +174,26 @@ counters! {
     }
 }
 
+counters! {
+    /// TLS handshakes and PROXY headers on the TCP listener (docs/remote.md).
+    RemoteStats => RemoteSnapshot {
+        /// TLS handshakes completed.
+        tls_handshakes,
+        /// Of them, with a verified client certificate (mutual TLS).
+        tls_client_certs,
+        /// Handshakes or records that failed (garbage, a refused certificate); closed.
+        tls_failures,
+        /// Handshakes not completed within `auth-timeout`; closed.
+        tls_handshake_timeouts,
+        /// Plaintext connections refused on a port that serves TLS only.
+        tls_plaintext_refused,
+        /// PROXY headers taken from trusted proxies.
+        proxy_headers,
+        /// Connections refused for a malformed PROXY header.
+        proxy_refused,
+    }
+}
+
 impl Stats {
     /// Fresh counters for a server with `workers` pool threads.
     pub fn new(workers: usize) -> Self {
@@ -209,6 +231,7 @@ impl Stats {
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
             gate: GateStats::default(),
+            remote: RemoteStats::default(),
         }
     }
 
@@ -338,6 +361,7 @@ impl Stats {
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
             gate: self.gate.snapshot(),
+            remote: self.remote.snapshot(),
         }
     }
 }
@@ -375,6 +399,8 @@ pub struct StatsSnapshot {
     pub bus: BusSnapshot,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateSnapshot,
+    /// TLS and PROXY protocol counters.
+    pub remote: RemoteSnapshot,
 }
 
 /// Buffer memory in a snapshot.

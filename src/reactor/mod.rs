@@ -15,6 +15,7 @@ mod bus;
 pub mod epoll;
 mod gate;
 mod io;
+mod layer;
 mod output;
 mod regrant;
 mod shrink;
@@ -108,6 +109,9 @@ pub struct Client {
     read_closed: bool,
     /// Counted among the connections waiting to authenticate.
     waiting_auth: bool,
+    /// A PROXY header or TLS under the sniffer (TCP listeners that have
+    /// them); None for plain connections.
+    layer: Option<Box<crate::net::tls::Layer>>,
 }
 
 /// Borrows what connections need from the loop, field by field, so that the
@@ -397,7 +401,14 @@ impl Core {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        match client.conn.finish() {
+        let finish = client.conn.finish();
+        if finish != Finish::Open && client.layer.is_some() && self.layer_holds_close(key) {
+            return; // TLS records (close_notify) go out first.
+        }
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        match finish {
             Finish::Open => {}
             Finish::Close => self.close(key),
             Finish::Linger if !client.lingering => {
