@@ -397,7 +397,7 @@ impl Core {
             .clients
             .get(key)
             .and_then(|c| c.layer.as_deref())
-            .is_some_and(|l| l.stage == Stage::Tls && !l.handshaken);
+            .is_some_and(|l| l.stage == Stage::Tls && !l.handshaken && !l.failed);
         if handshaking {
             Stats::bump(&self.stats().remote.tls_handshake_timeouts);
             tracing::debug!(
