@@ -101,7 +101,7 @@ fn a_tls_only_port_refuses_plaintext_and_both_serves_both() {
     );
     assert!(raw.is_closed());
     let mut mcp1 = Raw::connect(&Endpoint::Tcp(tcp(&server)));
-    mcp1.send(&common::mcp1_call("rpc.ping", b""));
+    mcp1.send(&common::mcp1_request(1, "rpc.ping", b"", false));
     assert!(
         String::from_utf8_lossy(&mcp1.rest()).contains("TLS only"),
         "an MCP1 client is told too"
