@@ -165,6 +165,12 @@ struct LoadArgs {
     /// The server's pid, to report its CPU per million requests
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Connect to --tcp over TLS, trusting the CA certificate in FILE
+    #[arg(long, value_name = "FILE", requires = "tcp")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    tls_server_name: String,
 }
 
 #[derive(Args)]
@@ -323,6 +329,10 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         requests: args.requests,
         warmup: args.warmup.0,
         server_pid: args.server_pid,
+        tls: match &args.tls_ca {
+            Some(ca) => Some(load::Tls::new(ca, &args.tls_server_name)?),
+            None => None,
+        },
     };
     let mut progress = |secs: f64, answers: u64| {
         eprintln!(
@@ -339,6 +349,7 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         "target": t.target,
         "proto": t.proto,
         "transport": t.transport(),
+        "tls": spec.tls.is_some(),
         "connections": spec.connections,
         "pipeline": spec.pipeline,
         "size": t.size,
