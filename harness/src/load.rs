@@ -214,8 +214,8 @@ impl Write for Conn {
 
 /// Sends one request and checks the answer byte for byte, blocking.
 pub fn probe(endpoint: &Endpoint, workload: &Workload, tls: Option<&Tls>) -> Result<(), String> {
-    let mut conn = Conn::open(endpoint, tls)
-        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let mut conn =
+        Conn::open(endpoint, tls).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     write_all(&mut conn, &workload.request, deadline)?;
     let expected = &workload.response;
