@@ -443,3 +443,38 @@ fn garbage_and_stalled_handshakes_are_closed_and_others_are_served() {
     assert_eq!(remote["tls_failures"], 2, "{remote}");
     assert_eq!(remote["tls_handshake_timeouts"], 1, "{remote}");
 }
+
+#[test]
+fn handshakes_count_among_the_connections_waiting_to_authenticate() {
+    let (server, pki, _certs) = tls_server(Pki::remote, |c| {
+        c.access.tcp_anonymous = false;
+        c.access.tokens = vec![NamedToken::owner(AuthToken::new(TOKEN))];
+        c.max_unauthenticated = 1;
+    });
+    let addr = tcp(&server);
+    // One handshake left hanging holds the only pre-authentication slot.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(b"\x16\x03\x01").unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while stats(&server)["gate"]["unauthenticated"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "never counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut refused = Raw::connect(&Endpoint::Tcp(addr.clone()));
+    let line = refused.json();
+    assert_eq!(line["error"]["code"], -32002, "{line}");
+    assert_eq!(stats(&server)["gate"]["refused_unauthenticated"], 1);
+    // Once it is gone, a TLS client authenticates and is served.
+    drop(stalled);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let attempt = Client::connect_tls(&addr, &pki.options(), Protocol::JsonRpc)
+            .and_then(|mut c| c.authenticate(TOKEN).map(|()| c));
+        if let Ok(mut client) = attempt {
+            assert_eq!(client.call("rpc.ping", None).unwrap(), "pong");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
