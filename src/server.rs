@@ -227,6 +227,19 @@ pub(crate) fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), 
     if config.access.tcp_anonymous {
         return Err(ServerError::AnonymousNotLoopback(addr));
     }
+    if let Some(short) = config
+        .access
+        .tokens
+        .iter()
+        .find(|t| t.token.len() < SHORT_TOKEN)
+    {
+        return Err(ServerError::ShortToken {
+            addr,
+            name: short.name.clone(),
+            len: short.token.len(),
+            min: SHORT_TOKEN,
+        });
+    }
     // Off loopback, protected mode wants encryption and a credential that
     // did not come from a local file: TLS only, plus a configured token or
     // a client certificate every peer must show.
@@ -236,20 +249,7 @@ pub(crate) fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), 
     if config.protected_mode && !(tls_only && credential) {
         return Err(ServerError::Unprotected(addr));
     }
-    match config
-        .access
-        .tokens
-        .iter()
-        .find(|t| t.token.len() < SHORT_TOKEN)
-    {
-        Some(short) => Err(ServerError::ShortToken {
-            addr,
-            name: short.name.clone(),
-            len: short.token.len(),
-            min: SHORT_TOKEN,
-        }),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Writes a fresh token for the daemon's user beside the Unix socket (or,

@@ -474,7 +474,10 @@ fn handshakes_count_among_the_connections_waiting_to_authenticate() {
             assert_eq!(client.call("rpc.ping", None).unwrap(), "pong");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the slot never came back");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

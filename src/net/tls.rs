@@ -39,9 +39,6 @@ pub const TLS_INPUT: usize = 18 * 1024;
 /// Records rustls may hold for sending before its writer takes no more plaintext.
 pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
-/// The first byte of a TLS handshake record (a ClientHello).
-pub const HANDSHAKE_RECORD: u8 = 0x16;
-
 /// The line a plaintext client gets on a port that serves TLS only.
 pub const TLS_REQUIRED_REPLY: &[u8] = b"{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32007,\"message\":\
 \"junctiond: this port speaks TLS only (tls-mode = only); connect with TLS, e.g. junction --tls\"},\"id\":null}\n";

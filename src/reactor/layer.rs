@@ -20,7 +20,7 @@ use super::{Core, TimerKind, shared};
 use crate::access::{Gate, Peer};
 use crate::net::Stream;
 use crate::net::proxy::{self, Parsed};
-use crate::net::tls::{HANDSHAKE_RECORD, Stage, TLS_REQUIRED_REPLY};
+use crate::net::tls::{Stage, TLS_REQUIRED_REPLY};
 use crate::stats::Stats;
 use crate::write_queue::MAX_IOVECS;
 
@@ -113,15 +113,15 @@ impl Core {
                     }
                 },
                 Stage::Sniff => {
-                    let Some(&first) = layer.pending().first() else {
+                    if layer.pending().is_empty() {
                         return;
-                    };
+                    }
                     let generation = client.conn.id().generation;
                     let remote = self.context.remote().cloned();
                     let Some(remote) = remote else {
                         return;
                     };
-                    if first == HANDSHAKE_RECORD && layer.start_tls(&remote) {
+                    if crate::proto::is_tls_handshake(layer.pending()) && layer.start_tls(&remote) {
                         if !self.config.auth_timeout.is_zero() {
                             let at = Instant::now() + self.config.auth_timeout;
                             self.add_timer(at, key, generation, TimerKind::Handshake);
@@ -156,11 +156,10 @@ impl Core {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        let Some(layer) = client.layer.take() else {
+        let Some(mut layer) = client.layer.take() else {
             return;
         };
-        let mut bytes = layer.pending();
-        while !bytes.is_empty() {
+        while !layer.pending().is_empty() {
             let Some(ring) = client.conn.read_space(&mut shared) else {
                 // Out of buffer memory: the connection waits like any other.
                 client.layer = Some(layer);
@@ -170,6 +169,7 @@ impl Core {
             };
             let mut iov = [IoSliceMut::new(&mut []), IoSliceMut::new(&mut [])];
             let used = ring.space_iovecs(&mut iov);
+            let bytes = layer.pending();
             let mut n = 0;
             for slice in &mut iov[..used] {
                 let take = slice.len().min(bytes.len() - n);
@@ -179,8 +179,10 @@ impl Core {
             if n == 0 {
                 break;
             }
+            // Taken off the layer as it goes, so that a wait for memory
+            // half way resumes where it stopped.
+            layer.consume(n);
             client.conn.received(n, now, &mut shared, &mut self.scratch);
-            bytes = &bytes[n..];
         }
     }
 
