@@ -294,6 +294,7 @@ impl Connection {
             in_flight: self.in_flight,
             output_bytes: self.out.len(),
             paused: !self.wants_input() && self.input == Input::Open,
+            tls: false, // The loop knows (reactor/layer.rs).
         }
     }
 

@@ -463,7 +463,7 @@ pub struct ClientInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Who the policy takes it for: `user:alice`, `uid:1000`,
-    /// `token:NAME`, `anonymous` or `unauthenticated`.
+    /// `token:NAME`, `cert:NAME`, `anonymous` or `unauthenticated`.
     pub identity: String,
     /// False until a TCP connection has sent the auth token (when one is required).
     pub authenticated: bool,
@@ -478,6 +478,9 @@ pub struct ClientInfo {
     /// True while it is not read because of output backpressure or a full
     /// worker queue (a wait for buffer memory is not shown here).
     pub paused: bool,
+    /// True for a TLS connection (shown only then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// Connection counters in a snapshot.

@@ -267,6 +267,7 @@ fn a_client_certificate_is_the_identity_the_policy_judges() {
         assert_eq!(client.call("test.add", Some(json!([1, 1]))).unwrap(), 2);
         let me = client.call("rpc.clients", None).expect("clients");
         assert_eq!(me[0]["identity"], "cert:agent-7", "{me}");
+        assert_eq!(me[0]["tls"], true, "{me}");
         assert_eq!(me[0]["authenticated"], true, "{me}");
     }
     // A SAN DNS name wins over the CN; a deny rule refuses it.

@@ -466,7 +466,15 @@ impl Core {
             return;
         }
         let now = self.now;
-        let clients: Vec<_> = self.clients.iter().map(|(_, c)| c.conn.info(now)).collect();
+        let clients: Vec<_> = self
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let mut info = c.conn.info(now);
+                info.tls = c.layer.as_ref().is_some_and(|l| l.tls.is_some());
+                info
+            })
+            .collect();
         for job in std::mem::take(&mut self.held.on_loop) {
             // Only admins see other connections (docs/security.md).
             let admin = self
