@@ -482,3 +482,55 @@ fn handshakes_count_among_the_connections_waiting_to_authenticate() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_tls_peer_provides_methods_and_receives_events() {
+    use junction::client::{Body, Incoming};
+    let (server, pki, _certs) = tls_server(
+        |p| p.mutual(true),
+        |c| {
+            c.access.tcp_anonymous = false;
+            c.access.policy = Policy::new(vec![
+                Rule::from_flag("cert:agent-7:provide:tls.*", false).unwrap(),
+                Rule::from_flag("cert:agent-7:subscribe:news.*", false).unwrap(),
+            ]);
+        },
+    );
+    let agent = pki.client("agent", "agent-7", None);
+    let unix = server.endpoints()[0].clone();
+    for protocol in [Protocol::JsonRpc, Protocol::Mcp1] {
+        let mut provider =
+            Client::connect_tls(&tcp(&server), &pki.options_with(&agent), protocol).unwrap();
+        provider.set_timeout(Some(PATIENCE)).unwrap();
+        provider.register(&["tls.*"]).expect("register");
+        provider.subscribe(&["news.*"]).expect("subscribe");
+        let answers = std::thread::spawn(move || {
+            let mut events = 0;
+            while events < 20 {
+                match provider.next_message().expect("message") {
+                    Incoming::Request(call) => {
+                        let params = call.params.unwrap_or(Body::Json(Value::Null));
+                        provider.respond(call.id, Ok(params)).expect("respond");
+                    }
+                    Incoming::Event(event) => {
+                        assert_eq!(event.data["n"], events, "in order");
+                        assert_eq!(event.data["pad"].as_str().map(str::len), Some(20_000));
+                        events += 1;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let mut caller = server.client(&unix);
+        let big = json!({ "text": "y".repeat(100_000) });
+        for _ in 0..5 {
+            assert_eq!(caller.call("tls.echo", Some(big.clone())).unwrap(), big);
+        }
+        for n in 0..20 {
+            caller
+                .publish("news.today", json!({ "n": n, "pad": "z".repeat(20_000) }))
+                .expect("publish");
+        }
+        answers.join().expect("provider thread");
+    }
+}
