@@ -16,8 +16,8 @@
 //! record) starts TLS, anything else is plaintext (or refused, with
 //! `tls-mode = only`).
 //!
-//! Memory per TLS connection is bounded: [`TLS_INPUT`] bytes of ciphertext,
-//! rustls's own buffers (at most one record being deframed, 16 KiB of
+//! Memory per TLS connection is bounded: [`TLS_INPUT`] bytes of ciphertext
+//! while a read is being handled (given back after it), rustls's own buffers (at most one record being deframed, 16 KiB of
 //! plaintext read ahead, and [`TLS_BUFFER_LIMIT`] bytes of records to send),
 //! and the output buffer, which holds what one call of `write_tls` made.
 
@@ -382,8 +382,16 @@ impl Layer {
         }
     }
 
-    /// The free space to read into (the pending bytes moved to the front first).
+    /// The free space to read into (the pending bytes moved to the front
+    /// first; the buffer made again if it was given back).
     pub(crate) fn room(&mut self) -> &mut [u8] {
+        if self.input.is_empty() {
+            let size = match self.stage {
+                Stage::Tls => TLS_INPUT,
+                Stage::Proxy | Stage::Sniff => proxy::MAX_HEADER,
+            };
+            self.input = vec![0; size];
+        }
         if self.start > 0 {
             self.input.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -399,7 +407,19 @@ impl Layer {
 
     /// True when the input buffer is full.
     pub(crate) fn full(&self) -> bool {
-        self.start == 0 && self.end == self.input.len()
+        !self.input.is_empty() && self.start == 0 && self.end == self.input.len()
+    }
+
+    /// Gives the ciphertext buffer back once everything read was handled:
+    /// an idle TLS connection then holds rustls's state only, not
+    /// [`TLS_INPUT`] bytes (the next read makes it again). Call only with
+    /// no read in flight into it.
+    pub(crate) fn shed(&mut self) {
+        if self.stage == Stage::Tls && self.start == self.end {
+            self.input = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
     }
 
     /// Starts TLS with what was read so far as the first ciphertext.

@@ -74,6 +74,13 @@ impl Core {
         };
         layer.filled(n);
         self.advance_layer(key);
+        if let Some(layer) = self
+            .clients
+            .get_mut(key)
+            .and_then(|c| c.layer.as_deref_mut())
+        {
+            layer.shed();
+        }
         if n < room && !to_the_end {
             Progress::Stop
         } else {
