@@ -325,6 +325,28 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
+/// Ciphertext buffers given back by connections between reads, for the
+/// next read of any connection: a busy TLS connection takes one per read
+/// without allocating (or zeroing) it, an idle one holds none. At most
+/// [`SpareBuffers::MAX`] are kept (about 1 MiB).
+#[derive(Debug, Default)]
+pub(crate) struct SpareBuffers(Vec<Vec<u8>>);
+
+impl SpareBuffers {
+    /// Buffers kept at most.
+    pub(crate) const MAX: usize = 64;
+
+    fn take(&mut self) -> Vec<u8> {
+        self.0.pop().unwrap_or_else(|| vec![0; TLS_INPUT])
+    }
+
+    fn give(&mut self, buffer: Vec<u8>) {
+        if self.0.len() < Self::MAX && buffer.len() == TLS_INPUT {
+            self.0.push(buffer);
+        }
+    }
+}
+
 /// Where a layered connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
@@ -384,13 +406,12 @@ impl Layer {
 
     /// The free space to read into (the pending bytes moved to the front
     /// first; the buffer made again if it was given back).
-    pub(crate) fn room(&mut self) -> &mut [u8] {
+    pub(crate) fn room(&mut self, spare: &mut SpareBuffers) -> &mut [u8] {
         if self.input.is_empty() {
-            let size = match self.stage {
-                Stage::Tls => TLS_INPUT,
-                Stage::Proxy | Stage::Sniff => proxy::MAX_HEADER,
+            self.input = match self.stage {
+                Stage::Tls => spare.take(),
+                Stage::Proxy | Stage::Sniff => vec![0; proxy::MAX_HEADER],
             };
-            self.input = vec![0; size];
         }
         if self.start > 0 {
             self.input.copy_within(self.start..self.end, 0);
@@ -414,16 +435,16 @@ impl Layer {
     /// an idle TLS connection then holds rustls's state only, not
     /// [`TLS_INPUT`] bytes (the next read makes it again). Call only with
     /// no read in flight into it.
-    pub(crate) fn shed(&mut self) {
-        if self.stage == Stage::Tls && self.start == self.end {
-            self.input = Vec::new();
+    pub(crate) fn shed(&mut self, spare: &mut SpareBuffers) {
+        if self.stage == Stage::Tls && self.start == self.end && !self.input.is_empty() {
+            spare.give(std::mem::take(&mut self.input));
             self.start = 0;
             self.end = 0;
         }
     }
 
     /// Starts TLS with what was read so far as the first ciphertext.
-    pub(crate) fn start_tls(&mut self, remote: &Remote) -> bool {
+    pub(crate) fn start_tls(&mut self, remote: &Remote, spare: &mut SpareBuffers) -> bool {
         let Some(config) = &remote.tls else {
             return false;
         };
@@ -431,8 +452,9 @@ impl Layer {
             return false;
         };
         tls.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+        // The preamble buffer (at most MAX_HEADER bytes) always fits.
         let pending = self.end - self.start;
-        let mut input = vec![0; TLS_INPUT.max(pending)];
+        let mut input = spare.take();
         input[..pending].copy_from_slice(self.pending());
         self.input = input;
         self.start = 0;

@@ -42,7 +42,7 @@ impl Core {
         let Some(layer) = client.layer.as_deref_mut() else {
             return ReadTarget::NotNow;
         };
-        let room = layer.room();
+        let room = layer.room(&mut self.tls_spare);
         if room.is_empty() {
             // rustls holds plaintext the connection cannot take yet: it is
             // handed on when the connection's input is no longer held.
@@ -79,7 +79,7 @@ impl Core {
             .get_mut(key)
             .and_then(|c| c.layer.as_deref_mut())
         {
-            layer.shed();
+            layer.shed(&mut self.tls_spare);
         }
         if n < room && !to_the_end {
             Progress::Stop
@@ -128,7 +128,9 @@ impl Core {
                     let Some(remote) = remote else {
                         return;
                     };
-                    if crate::proto::is_tls_handshake(layer.pending()) && layer.start_tls(&remote) {
+                    if crate::proto::is_tls_handshake(layer.pending())
+                        && layer.start_tls(&remote, &mut self.tls_spare)
+                    {
                         if !self.config.auth_timeout.is_zero() {
                             let at = Instant::now() + self.config.auth_timeout;
                             self.add_timer(at, key, generation, TimerKind::Handshake);

@@ -190,6 +190,8 @@ pub struct Core {
     policy_generation: u64,
     /// When the loop last gave back what a burst left (see shrink.rs).
     shrinker: shrink::Shrinker,
+    /// TLS ciphertext buffers between reads (see net/tls.rs).
+    tls_spare: crate::net::tls::SpareBuffers,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -252,6 +254,7 @@ impl Core {
             deferred: Vec::new(),
             policy_generation: 0,
             shrinker: shrink::Shrinker::default(),
+            tls_spare: Default::default(),
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
