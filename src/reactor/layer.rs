@@ -65,11 +65,14 @@ impl Core {
         room: usize,
         to_the_end: bool,
     ) -> Progress {
-        let Some(layer) = self
-            .clients
-            .get_mut(key)
-            .and_then(|c| c.layer.as_deref_mut())
-        else {
+        let quickack = self.config.sockets.tcp_quickack;
+        let Some(client) = self.clients.get_mut(key) else {
+            return Progress::Stop;
+        };
+        if quickack {
+            client.stream.rearm_quickack();
+        }
+        let Some(layer) = client.layer.as_deref_mut() else {
             return Progress::Stop;
         };
         layer.filled(n);
