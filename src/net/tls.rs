@@ -41,7 +41,7 @@ pub const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
 /// The line a plaintext client gets on a port that serves TLS only.
 pub const TLS_REQUIRED_REPLY: &[u8] = b"{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32007,\"message\":\
-\"junctiond: this port speaks TLS only (tls-mode = only); connect with TLS, e.g. junction --tls\"},\"id\":null}\n";
+\"Unauthorized: this port speaks TLS only (tls-mode = only); connect with TLS, e.g. junction --tls\"},\"id\":null}\n";
 
 /// Whether clients of a TLS listener must show a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
