@@ -429,6 +429,35 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_SLOWLOG_MAX_LEN", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowlog_max_len: Option<usize>,
+    // TLS and PROXY protocol on the TCP listener (docs/remote.md).
+    /// PEM certificate chain (leaf first) the TCP listener presents; with --tls-key, the TCP port speaks TLS [default: none]
+    #[arg(long, env = "JUNCTION_TLS_CERT", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "JUNCTION_TLS_KEY", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates (mutual TLS); a verified certificate is the identity cert:NAME [default: none]
+    #[arg(long, env = "JUNCTION_TLS_CLIENT_CA", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: "required" (no certificate, no handshake) or "optional" (without one, rpc.auth) [default: required]
+    #[arg(
+        long,
+        env = "JUNCTION_TLS_CLIENT_CERT",
+        value_name = "required|optional"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_cert: Option<String>,
+    /// With TLS on: "only" (plaintext connections are refused) or "both" (TLS and plaintext on one port, told apart by the first byte) [default: only]
+    #[arg(long, env = "JUNCTION_TLS_MODE", value_name = "only|both")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_mode: Option<String>,
+    /// Addresses or CIDR blocks (comma-separated) of proxies whose connections may start with a PROXY protocol v2 header [default: none]
+    #[arg(long, env = "JUNCTION_PROXY_PROTOCOL_FROM", value_name = "ADDRS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol_from: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -462,7 +491,8 @@ impl Settings {
             auth_timeout, max_unauthenticated,
             bus_max_names, bus_max_subscriptions, max_output_hard,
             log_format, log, tcp_anonymous, allow, deny, policy,
-            slowlog_threshold, slowlog_max_len)
+            slowlog_threshold, slowlog_max_len,
+            tls_cert, tls_key, tls_client_ca, tls_client_cert, tls_mode, proxy_protocol_from)
     }
 }
 
@@ -533,6 +563,8 @@ pub struct Config {
     pub slowlog_threshold: Duration,
     /// Most entries of the slow log; 0: off (reloadable).
     pub slowlog_max_len: usize,
+    /// TLS and PROXY protocol on the TCP listener.
+    pub remote: crate::net::tls::RemoteConfig,
 }
 
 impl Default for Config {
@@ -570,6 +602,7 @@ impl Default for Config {
             log: "info".into(),
             slowlog_threshold: crate::observe::slowlog::DEFAULT_THRESHOLD,
             slowlog_max_len: crate::observe::slowlog::DEFAULT_MAX_LEN,
+            remote: crate::net::tls::RemoteConfig::default(),
         }
     }
 }
@@ -583,6 +616,7 @@ impl Config {
             ..Config::default()
         };
         config.access.policy = resolve_policy(&settings)?;
+        config.remote = resolve_remote(&settings)?;
         if let Some(unix) = settings.unix {
             config.unix = match unix.as_str() {
                 "off" => None,
@@ -813,6 +847,25 @@ impl Config {
             ),
             slowlog_threshold: Some(Span(self.slowlog_threshold)),
             slowlog_max_len: Some(self.slowlog_max_len),
+            tls_cert: self.remote.cert.clone(),
+            tls_key: self.remote.key.clone(),
+            tls_client_ca: self.remote.client_ca.clone(),
+            tls_client_cert: self.remote.client_ca.as_ref().map(|_| {
+                match self.remote.client_cert {
+                    crate::net::tls::ClientCert::Optional => "optional",
+                    _ => "required",
+                }
+                .into()
+            }),
+            tls_mode: self.remote.tls().then(|| {
+                if self.remote.plaintext {
+                    "both"
+                } else {
+                    "only"
+                }
+                .into()
+            }),
+            proxy_protocol_from: Some(self.remote.proxies.to_string()),
         }
     }
 
@@ -921,6 +974,54 @@ fn resolve_policy(settings: &Settings) -> Result<crate::policy::Policy, ConfigEr
 }
 
 /// The preset named by `tuning`, with each option set on its own applied over it.
+/// The TLS and PROXY options, checked together (files are read at bind).
+fn resolve_remote(settings: &Settings) -> Result<crate::net::tls::RemoteConfig, ConfigError> {
+    use crate::net::tls::{ClientCert, RemoteConfig};
+    let mut remote = RemoteConfig {
+        cert: settings.tls_cert.clone(),
+        key: settings.tls_key.clone(),
+        client_ca: settings.tls_client_ca.clone(),
+        ..RemoteConfig::default()
+    };
+    match (&remote.cert, &remote.key) {
+        (Some(_), None) => return Err(invalid("tls-key", "--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(invalid("tls-cert", "--tls-key needs --tls-cert")),
+        _ => {}
+    }
+    let tls = remote.cert.is_some();
+    if !tls && remote.client_ca.is_some() {
+        return Err(invalid("tls-client-ca", "needs --tls-cert and --tls-key"));
+    }
+    remote.client_cert = match (settings.tls_client_cert.as_deref(), &remote.client_ca) {
+        (Some(_), None) => return Err(invalid("tls-client-cert", "needs --tls-client-ca")),
+        (None, None) => ClientCert::Off,
+        (None | Some("required"), Some(_)) => ClientCert::Required,
+        (Some("optional"), Some(_)) => ClientCert::Optional,
+        (Some(other), Some(_)) => {
+            return Err(invalid(
+                "tls-client-cert",
+                format_args!("{other:?}: use required or optional"),
+            ));
+        }
+    };
+    remote.plaintext = match settings.tls_mode.as_deref() {
+        None | Some("only") => false,
+        Some("both") if tls => true,
+        Some("both") => return Err(invalid("tls-mode", "needs --tls-cert and --tls-key")),
+        Some(other) => {
+            return Err(invalid(
+                "tls-mode",
+                format_args!("{other:?}: use only or both"),
+            ));
+        }
+    };
+    if let Some(list) = &settings.proxy_protocol_from {
+        remote.proxies = crate::net::proxy::TrustedProxies::parse(list)
+            .map_err(|e| invalid("proxy-protocol-from", e))?;
+    }
+    Ok(remote)
+}
+
 fn resolve_sockets(settings: &Settings) -> Result<SocketOptions, ConfigError> {
     let mut options = SocketOptions::preset(settings.tuning.unwrap_or_default());
     let buffer = |option, value: Option<ByteSize>, default: usize| match value {

@@ -17,7 +17,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-
 use crate::access::{Gate, Peer};
 use crate::buffer::{RING_MIN, RingBuffer};
 use crate::dispatch::{AuthOutcome, Batches, Dispatcher, Shared};
@@ -218,6 +217,38 @@ impl Connection {
         self.rights = rights;
     }
 
+    /// A TLS peer showed a verified client certificate: it is served as
+    /// that identity, without `rpc.auth` (see `reactor/layer.rs`).
+    pub(crate) fn authenticate_as(&mut self, rights: crate::policy::Rights) {
+        self.rights = rights;
+        self.gate = Gate::Open;
+    }
+
+    /// A trusted proxy's PROXY header named the real client: policy,
+    /// throttles and `rpc.clients` see it from here on.
+    pub(crate) fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
+    }
+
+    /// Bytes made from its output went out at `now` (a TLS record): the
+    /// idle and write clocks start again.
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.stalled_since = None;
+    }
+
+    /// Whether it must still authenticate, and how it stands.
+    pub(crate) fn gate(&self) -> Gate {
+        self.gate
+    }
+
+    /// Ends the conversation before any protocol was sniffed, after
+    /// `message` (a port that wants TLS, a bad PROXY header).
+    pub(crate) fn refuse_with(&mut self, message: &[u8], shared: &mut Shared<'_>) {
+        self.refuse(shared, message);
+        self.account_output(shared);
+    }
+
     /// True when it may see other peers' details.
     pub fn is_admin(&self) -> bool {
         self.rights.admin()
@@ -263,6 +294,7 @@ impl Connection {
             in_flight: self.in_flight,
             output_bytes: self.out.len(),
             paused: !self.wants_input() && self.input == Input::Open,
+            tls: false, // The loop knows (reactor/layer.rs).
         }
     }
 

@@ -416,6 +416,8 @@ pub struct Context {
     notifier: crate::notify::Notifier,
     /// Per-method counters beyond the router's, and the slow log.
     observe: Arc<crate::observe::Observe>,
+    /// TLS and PROXY settings of the TCP listener (None: plain TCP).
+    remote: Option<Arc<crate::net::tls::Remote>>,
 }
 
 impl Context {
@@ -430,12 +432,24 @@ impl Context {
             policy: crate::reload::Swappable::default(),
             notifier: crate::notify::Notifier::default(),
             observe,
+            remote: None,
         }
     }
 
     /// The bus's and routed names' counters, and the slow log.
     pub fn observe(&self) -> &Arc<crate::observe::Observe> {
         &self.observe
+    }
+
+    /// The same context with the TCP listener's TLS and PROXY settings.
+    pub fn with_remote(mut self, remote: Option<Arc<crate::net::tls::Remote>>) -> Self {
+        self.remote = remote;
+        self
+    }
+
+    /// The TCP listener's TLS and PROXY settings, if any.
+    pub fn remote(&self) -> Option<&Arc<crate::net::tls::Remote>> {
+        self.remote.as_ref()
     }
 
     /// The same context with these bus settings.

@@ -46,14 +46,25 @@ pub enum ServerError {
     /// The router clashes with the built-in methods.
     #[error("cannot install the built-in methods: {0}")]
     Router(#[from] RouterError),
-    /// A non-loopback TCP address without an auth token (protected mode).
+    /// A non-loopback TCP address without TLS plus a token, or mutual TLS (protected mode).
     #[error(
-        "refusing to listen on {0} without an auth token (protected mode): anyone who can reach \
-         that address could call every method. Set auth-token-file (clients then send rpc.auth \
-         first), listen on loopback (e.g. --tcp 127.0.0.1:7710), or turn protected mode off \
-         (--protected-mode false) if a firewall guards the port"
+        "refusing to listen on {0} without TLS and an auth token, or mutual TLS (protected mode): \
+         anyone on the network path could read the traffic or call every method. Set tls-cert and \
+         tls-key with auth-token-file (clients then send rpc.auth first) or with tls-client-ca \
+         (mutual TLS), and keep tls-mode = only; or listen on loopback (e.g. --tcp 127.0.0.1:7710); \
+         or turn protected mode off (--protected-mode false) if something else guards the port \
+         (see docs/remote.md)"
     )]
     Unprotected(SocketAddr),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::net::tls::TlsError),
+    /// tcp-anonymous with PROXY headers: the real clients are not on loopback.
+    #[error(
+        "refusing tcp-anonymous with proxy-protocol-from: the clients a proxy forwards are not on \
+         loopback, and anonymous TCP is for loopback clients only; give them tokens or certificates"
+    )]
+    AnonymousBehindProxy,
     /// A token too short to face a network.
     #[error(
         "refusing to listen on {addr} with the token {name:?} of {len} bytes: tokens must be at \
@@ -207,29 +218,38 @@ impl Drop for TokenFile {
 /// on a public address (protected mode), anonymous TCP off loopback, and
 /// tokens under [`SHORT_TOKEN`] bytes off loopback.
 pub(crate) fn check_tcp_access(addr: SocketAddr, config: &Config) -> Result<(), ServerError> {
+    if config.access.tcp_anonymous && !config.remote.proxies.is_empty() {
+        return Err(ServerError::AnonymousBehindProxy);
+    }
     if addr.ip().is_loopback() {
         return Ok(());
     }
     if config.access.tcp_anonymous {
         return Err(ServerError::AnonymousNotLoopback(addr));
     }
-    if config.access.tokens.is_empty() && config.protected_mode {
-        return Err(ServerError::Unprotected(addr));
-    }
-    match config
+    if let Some(short) = config
         .access
         .tokens
         .iter()
         .find(|t| t.token.len() < SHORT_TOKEN)
     {
-        Some(short) => Err(ServerError::ShortToken {
+        return Err(ServerError::ShortToken {
             addr,
             name: short.name.clone(),
             len: short.token.len(),
             min: SHORT_TOKEN,
-        }),
-        None => Ok(()),
+        });
     }
+    // Off loopback, protected mode wants encryption and a credential that
+    // did not come from a local file: TLS only, plus a configured token or
+    // a client certificate every peer must show.
+    let remote = &config.remote;
+    let tls_only = remote.tls() && !remote.plaintext;
+    let credential = remote.mutual() || !config.access.tokens.is_empty();
+    if config.protected_mode && !(tls_only && credential) {
+        return Err(ServerError::Unprotected(addr));
+    }
+    Ok(())
 }
 
 /// Writes a fresh token for the daemon's user beside the Unix socket (or,
@@ -286,6 +306,8 @@ impl Server {
         if let Some(addr) = config.tcp {
             check_tcp_access(addr, config)?;
         }
+        // Read before any socket is bound, so a bad file leaves nothing behind.
+        let remote = crate::net::tls::Remote::load(&config.remote)?;
         let mut methods = Router::new();
         register_builtins(&mut methods)?;
         methods.merge(router)?;
@@ -383,6 +405,7 @@ impl Server {
             stats.record_socket(&key, listener.read_back());
         }
         let context = Context::new(methods, stats)
+            .with_remote(remote)
             .with_access(access)
             .with_bus(config.bus.clone())
             .with_notifier(Notifier::from_env());

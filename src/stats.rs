@@ -96,6 +96,8 @@ pub struct Stats {
     pub bus: BusStats,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateStats,
+    /// TLS and PROXY protocol counters.
+    pub remote: RemoteStats,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -172,6 +174,26 @@ counters! {
     }
 }
 
+counters! {
+    /// TLS handshakes and PROXY headers on the TCP listener (docs/remote.md).
+    RemoteStats => RemoteSnapshot {
+        /// TLS handshakes completed.
+        tls_handshakes,
+        /// Of them, with a verified client certificate (mutual TLS).
+        tls_client_certs,
+        /// Handshakes or records that failed (garbage, a refused certificate); closed.
+        tls_failures,
+        /// Handshakes not completed within `auth-timeout`; closed.
+        tls_handshake_timeouts,
+        /// Plaintext connections refused on a port that serves TLS only.
+        tls_plaintext_refused,
+        /// PROXY headers taken from trusted proxies.
+        proxy_headers,
+        /// Connections refused for a malformed PROXY header.
+        proxy_refused,
+    }
+}
+
 impl Stats {
     /// Fresh counters for a server with `workers` pool threads.
     pub fn new(workers: usize) -> Self {
@@ -209,6 +231,7 @@ impl Stats {
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
             gate: GateStats::default(),
+            remote: RemoteStats::default(),
         }
     }
 
@@ -338,6 +361,7 @@ impl Stats {
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
             gate: self.gate.snapshot(),
+            remote: self.remote.snapshot(),
         }
     }
 }
@@ -375,6 +399,8 @@ pub struct StatsSnapshot {
     pub bus: BusSnapshot,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateSnapshot,
+    /// TLS and PROXY protocol counters.
+    pub remote: RemoteSnapshot,
 }
 
 /// Buffer memory in a snapshot.
@@ -437,7 +463,7 @@ pub struct ClientInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Who the policy takes it for: `user:alice`, `uid:1000`,
-    /// `token:NAME`, `anonymous` or `unauthenticated`.
+    /// `token:NAME`, `cert:NAME`, `anonymous` or `unauthenticated`.
     pub identity: String,
     /// False until a TCP connection has sent the auth token (when one is required).
     pub authenticated: bool,
@@ -452,6 +478,9 @@ pub struct ClientInfo {
     /// True while it is not read because of output backpressure or a full
     /// worker queue (a wait for buffer memory is not shown here).
     pub paused: bool,
+    /// True for a TLS connection (shown only then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// Connection counters in a snapshot.

@@ -265,8 +265,11 @@ fn protected_mode_refuses_a_public_address_without_a_token() {
     }
     config.access.tokens = vec![NamedToken::owner(AuthToken::new(TOKEN))];
     assert!(
-        Server::bind(&config, Router::new()).is_ok(),
-        "a token makes it fine"
+        matches!(
+            Server::bind(&config, Router::new()),
+            Err(ServerError::Unprotected(_))
+        ),
+        "a token without TLS is not enough (tests/tls.rs binds one with TLS)"
     );
     config.access.tokens.clear();
     config.protected_mode = false;

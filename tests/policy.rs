@@ -397,7 +397,10 @@ fn a_short_token_or_anonymous_tcp_off_loopback_stops_the_start() {
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a 1-byte token on 0.0.0.0 was accepted"),
     }
-    assert!(Server::bind(&public_config("0123456789abcdef"), Router::new()).is_ok());
+    // Long enough; without TLS only an unprotected daemon binds it (tests/tls.rs).
+    let mut long = public_config("0123456789abcdef");
+    long.protected_mode = false;
+    assert!(Server::bind(&long, Router::new()).is_ok());
     let mut anonymous = public_config("0123456789abcdef");
     anonymous.access.tcp_anonymous = true;
     assert!(matches!(

@@ -39,6 +39,52 @@ pub struct LoadSpec {
     pub warmup: Duration,
     /// The server's pid, to read its CPU over the measured window.
     pub server_pid: Option<u32>,
+    /// Connect over TLS (TCP only).
+    pub tls: Option<Tls>,
+}
+
+/// How to talk TLS to the server: the client configuration and the name to check.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The rustls client configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// TLS trusting the CA in `ca` and checking `name`.
+    pub fn new(ca: &std::path::Path, name: &str) -> Result<Tls, String> {
+        let options = junction::client::TlsOptions {
+            ca: Some(ca.to_path_buf()),
+            server_name: Some(name.to_string()),
+            ..Default::default()
+        };
+        Ok(Tls {
+            config: options.client_config().map_err(|e| e.to_string())?,
+            name: options.name_for("").map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// A nonblocking TLS connection: the socket and the rustls session.
+struct TlsConn {
+    tcp: TcpStream,
+    session: rustls::ClientConnection,
+}
+
+impl TlsConn {
+    /// Sends what rustls holds; WouldBlock leaves the rest for the next call.
+    fn push(&mut self) -> io::Result<()> {
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut self.tcp) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a run measured.
@@ -70,9 +116,31 @@ struct Shared {
 enum Conn {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<TlsConn>),
 }
 
 impl Conn {
+    /// Connects, over TLS when `tls` says so (the handshake done blocking).
+    fn open(endpoint: &Endpoint, tls: Option<&Tls>) -> io::Result<Conn> {
+        let (Some(tls), Endpoint::Tcp(addr)) = (tls, endpoint) else {
+            return Self::connect(endpoint);
+        };
+        let mut stream = std::net::TcpStream::connect(addr.as_str())?;
+        stream.set_nodelay(true)?;
+        let mut session = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.name.clone())
+            .map_err(io::Error::other)?;
+        while session.is_handshaking() {
+            session.complete_io(&mut stream)?;
+        }
+        stream.set_nonblocking(true)?;
+        let mut conn = TlsConn {
+            tcp: TcpStream::from_std(stream),
+            session,
+        };
+        conn.push()?;
+        Ok(Conn::Tls(Box::new(conn)))
+    }
+
     fn connect(endpoint: &Endpoint) -> io::Result<Conn> {
         Ok(match endpoint {
             Endpoint::Unix(path) => {
@@ -93,6 +161,7 @@ impl Conn {
         match self {
             Conn::Unix(s) => s,
             Conn::Tcp(s) => s,
+            Conn::Tls(s) => &mut s.tcp,
         }
     }
 }
@@ -102,6 +171,17 @@ impl Read for Conn {
         match self {
             Conn::Unix(s) => s.read(buf),
             Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => loop {
+                match s.session.reader().read(buf) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    done => return done,
+                }
+                if s.session.read_tls(&mut s.tcp)? == 0 {
+                    return Ok(0);
+                }
+                s.session.process_new_packets().map_err(io::Error::other)?;
+                s.push()?;
+            },
         }
     }
 }
@@ -111,18 +191,31 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => {
+                s.push()?;
+                let n = s.session.writer().write(buf)?;
+                s.push()?;
+                if n == 0 {
+                    // rustls holds all it takes until the socket drains.
+                    return Err(ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            }
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Conn::Tls(s) => s.push(),
+            _ => Ok(()),
+        }
     }
 }
 
 /// Sends one request and checks the answer byte for byte, blocking.
-pub fn probe(endpoint: &Endpoint, workload: &Workload) -> Result<(), String> {
+pub fn probe(endpoint: &Endpoint, workload: &Workload, tls: Option<&Tls>) -> Result<(), String> {
     let mut conn =
-        Conn::connect(endpoint).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+        Conn::open(endpoint, tls).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     write_all(&mut conn, &workload.request, deadline)?;
     let expected = &workload.response;
@@ -168,7 +261,7 @@ fn write_all(conn: &mut Conn, mut bytes: &[u8], deadline: Instant) -> Result<(),
 /// Runs the load and measures it. `progress` is called about once a second
 /// with the answers counted so far in the measured window.
 pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadResult, String> {
-    probe(&spec.endpoint, &spec.workload)?;
+    probe(&spec.endpoint, &spec.workload, spec.tls.as_ref())?;
     let shared = Arc::new(Shared::default());
     let block: Arc<[u8]> = spec.workload.block(spec.pipeline).into();
     let threads = spec.threads.clamp(1, spec.connections.max(1));
@@ -177,7 +270,10 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
         let share = spec.connections / threads + usize::from(t < spec.connections % threads);
         let mut conns = Vec::with_capacity(share);
         for _ in 0..share {
-            conns.push(Conn::connect(&spec.endpoint).map_err(|e| format!("cannot connect: {e}"))?);
+            conns.push(
+                Conn::open(&spec.endpoint, spec.tls.as_ref())
+                    .map_err(|e| format!("cannot connect: {e}"))?,
+            );
         }
         let worker = Driver {
             conns,
@@ -343,6 +439,10 @@ impl Driver {
     }
 
     fn write(&mut self, i: usize, round: &mut Round, tally: &mut Tally) {
+        // TLS records left over when the socket was full go first.
+        if self.conns[i].flush().is_err() {
+            return round.lose(tally);
+        }
         while round.written < self.block.len() {
             match self.conns[i].write(&self.block[round.written..]) {
                 Ok(n) => {

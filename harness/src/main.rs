@@ -170,6 +170,12 @@ struct LoadArgs {
     /// user) that reads every line, to measure what a monitor costs
     #[arg(long)]
     monitor: bool,
+    /// Connect to --tcp over TLS, trusting the CA certificate in FILE
+    #[arg(long, value_name = "FILE", requires = "tcp")]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: the name the server's certificate must carry
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    tls_server_name: String,
 }
 
 #[derive(Args)]
@@ -328,6 +334,10 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         requests: args.requests,
         warmup: args.warmup.0,
         server_pid: args.server_pid,
+        tls: match &args.tls_ca {
+            Some(ca) => Some(load::Tls::new(ca, &args.tls_server_name)?),
+            None => None,
+        },
     };
     let mut progress = |secs: f64, answers: u64| {
         eprintln!(
@@ -348,6 +358,7 @@ fn throughput(mode: &str, args: LoadArgs) -> Result<(), String> {
         "target": t.target,
         "proto": t.proto,
         "transport": t.transport(),
+        "tls": spec.tls.is_some(),
         "connections": spec.connections,
         "pipeline": spec.pipeline,
         "size": t.size,

@@ -93,7 +93,7 @@ fn throughput_and_latency_run_over_every_transport_and_protocol() {
                 assert!(report["client_cpu_secs"].as_f64().is_some(), "{what}");
             }
             let latency = bench(&[
-                "latency", "--proto", proto, &flag, &addr, "-d", "200ms", "--warmup", "50ms",
+                "latency", "--proto", proto, &flag, &addr, "-d", "500ms", "--warmup", "50ms",
             ]);
             assert_eq!(
                 (

@@ -54,6 +54,21 @@ struct Args {
     /// How long to wait for an answer
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     timeout: Span,
+    /// Connect to --tcp over TLS (docs/remote.md)
+    #[arg(long, requires = "tcp")]
+    tls: bool,
+    /// With --tls: PEM CA certificates the daemon's certificate must chain to [default: the system's CAs]
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: PEM client certificate for mutual TLS (with --key); it then stands for the token
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// With --tls: PEM private key of --cert
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "cert"])]
+    key: Option<PathBuf>,
+    /// With --tls: the name the daemon's certificate must carry [default: the host of --tcp]
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -324,6 +339,8 @@ fn token_file(args: &Args) -> Option<PathBuf> {
     match (&args.tcp, &args.token_file) {
         (None, _) => None,
         (Some(_), Some(path)) => Some(path.clone()),
+        // A client certificate authenticates by itself.
+        (Some(_), None) if args.cert.is_some() => None,
         (Some(addr), None) => junction::client::find_token_file(addr, args.unix.as_deref()),
     }
 }
@@ -371,7 +388,18 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     let endpoint = endpoint(&args);
     let connect = || -> Result<Client, Failure> {
-        let mut client = Client::connect_with(&endpoint, args.proto).map_err(failure)?;
+        let mut client = match (&args.tcp, args.tls) {
+            (Some(addr), true) => {
+                let tls = junction::client::TlsOptions {
+                    ca: args.ca.clone(),
+                    cert: args.cert.clone(),
+                    key: args.key.clone(),
+                    server_name: args.server_name.clone(),
+                };
+                Client::connect_tls(addr, &tls, args.proto).map_err(failure)?
+            }
+            _ => Client::connect_with(&endpoint, args.proto).map_err(failure)?,
+        };
         client.set_timeout(Some(args.timeout.0)).map_err(failure)?;
         if let Some(path) = token_file(&args) {
             client.authenticate_with_file(&path).map_err(|e| match e {

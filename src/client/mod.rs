@@ -43,6 +43,7 @@ mod incoming;
 mod socket;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -63,6 +64,7 @@ use wire::Inbound;
 
 pub use bus::{BusList, ProvidedName, TopicEntry};
 pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
+pub use tls::{TlsOptions, TlsSetupError};
 
 /// The token file a client on `tcp` (`HOST:PORT`) can read by itself:
 /// the daemon's generated token beside its Unix socket (`unix`, else the
@@ -266,6 +268,37 @@ impl Client {
             }
         };
         Self::from_socket(socket, protocol)
+    }
+
+    /// Connects to the daemon's TCP `addr` (`host:port`) over TLS, speaking
+    /// `protocol`: the daemon's certificate is checked against `tls.ca`
+    /// (or the system's CAs) for `tls.server_name` (or the host of `addr`),
+    /// and `tls.cert`/`tls.key` are shown for mutual TLS. The handshake is
+    /// done when this returns.
+    ///
+    /// ```no_run
+    /// use junction::client::{Client, TlsOptions};
+    /// use junction::proto::Protocol;
+    ///
+    /// let tls = TlsOptions { ca: Some("ca.pem".into()), ..TlsOptions::default() };
+    /// let mut client = Client::connect_tls("daemon.example:7710", &tls, Protocol::JsonRpc)?;
+    /// client.authenticate("the token")?;
+    /// # Ok::<(), junction::ClientError>(())
+    /// ```
+    pub fn connect_tls(
+        addr: &str,
+        tls: &TlsOptions,
+        protocol: Protocol,
+    ) -> Result<Client, ClientError> {
+        let endpoint = Endpoint::Tcp(addr.to_string());
+        let connect_err = |source| ClientError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let stream = TcpStream::connect(addr).map_err(connect_err)?;
+        stream.set_nodelay(true)?;
+        let socket = tls.connect(stream, addr).map_err(connect_err)?;
+        Self::from_socket(Socket::Tls(socket), protocol)
     }
 
     /// A client on an already connected Unix stream (one passed by a

@@ -13,6 +13,7 @@ use crate::net::sockpath;
 pub(crate) enum Socket {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(super::tls::TlsSocket),
 }
 
 /// Connects to the Unix socket at `path` once the path passes the client's
@@ -40,6 +41,7 @@ impl Socket {
         Ok(match self {
             Socket::Unix(s) => Socket::Unix(s.try_clone()?),
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Tls(s) => Socket::Tls(s.try_clone()?),
         })
     }
 
@@ -47,6 +49,7 @@ impl Socket {
         match self {
             Socket::Unix(s) => s.set_read_timeout(timeout),
             Socket::Tcp(s) => s.set_read_timeout(timeout),
+            Socket::Tls(s) => s.tcp.set_read_timeout(timeout),
         }
     }
 }
@@ -56,6 +59,7 @@ impl Read for Socket {
         match self {
             Socket::Unix(s) => s.read(buf),
             Socket::Tcp(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
         }
     }
 }
@@ -65,10 +69,14 @@ impl Write for Socket {
         match self {
             Socket::Unix(s) => s.write(buf),
             Socket::Tcp(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Socket::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }

@@ -2,8 +2,10 @@
 
 pub mod activation;
 pub mod listener;
+pub mod proxy;
 pub(crate) mod sockpath;
 pub mod stream;
+pub mod tls;
 pub mod tuning;
 
 pub use listener::{BindError, Listener};

@@ -52,6 +52,7 @@ impl Guard {
                 user: me.name,
                 groups: me.groups,
                 token: Some(OWNER_TOKEN.into()),
+                cert: None,
             },
             groups,
             tcp_anonymous: access.tcp_anonymous,
@@ -81,6 +82,7 @@ impl Guard {
                     user: entry.name,
                     groups: entry.groups,
                     token: None,
+                    cert: None,
                 };
                 self.rights(identity, peer)
             }
@@ -104,6 +106,11 @@ impl Guard {
             }
         };
         self.rights(identity, peer)
+    }
+
+    /// The rights of a TLS peer whose verified client certificate is `name`.
+    pub fn certificate(&self, name: &str, peer: &Peer) -> Rights {
+        self.rights(Identity::certificate(name), peer)
     }
 
     /// Compiles the grants of `identity` from the rules that name it.
@@ -149,6 +156,11 @@ impl Guard {
                 Rejudged::Rights(self.rights(Identity::anonymous(), peer))
             }
             IdentityKind::Anonymous => Rejudged::Close,
+            // The certificate was verified at the handshake; only its grants change.
+            IdentityKind::Certificate => match &identity.cert {
+                Some(name) => Rejudged::Rights(self.certificate(name, peer)),
+                None => Rejudged::Close,
+            },
             IdentityKind::Unknown => Rejudged::Keep,
         }
     }

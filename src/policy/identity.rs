@@ -18,6 +18,8 @@ pub enum IdentityKind {
     Token,
     /// A TCP peer let in without a token (`tcp-anonymous`).
     Anonymous,
+    /// A TLS peer by the verified client certificate it showed (mutual TLS).
+    Certificate,
     /// Not established yet (a TCP connection before `rpc.auth`), or a Unix
     /// peer whose credentials could not be read.
     Unknown,
@@ -38,6 +40,8 @@ pub struct Identity {
     pub groups: Arc<[u32]>,
     /// The token's name (TCP peers that authenticated).
     pub token: Option<Arc<str>>,
+    /// The client certificate's name (mutual TLS; see `net::tls::certificate_name`).
+    pub cert: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -50,6 +54,16 @@ impl Identity {
             user: None,
             groups: Arc::from([]),
             token: None,
+            cert: None,
+        }
+    }
+
+    /// A TLS peer known by its verified client certificate's name.
+    pub fn certificate(name: &str) -> Self {
+        Self {
+            kind: IdentityKind::Certificate,
+            cert: Some(name.into()),
+            ..Self::unauthenticated()
         }
     }
 
@@ -67,7 +81,7 @@ impl Identity {
     }
 
     /// The short form `rpc.clients` shows: `user:alice`, `uid:1000`,
-    /// `token:build-agent`, `anonymous`, `unauthenticated`.
+    /// `token:build-agent`, `cert:agent.example`, `anonymous`, `unauthenticated`.
     pub fn label(&self) -> String {
         self.to_string()
     }
@@ -78,6 +92,9 @@ impl fmt::Display for Identity {
         match (self.kind, &self.user, self.uid, &self.token) {
             (IdentityKind::Token, _, _, Some(token)) => write!(f, "token:{token}"),
             (IdentityKind::Anonymous, ..) => f.write_str("anonymous"),
+            (IdentityKind::Certificate, ..) => {
+                write!(f, "cert:{}", self.cert.as_deref().unwrap_or(""))
+            }
             (IdentityKind::Unix, Some(user), _, _) => write!(f, "user:{user}"),
             (IdentityKind::Unix, None, Some(uid), _) => write!(f, "uid:{uid}"),
             _ => f.write_str("unauthenticated"),

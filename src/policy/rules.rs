@@ -20,6 +20,7 @@ enum SubjectKind {
     Uid(u32),
     Gid(u32),
     Token(String),
+    Cert(String),
     Anonymous,
     Any,
 }
@@ -34,7 +35,7 @@ impl Eq for Subject {}
 
 impl Subject {
     /// Parses `uid:N`, `user:NAME`, `gid:N`, `group:NAME`, `token:NAME`,
-    /// `anonymous` or `*`; users and groups must exist.
+    /// `cert:NAME`, `anonymous` or `*`; users and groups must exist.
     pub fn parse(text: &str) -> Result<Subject, String> {
         let text = text.trim();
         let kind = match text.split_once(':') {
@@ -58,10 +59,16 @@ impl Subject {
                     "{name:?} is not a token name (letters, digits, '-', '_' and '.')"
                 ));
             }
+            // A client certificate's SAN DNS name, SAN URI or CN; a URI may
+            // hold colons, so the name is everything after `cert:`.
+            Some(("cert", _)) => match text["cert:".len()..].trim() {
+                "" => return Err("cert: needs the certificate's name".into()),
+                name => SubjectKind::Cert(name.into()),
+            },
             _ => {
                 return Err(format!(
                     "{text:?} names no one: use uid:N, user:NAME, gid:N, group:NAME, \
-                     token:NAME, anonymous or *"
+                     token:NAME, cert:NAME, anonymous or *"
                 ));
             }
         };
@@ -77,6 +84,10 @@ impl Subject {
             SubjectKind::Uid(uid) => identity.uid == Some(*uid),
             SubjectKind::Gid(gid) => identity.in_group(*gid),
             SubjectKind::Token(name) => identity.token.as_deref() == Some(name.as_str()),
+            SubjectKind::Cert(name) => {
+                identity.kind == IdentityKind::Certificate
+                    && identity.cert.as_deref() == Some(name.as_str())
+            }
             SubjectKind::Anonymous => identity.kind == IdentityKind::Anonymous,
             SubjectKind::Any => identity.kind != IdentityKind::Unknown,
         }
@@ -251,7 +262,9 @@ impl Rule {
         let fail = |e: String| format!("{flag} {text:?}: {e}");
         let usage = || fail("expected WHO:ACTION:PATTERN (e.g. user:alice:call:editor.*)".into());
         let (who, rest) = match text.trim().split_once(':') {
-            Some((kind, tail)) if ["uid", "user", "gid", "group", "token"].contains(&kind) => {
+            Some((kind, tail))
+                if ["uid", "user", "gid", "group", "token", "cert"].contains(&kind) =>
+            {
                 let (id, rest) = tail.split_once(':').ok_or_else(usage)?;
                 (format!("{kind}:{id}"), rest)
             }

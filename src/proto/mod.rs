@@ -16,6 +16,18 @@ pub const MAX_LEADING_WHITESPACE: usize = 60;
 /// Bytes the sniffer may need to see.
 pub const SNIFF_WINDOW: usize = MAX_LEADING_WHITESPACE + 4;
 
+/// The first byte of a TLS handshake record: a ClientHello starts with it
+/// (then the record's version, `0x03 0x0N`). No JSON-RPC or MCP1 client
+/// sends it first, so on a listener with TLS the first byte alone tells a
+/// TLS client from a plaintext one, before the protocols are sniffed in the
+/// decrypted bytes (`net::tls`, `reactor/layer.rs`).
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
+/// True when `first` (at least one byte) opens a TLS handshake.
+pub fn is_tls_handshake(first: &[u8]) -> bool {
+    first.first() == Some(&TLS_HANDSHAKE)
+}
+
 /// The two protocols a connection can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +119,16 @@ mod tests {
         assert_eq!(sniff(b"MCP1\x01\x00"), Sniff::Detected(Protocol::Mcp1));
         assert_eq!(sniff(b"MCP2"), Sniff::Unknown);
         assert_eq!(sniff(b" MCP1"), Sniff::Unknown);
+    }
+
+    #[test]
+    fn a_tls_client_hello_is_neither_protocol() {
+        let hello = b"\x16\x03\x01\x02\x00\x01";
+        assert!(is_tls_handshake(hello));
+        assert_eq!(sniff(hello), Sniff::Unknown, "only the TLS layer takes it");
+        assert!(!is_tls_handshake(b"{"));
+        assert!(!is_tls_handshake(b"MCP1"));
+        assert!(!is_tls_handshake(b""));
     }
 
     #[test]

@@ -99,6 +99,10 @@ impl Core {
             hung_up: false,
             read_closed: false,
             waiting_auth,
+            layer: match peer {
+                Peer::Tcp(addr) => self.context.remote().and_then(|r| r.layer_for(addr)),
+                Peer::Unix(_) => None,
+            },
         });
         let stats = self.stats().transport(transport);
         Stats::bump(&stats.current);

@@ -129,6 +129,9 @@ impl Core {
     /// The regions to read into next. Records a connection that must wait
     /// for buffer memory, to read it once memory is freed.
     pub fn read_target(&mut self, key: usize) -> ReadTarget<'_> {
+        if self.clients.get(key).is_some_and(|c| c.layer.is_some()) {
+            return self.layered_read_target(key);
+        }
         let mut shared = shared!(self);
         let Some(client) = self.clients.get_mut(key) else {
             return ReadTarget::NotNow;
@@ -187,6 +190,7 @@ impl Core {
                 }
                 Progress::Stop
             }
+            Ok(n) if client.layer.is_some() => self.on_layered_read(key, n, room, to_the_end),
             Ok(n) => {
                 if quickack {
                     client.stream.rearm_quickack();
@@ -232,7 +236,11 @@ impl Core {
         key: usize,
         iov: &mut [IoSlice<'a>; MAX_IOVECS],
     ) -> Option<(&'a mut Stream, usize, usize)> {
-        let pending = self.clients.get(key)?.conn.output().len();
+        let client = self.clients.get(key)?;
+        if client.layer.is_some() {
+            return self.layered_write_target(key, iov);
+        }
+        let pending = client.conn.output().len();
         if pending == 0 || !self.may_write(key, pending) {
             return None;
         }
@@ -251,6 +259,7 @@ impl Core {
             return Progress::Stop;
         };
         match result {
+            Ok(n) if client.layer.is_some() => self.on_layered_write(key, n, total),
             Ok(n) => {
                 client.conn.wrote(n, now, &mut shared);
                 // A short write means the socket is full: writable comes later.

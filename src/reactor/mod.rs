@@ -15,6 +15,7 @@ mod bus;
 pub mod epoll;
 mod gate;
 mod io;
+mod layer;
 mod output;
 mod regrant;
 mod shrink;
@@ -108,6 +109,9 @@ pub struct Client {
     read_closed: bool,
     /// Counted among the connections waiting to authenticate.
     waiting_auth: bool,
+    /// A PROXY header or TLS under the sniffer (TCP listeners that have
+    /// them); None for plain connections.
+    layer: Option<Box<crate::net::tls::Layer>>,
 }
 
 /// Borrows what connections need from the loop, field by field, so that the
@@ -190,6 +194,8 @@ pub struct Core {
     shrinker: shrink::Shrinker,
     /// Inline calls of the current parse pass waiting to be timed.
     timed: Vec<crate::observe::TimedCall>,
+    /// TLS ciphertext buffers between reads (see net/tls.rs).
+    tls_spare: crate::net::tls::SpareBuffers,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -254,6 +260,7 @@ impl Core {
             policy_generation: 0,
             shrinker: shrink::Shrinker::default(),
             timed: Vec::with_capacity(64),
+            tls_spare: Default::default(),
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
@@ -403,7 +410,14 @@ impl Core {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        match client.conn.finish() {
+        let finish = client.conn.finish();
+        if finish != Finish::Open && client.layer.is_some() && self.layer_holds_close(key) {
+            return; // TLS records (close_notify) go out first.
+        }
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        match finish {
             Finish::Open => {}
             Finish::Close => self.close(key),
             Finish::Linger if !client.lingering => {
@@ -461,7 +475,15 @@ impl Core {
             return;
         }
         let now = self.now;
-        let clients: Vec<_> = self.clients.iter().map(|(_, c)| c.conn.info(now)).collect();
+        let clients: Vec<_> = self
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let mut info = c.conn.info(now);
+                info.tls = c.layer.as_ref().is_some_and(|l| l.tls.is_some());
+                info
+            })
+            .collect();
         for job in std::mem::take(&mut self.held.on_loop) {
             // Only admins see other connections (docs/security.md).
             let admin = self

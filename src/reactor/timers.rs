@@ -31,6 +31,8 @@ pub enum TimerKind {
     Sweep,
     /// Try a listener again after running out of descriptors.
     AcceptRetry,
+    /// The TLS handshake must be done by now (auth-timeout).
+    Handshake,
 }
 
 /// When, which connection (key and generation, or the listener index for
@@ -89,7 +91,7 @@ impl Core {
                     self.accept_all(key);
                     continue;
                 }
-                TimerKind::Sniff | TimerKind::Linger | TimerKind::Auth => {}
+                TimerKind::Sniff | TimerKind::Linger | TimerKind::Auth | TimerKind::Handshake => {}
             }
             let Some(client) = self.clients.get(key) else {
                 continue;
@@ -110,6 +112,7 @@ impl Core {
                     self.auth_timed_out(key);
                 }
                 TimerKind::Linger => self.close(key),
+                TimerKind::Handshake => self.handshake_timed_out(key),
                 TimerKind::Sniff | TimerKind::Auth | TimerKind::Sweep | TimerKind::AcceptRetry => {}
             }
         }

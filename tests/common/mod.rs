@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod bus_peer;
+pub mod pki;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
