@@ -125,6 +125,8 @@ struct Class {
     cold: Vec<NonNull<u8>>,
     /// The unused tail of the newest slab: (next block, blocks left).
     tail: Option<(NonNull<u8>, usize)>,
+    /// Blocks of this size in all the pool's slabs.
+    blocks: usize,
 }
 
 /// Free ring blocks by power-of-two size class, so that connections going
@@ -192,6 +194,11 @@ impl RingPool {
             let slab = map(slab_len);
             let blocks = slab_len / size;
             let class = self.class(size);
+            // Room for every block of this size among the cold ones, so that
+            // giving blocks back (and `cool`, from the sweep) never allocates.
+            class.blocks += blocks;
+            let room = class.blocks - class.cold.len();
+            class.cold.reserve(room);
             class.tail = (blocks > 1).then(|| {
                 // SAFETY: the slab holds `blocks > 1` blocks of `size`.
                 (unsafe { slab.add(size) }, blocks - 1)
