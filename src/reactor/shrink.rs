@@ -63,11 +63,9 @@ impl Core {
             return;
         }
         self.shrinker.at = now;
-        // A second without a read needing a ring, after the warm pool had
-        // grown past its quiet size: the burst is over.
-        if self.rings.cool(RINGS_KEPT_QUIET) > 0 {
-            self.shrinker.quiet_after_burst = true;
-        }
+        // A second without a read needing a ring: the warm pool shrinks to
+        // its quiet size (no allocation: see RingPool::cool).
+        self.rings.cool(RINGS_KEPT_QUIET);
         let stats = self.context.stats();
         stats
             .ring_pool_bytes
