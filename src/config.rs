@@ -420,6 +420,25 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Vec<crate::policy::RuleTable>>,
+    // HTTP and WebSocket on the same sockets (docs/remote.md, "Browsers").
+    /// Browser origins (scheme://host[:port]) whose pages may use the daemon over HTTP or WebSocket, or "*"; a request with another Origin gets 403 [default: none]
+    #[arg(
+        long,
+        env = "JUNCTION_HTTP_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_origins: Option<Vec<String>>,
+    /// Host header values HTTP requests may carry besides the loopback names (NAME or NAME:PORT, or "*"), against DNS rebinding [default: the TCP listen address]
+    #[arg(
+        long,
+        env = "JUNCTION_HTTP_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_hosts: Option<Vec<String>>,
 }
 
 macro_rules! merge_fields {
@@ -452,7 +471,8 @@ impl Settings {
             bus_call_timeout, bus_queue_events, bus_queue_bytes, bus_slow_subscriber, bus_allow,
             auth_timeout, max_unauthenticated,
             bus_max_names, bus_max_subscriptions, max_output_hard,
-            log_format, log, tcp_anonymous, allow, deny, policy)
+            log_format, log, tcp_anonymous, allow, deny, policy,
+            http_origins, http_hosts)
     }
 }
 
@@ -628,6 +648,11 @@ impl Config {
                 })?),
             };
         }
+        config.access.http = crate::http::HttpAccess::resolve(
+            settings.http_origins.clone(),
+            settings.http_hosts.clone(),
+            config.tcp,
+        );
         if config.unix.is_none() && config.tcp.is_none() {
             return Err(invalid(
                 "listeners",
@@ -791,6 +816,8 @@ impl Config {
                     .map(crate::policy::Rule::to_table)
                     .collect(),
             ),
+            http_origins: Some(self.access.http.origins.clone()),
+            http_hosts: Some(self.access.http.hosts.clone()),
         }
     }
 

@@ -2,7 +2,7 @@
 //! for almost all of them) and read by `rpc.stats`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -96,6 +96,10 @@ pub struct Stats {
     pub bus: BusStats,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateStats,
+    /// HTTP requests and WebSocket messages (src/http/).
+    pub http: HttpStats,
+    /// Set once the drain at shutdown begins: `GET /healthz` answers 503.
+    pub draining: AtomicBool,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -157,6 +161,27 @@ counters! {
 }
 
 counters! {
+    /// HTTP/1.1 and WebSocket traffic (`GET /metrics`, JSON-RPC over POST
+    /// and WebSocket; the JSON-RPC it carries counts under jsonrpc too).
+    HttpStats => HttpSnapshot {
+        /// Connections sniffed as HTTP.
+        connections,
+        /// Requests parsed (bad ones included).
+        requests,
+        /// Responses with a 4xx or 5xx status.
+        errors,
+        /// Requests refused by the Host or Origin allow-lists.
+        refused_origin,
+        /// Connections upgraded to WebSocket.
+        upgrades,
+        /// WebSocket text messages received.
+        ws_messages_in,
+        /// WebSocket text messages sent.
+        ws_messages_out,
+    }
+}
+
+counters! {
     /// Connections waiting to authenticate (`max-unauthenticated`,
     /// `auth-timeout`), and peers noticed gone with work pending.
     GateStats => GateSnapshot {
@@ -209,6 +234,8 @@ impl Stats {
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
             gate: GateStats::default(),
+            http: HttpStats::default(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -338,6 +365,7 @@ impl Stats {
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
             gate: self.gate.snapshot(),
+            http: self.http.snapshot(),
         }
     }
 }
@@ -375,6 +403,8 @@ pub struct StatsSnapshot {
     pub bus: BusSnapshot,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateSnapshot,
+    /// HTTP requests and WebSocket messages.
+    pub http: HttpSnapshot,
 }
 
 /// Buffer memory in a snapshot.
@@ -452,6 +482,9 @@ pub struct ClientInfo {
     /// True while it is not read because of output backpressure or a full
     /// worker queue (a wait for buffer memory is not shown here).
     pub paused: bool,
+    /// `http` or `websocket` when its JSON-RPC comes that way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<&'static str>,
 }
 
 /// Connection counters in a snapshot.
