@@ -710,11 +710,11 @@ impl Connection {
             take_staged(&mut http.staging, shared.chunks, &mut staged);
             let mut sent = 0;
             self.out.append(shared.chunks, |buf| {
-                for line in staged.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    ws::write_head(buf, ws::TEXT, line.len());
-                    buf.extend_from_slice(line);
+                ws::each_message(&staged, |message| {
+                    ws::write_head(buf, ws::TEXT, message.len());
+                    buf.extend_from_slice(message);
                     sent += 1;
-                }
+                });
             });
             Stats::add(&shared.stats().http.ws_messages_out, sent);
         }

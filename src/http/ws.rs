@@ -159,6 +159,40 @@ pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     out.extend_from_slice(&reason.as_bytes()[..end]);
 }
 
+/// Calls `each` with every JSON-RPC message in `lines`: JSON values the
+/// daemon wrote one after the other, each ended by a newline. A newline
+/// inside a value (whitespace in params a provider or an MCP1 peer sent
+/// pretty-printed) does not end it: only one outside strings at depth 0.
+pub fn each_message(lines: &[u8], mut each: impl FnMut(&[u8])) {
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0);
+    for (i, &b) in lines.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'\n' if depth == 0 => {
+                if lines[start..i].iter().any(|b| !b.is_ascii_whitespace()) {
+                    each(&lines[start..i]);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if lines[start..].iter().any(|b| !b.is_ascii_whitespace()) {
+        each(&lines[start..]);
+    }
+}
+
 /// The Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
 pub fn accept_key(key: &str) -> String {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -260,6 +294,15 @@ mod tests {
             fail(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]),
             "length top bit"
         );
+    }
+
+    #[test]
+    fn messages_split_at_newlines_outside_values() {
+        let mut seen = Vec::new();
+        each_message(b"{\"a\":\"x\\\"\\n}\"}\n[1,\n2]\n\n{\"b\":{\n}}\n", |m| {
+            seen.push(String::from_utf8_lossy(m).into_owned())
+        });
+        assert_eq!(seen, ["{\"a\":\"x\\\"\\n}\"}", "[1,\n2]", "{\"b\":{\n}}"]);
     }
 
     #[test]
