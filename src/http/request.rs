@@ -89,6 +89,21 @@ const fn refusal(status: u16, why: &'static str) -> Parsed {
     Parsed::Refused(Refusal { status, why })
 }
 
+/// The header fields the daemon acts on, lowercase.
+const KNOWN: [&str; 11] = [
+    "host",
+    "origin",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "expect",
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+];
+
 /// Parses the request head at the front of `bytes` (at most
 /// [`super::MAX_HEAD`] of them are looked at by the caller).
 pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
@@ -137,8 +152,13 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
             continue; // Only ASCII values matter here.
         };
         let value = value.trim();
-        let name = header.name.to_ascii_lowercase();
-        match name.as_str() {
+        // Matched without lowercasing a copy: no allocation per header.
+        let name = KNOWN
+            .iter()
+            .find(|known| header.name.eq_ignore_ascii_case(known))
+            .copied()
+            .unwrap_or("");
+        match name {
             "host" if head.host.is_some() => return refusal(400, "more than one Host header"),
             "host" => head.host = Some(value.to_string()),
             "origin" => head.origin = Some(value.to_string()),

@@ -196,14 +196,22 @@ impl Connection {
     /// keeps it alive; a browser's allowed Origin gets the CORS headers.
     fn respond(&mut self, head: &Head, response: Response<'_>, shared: &mut Shared<'_>) {
         let draining = shared.stats().draining.load(Relaxed);
+        let close = response.close || !head.keep_alive || draining;
+        let head_only = head.method() == Method::Head;
+        let Some(origin) = head.origin.as_deref() else {
+            let response = Response {
+                close,
+                head_only,
+                ..response
+            };
+            return self.write_response(&response, shared);
+        };
         let mut extra: Vec<(&str, &str)> = response.extra.to_vec();
-        if let Some(origin) = head.origin.as_deref() {
-            extra.push(("Access-Control-Allow-Origin", origin));
-            extra.push(("Vary", "Origin"));
-        }
+        extra.push(("Access-Control-Allow-Origin", origin));
+        extra.push(("Vary", "Origin"));
         let response = Response {
-            close: response.close || !head.keep_alive || draining,
-            head_only: head.method() == Method::Head,
+            close,
+            head_only,
             extra: &extra,
             ..response
         };
