@@ -6,3 +6,7 @@ ci_apt node nodejs
 ci_apt npm npm
 ci_pip prometheus-client websockets
 ci_npm ws
+# The browser test (tests/websocket_browser.rs): Debian's Chromium, driven
+# by playwright-core (no browser download of its own: it uses /usr/bin/chromium).
+ci_apt chromium chromium
+ci_npm playwright-core
