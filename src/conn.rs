@@ -532,7 +532,8 @@ impl Connection {
         }
         // The frame clock starts when a frame's first bytes are left waiting.
         self.frame_started = match self.frame_started {
-            _ if self.ring.is_empty() => None,
+            // An HTTP body still owed keeps the clock its head started.
+            _ if self.ring.is_empty() && !self.http_mid_request() => None,
             Some(start) if self.ring.len() == before => Some(start),
             _ => Some(now),
         };

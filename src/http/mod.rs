@@ -151,4 +151,39 @@ mod tests {
         let any = HttpAccess::resolve(Some(vec!["*".into()]), Some(vec!["*".into()]), None);
         assert!(any.origin_allowed("https://anything") && any.host_allowed("anything"));
     }
+
+    /// Whatever the bytes, the parsers answer and never panic: heads (also
+    /// behind a valid request line), chunks, WebSocket headers, and the
+    /// splitting of staged output into messages.
+    #[test]
+    fn parsers_never_panic() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let bytes = proptest::collection::vec(any::<u8>(), 0..600);
+        runner
+            .run(&(bytes, 0usize..4), |(bytes, prefix)| {
+                let lead: &[u8] = [
+                    &b""[..],
+                    b"GET / HTTP/1.1\r\n",
+                    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ",
+                    b"5;x\r\n",
+                ][prefix];
+                let mut input = lead.to_vec();
+                input.extend_from_slice(&bytes);
+                let _ = request::parse_head(&input, MAX_HEAD);
+                let _ = request::parse_head(&input, 64);
+                let _ = request::next_chunk(&input);
+                let _ = ws::parse_head(&input);
+                let mut total = 0;
+                ws::each_message(&input, |m| total += m.len());
+                prop_assert!(total <= input.len());
+                Ok(())
+            })
+            .expect("no panic, and messages are parts of the input");
+    }
 }

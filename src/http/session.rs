@@ -113,6 +113,14 @@ impl Connection {
         Stats::bump(&shared.stats().http.connections);
     }
 
+    /// True while a request's body is owed: the frame clock keeps running
+    /// even when the ring is empty (a head whose body never comes).
+    pub(super) fn http_mid_request(&self) -> bool {
+        self.http
+            .as_deref()
+            .is_some_and(|h| matches!(h.stage, Stage::Body { .. }))
+    }
+
     /// Parses and answers what the ring holds, one request at a time.
     pub(super) fn parse_http(&mut self, shared: &mut Shared<'_>, scratch: &mut Vec<u8>) {
         loop {
