@@ -6,6 +6,9 @@
 
 mod common;
 
+use common::bus_peer::{BusPeer, Msg};
+use junction::proto::Protocol;
+
 use std::collections::HashMap;
 use std::process::Command;
 
@@ -517,4 +520,38 @@ fn metrics_pass_the_prometheus_client_parser_and_move_with_traffic() {
         assert!(after.get(family).is_some(), "{family} missing");
     }
     let _ = PATIENCE;
+}
+
+#[test]
+fn an_answer_owed_when_the_drain_begins_goes_out_with_connection_close() {
+    let server = start();
+    let unix = server.endpoints().remove(0);
+    let mut provider = BusPeer::connect(&unix, Protocol::JsonRpc);
+    provider
+        .call("bus.register", json!({"names": ["hold.me"]}))
+        .expect("registered");
+    let tcp = server.endpoints().remove(1);
+    let mut raw = Raw::connect(&tcp);
+    // A routed call over POST, and a request pipelined behind it.
+    raw.send(
+        format!(
+            "{}{}",
+            post(r#"{"jsonrpc":"2.0","method":"hold.me","id":1}"#),
+            get("/healthz")
+        )
+        .as_bytes(),
+    );
+    // The provider has the call: the POST is being answered.
+    assert!(matches!(provider.read(), Msg::Request { .. }));
+    server.running.shutdown_handle().shutdown();
+    // The drain fails the calls its providers still owe; the answer says so,
+    // and the connection closes after it.
+    let reply = read_reply(&mut raw, false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    assert!(reply.json()["error"]["code"].is_i64(), "{}", reply.text());
+    assert!(
+        raw.is_closed(),
+        "the pipelined request was dropped with the rest of the input"
+    );
 }
