@@ -219,6 +219,7 @@ async function main() {
   ws.close(1000);
   await new Promise((resolve) => ws.once("close", (code) => { report.close = code; resolve(); }));
   try { await open({ origin: "http://evil.test" }); report.evil = "upgraded"; } catch (status) { report.evil = status; }
+  try { await open({ headers: { Host: "rebound.example:7710" } }); report.rebound = "upgraded"; } catch (status) { report.rebound = status; }
   console.log(JSON.stringify(report));
 }
 main().catch((e) => { console.error(String(e)); process.exit(1); });
@@ -276,6 +277,7 @@ fn node_ws_calls_provides_and_subscribes_over_tcp_and_unix() {
         );
         assert_eq!(report["close"], 1000, "the close handshake echoes the code");
         assert_eq!(report["evil"], 403);
+        assert_eq!(report["rebound"], 403, "a Host not served: DNS rebinding");
     }
 }
 
@@ -446,4 +448,57 @@ fn rpc_auth_as_the_first_message_or_a_bearer_header() {
         (0x8, 1008)
     );
     assert!(raw.is_closed());
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_gets_whole_messages_when_it_does() {
+    let server = start_with(|c| c.max_output = 64 * 1024);
+    for endpoint in server.endpoints() {
+        let mut raw = upgraded(&server, &endpoint, "");
+        raw.send(&frame(
+            0x1,
+            true,
+            br#"{"jsonrpc":"2.0","method":"bus.subscribe","params":{"topics":["flood.*"]},"id":1}"#,
+        ));
+        assert_eq!(read_frame(&mut raw).0, 0x1);
+        // Published while the subscriber reads nothing: its output fills,
+        // then its queue (drop-oldest), on the daemon's side.
+        let mut publisher = server.client(&server.endpoints()[0]);
+        let data = "y".repeat(2000);
+        for n in 0..2000 {
+            publisher
+                .call(
+                    "bus.publish",
+                    Some(json!({"topic": "flood.item", "data": {"n": n, "pad": data}})),
+                )
+                .expect("published");
+        }
+        publisher
+            .call(
+                "bus.publish",
+                Some(json!({"topic": "flood.end", "data": null})),
+            )
+            .expect("published");
+        // Every message that arrives is a whole event, in order, and the last one comes.
+        let mut last = -1i64;
+        loop {
+            let (opcode, text) = read_frame(&mut raw);
+            assert_eq!(opcode, 0x1);
+            let event: Value = serde_json::from_slice(&text).expect("a whole JSON message");
+            assert_eq!(event["method"], "bus.event");
+            if event["params"]["topic"] == "flood.end" {
+                break;
+            }
+            let n = event["params"]["data"]["n"].as_i64().expect("n");
+            assert!(n > last, "in order: {n} after {last}");
+            last = n;
+        }
+        assert!(last >= 0);
+    }
+    let stats = server.stats();
+    assert!(
+        stats["http"]["ws_messages_out"].as_u64().unwrap() > 2,
+        "{stats}"
+    );
+    common::assert_healthy(&server);
 }
