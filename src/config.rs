@@ -421,7 +421,7 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Vec<crate::policy::RuleTable>>,
     // HTTP and WebSocket on the same sockets (docs/remote.md, "Browsers").
-    /// Browser origins (scheme://host[:port]) whose pages may use the daemon over HTTP or WebSocket, or "*"; a request with another Origin gets 403 [default: none]
+    /// Browser origins (scheme://host or scheme://host:port) whose pages may use the daemon over HTTP or WebSocket, or "*"; a request with another Origin gets 403 [default: none]
     #[arg(
         long,
         env = "JUNCTION_HTTP_ORIGINS",
