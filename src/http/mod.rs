@@ -175,8 +175,9 @@ mod tests {
                 ][prefix];
                 let mut input = lead.to_vec();
                 input.extend_from_slice(&bytes);
-                let _ = request::parse_head(&input, MAX_HEAD);
-                let _ = request::parse_head(&input, 64);
+                let access = HttpAccess::default();
+                let _ = request::parse_head(&input, MAX_HEAD, &access);
+                let _ = request::parse_head(&input, 64, &access);
                 let _ = request::next_chunk(&input);
                 let _ = ws::parse_head(&input);
                 let mut total = 0;

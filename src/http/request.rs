@@ -16,21 +16,42 @@ pub enum Method {
     Other,
 }
 
-/// What the daemon keeps of a request head.
+/// The paths the daemon serves with GET; any other is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// `/healthz`.
+    Healthz,
+    /// `/metrics`.
+    Metrics,
+    /// `/stats`.
+    Stats,
+    /// `/clients`.
+    Clients,
+    /// Any other path (POST takes any).
+    #[default]
+    Other,
+}
+
+/// What the daemon keeps of a request head: flags and numbers, so that a
+/// plain request allocates nothing (only an Origin, a bearer token and a
+/// WebSocket key are kept as text).
 #[derive(Debug, Clone, Default)]
 pub struct Head {
     /// The method.
     pub method: Option<Method>,
     /// The path, without the query.
-    pub path: String,
+    pub target: Target,
     /// HTTP/1.1 (true) or HTTP/1.0.
     pub http11: bool,
     /// The connection stays open after the response.
     pub keep_alive: bool,
-    /// The Host header.
-    pub host: Option<String>,
+    /// The Host header names a host served (see [`super::HttpAccess`]);
+    /// true for an HTTP/1.0 request without one.
+    pub host_allowed: bool,
     /// The Origin header (sent by browsers).
     pub origin: Option<String>,
+    /// The Origin is on the allow-list (false without one).
+    pub origin_allowed: bool,
     /// The token of `Authorization: Bearer TOKEN`.
     pub bearer: Option<Vec<u8>>,
     /// An Authorization header of another scheme, or a malformed one.
@@ -39,8 +60,8 @@ pub struct Head {
     pub content_length: Option<u64>,
     /// Transfer-Encoding: chunked.
     pub chunked: bool,
-    /// Content-Type, lowercased.
-    pub content_type: Option<String>,
+    /// Content-Type is `application/json` (parameters such as charset aside).
+    pub json: bool,
     /// Expect: 100-continue.
     pub expect_continue: bool,
     /// Upgrade: websocket with Connection: upgrade.
@@ -80,7 +101,7 @@ pub enum Parsed {
     /// Not the whole head yet.
     NeedMore,
     /// A whole head.
-    Head(Box<Head>),
+    Head(Head),
     /// A head the daemon does not take (the connection closes after the answer).
     Refused(Refusal),
 }
@@ -105,8 +126,9 @@ const KNOWN: [&str; 11] = [
 ];
 
 /// Parses the request head at the front of `bytes` (at most
-/// [`super::MAX_HEAD`] of them are looked at by the caller).
-pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
+/// [`super::MAX_HEAD`] of them are looked at by the caller), judging its
+/// Host and Origin against `access`.
+pub fn parse_head(bytes: &[u8], max: usize, access: &super::HttpAccess) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(bytes) {
@@ -129,17 +151,24 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
             "OPTIONS" => Method::Options,
             _ => Method::Other,
         }),
-        path: request
+        target: match request
             .path
             .unwrap_or("/")
             .split(['?', '#'])
             .next()
             .unwrap_or("/")
-            .to_string(),
+        {
+            "/healthz" => Target::Healthz,
+            "/metrics" => Target::Metrics,
+            "/stats" => Target::Stats,
+            "/clients" => Target::Clients,
+            _ => Target::Other,
+        },
         http11: request.version == Some(1),
         len,
         ..Head::default()
     };
+    let mut host = false;
     let mut connection_close = false;
     let mut connection_keep = false;
     let mut connection_upgrade = false;
@@ -159,9 +188,15 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
             .copied()
             .unwrap_or("");
         match name {
-            "host" if head.host.is_some() => return refusal(400, "more than one Host header"),
-            "host" => head.host = Some(value.to_string()),
-            "origin" => head.origin = Some(value.to_string()),
+            "host" if host => return refusal(400, "more than one Host header"),
+            "host" => {
+                host = true;
+                head.host_allowed = access.host_allowed(value);
+            }
+            "origin" => {
+                head.origin_allowed = access.origin_allowed(value);
+                head.origin = Some(value.to_string());
+            }
             "authorization" => match value.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                     head.bearer = Some(token.trim().as_bytes().to_vec());
@@ -183,7 +218,10 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
                 }
                 head.chunked = true;
             }
-            "content-type" => head.content_type = Some(value.to_ascii_lowercase()),
+            "content-type" => {
+                let essence = value.split(';').next().unwrap_or("").trim();
+                head.json = essence.eq_ignore_ascii_case("application/json");
+            }
             "expect" => {
                 if !value.eq_ignore_ascii_case("100-continue") {
                     return refusal(417, "only Expect: 100-continue is supported");
@@ -211,8 +249,11 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
         // Two framings for one body: the classic request-smuggling shape.
         return refusal(400, "both Content-Length and Transfer-Encoding");
     }
-    if head.http11 && head.host.is_none() {
-        return refusal(400, "HTTP/1.1 requires a Host header");
+    if !host {
+        if head.http11 {
+            return refusal(400, "HTTP/1.1 requires a Host header");
+        }
+        head.host_allowed = true;
     }
     head.keep_alive = if head.http11 {
         !connection_close
@@ -220,7 +261,7 @@ pub fn parse_head(bytes: &[u8], max: usize) -> Parsed {
         connection_keep && !connection_close
     };
     head.websocket = upgrade_ws && connection_upgrade;
-    Parsed::Head(Box::new(head))
+    Parsed::Head(head)
 }
 
 /// What the front of a chunked body holds.
@@ -297,15 +338,16 @@ pub fn next_chunk(bytes: &[u8]) -> Chunk {
 mod tests {
     use super::*;
 
-    fn head(text: &str) -> Box<Head> {
-        match parse_head(text.as_bytes(), super::super::MAX_HEAD) {
+    fn head(text: &str) -> Head {
+        let access = super::super::HttpAccess::default();
+        match parse_head(text.as_bytes(), super::super::MAX_HEAD, &access) {
             Parsed::Head(h) => h,
             other => panic!("{other:?}"),
         }
     }
 
     fn refused(text: &[u8]) -> u16 {
-        match parse_head(text, 64) {
+        match parse_head(text, 64, &super::super::HttpAccess::default()) {
             Parsed::Refused(r) => r.status,
             other => panic!("{other:?}"),
         }
@@ -318,17 +360,19 @@ mod tests {
              Content-Type: Application/JSON; charset=utf-8\r\nContent-Length: 42\r\n\r\n{",
         );
         assert_eq!(h.method(), Method::Post);
-        assert_eq!(h.path, "/rpc");
+        assert_eq!(h.target, Target::Other);
+        assert!(h.host_allowed && !h.origin_allowed && h.json);
         assert!(h.http11 && h.keep_alive && h.has_body());
         assert_eq!(h.bearer.as_deref(), Some(&b"s3cret"[..]));
         assert_eq!(h.content_length, Some(42));
-        assert_eq!(
-            h.content_type.as_deref(),
-            Some("application/json; charset=utf-8")
+        let h = head(
+            "GET /metrics?x HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://a\r\nContent-Type: text/json\r\n\r\n",
         );
+        assert_eq!(h.target, Target::Metrics);
+        assert!(!h.host_allowed && !h.json && h.origin.is_some() && !h.origin_allowed);
         assert_eq!(h.len, h.len.min(200));
         let h = head("GET / HTTP/1.0\r\n\r\n");
-        assert!(!h.keep_alive && !h.http11);
+        assert!(!h.keep_alive && !h.http11 && h.host_allowed);
         let h = head(
             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
              Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -344,7 +388,7 @@ mod tests {
     #[test]
     fn bad_heads_get_their_status() {
         assert!(matches!(
-            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 64),
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", 64, &Default::default()),
             Parsed::NeedMore
         ));
         assert_eq!(refused(b"G\x01T / HTTP/1.1\r\n\r\n"), 400);

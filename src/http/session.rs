@@ -18,7 +18,7 @@ use super::{Connection, Input};
 use crate::access::Gate;
 use crate::dispatch::{Dispatcher, Shared};
 use crate::error::{ErrorCode, RpcError};
-use crate::http::request::{self, Chunk, Head, Method, Parsed};
+use crate::http::request::{self, Chunk, Head, Method, Parsed, Target};
 use crate::http::response::{self, Response};
 use crate::http::{MAX_HEAD, metrics, ws};
 use crate::proto::jsonrpc;
@@ -45,9 +45,9 @@ enum Stage {
     #[default]
     Head,
     /// A POST whose body is arriving; a chunked one is gathered in `body`.
-    Body { head: Box<Head>, body: Vec<u8> },
+    Body { head: Head, body: Vec<u8> },
     /// Dispatched: the response goes out once nothing is in flight.
-    Answering { head: Box<Head>, kind: Exchange },
+    Answering { head: Head, kind: Exchange },
 }
 
 /// A WebSocket's codec state.
@@ -103,9 +103,6 @@ fn take_staged(staging: &mut WriteQueue, chunks: &mut ChunkPool, into: &mut Vec<
     }
 }
 
-/// The paths the daemon serves with GET.
-const PATHS: [&str; 4] = ["/healthz", "/metrics", "/stats", "/clients"];
-
 impl Connection {
     /// Becomes an HTTP connection (the sniffer saw a request line).
     pub(super) fn start_http(&mut self, shared: &mut Shared<'_>) {
@@ -160,7 +157,10 @@ impl Connection {
         if seen == 0 {
             return false;
         }
-        match request::parse_head(self.ring.frame(0, seen, scratch), MAX_HEAD) {
+        let access = shared.context.access();
+        let parsed = request::parse_head(self.ring.frame(0, seen, scratch), MAX_HEAD, &access.http);
+        drop(access);
+        match parsed {
             Parsed::NeedMore => false,
             Parsed::Refused(refusal) => {
                 Stats::bump(&shared.stats().http.requests);
@@ -228,23 +228,15 @@ impl Connection {
 
     /// Decides what a request is: checks Host, Origin and the bearer
     /// token, then serves it, dispatches it, or refuses it.
-    fn route(&mut self, head: Box<Head>, shared: &mut Shared<'_>) {
-        let access = shared.context.access();
-        let host_ok = match head.host.as_deref() {
-            Some(host) => access.http.host_allowed(host),
-            None => !head.http11,
-        };
-        if !host_ok {
+    fn route(&mut self, head: Head, shared: &mut Shared<'_>) {
+        if !head.host_allowed {
             Stats::bump(&shared.stats().http.refused_origin);
             return self.fail(403, "this Host is not served (see http-hosts)", shared);
         }
-        if let Some(origin) = head.origin.as_deref()
-            && !access.http.origin_allowed(origin)
-        {
+        if head.origin.is_some() && !head.origin_allowed {
             Stats::bump(&shared.stats().http.refused_origin);
             return self.fail(403, "this Origin is not allowed (see http-origins)", shared);
         }
-        drop(access);
         if head.bad_authorization {
             return self.fail(401, "Authorization must be \"Bearer TOKEN\"", shared);
         }
@@ -260,9 +252,8 @@ impl Connection {
         if head.websocket {
             return self.upgrade(&head, shared);
         }
-        let path = head.path.as_str();
-        match (head.method(), path) {
-            (Method::Get | Method::Head, "/healthz") => {
+        match (head.method(), head.target) {
+            (Method::Get | Method::Head, Target::Healthz) => {
                 let (status, body) = if shared.stats().draining.load(Relaxed) {
                     (503, "draining\n")
                 } else {
@@ -270,10 +261,10 @@ impl Connection {
                 };
                 self.respond(&head, Response::text(status, body), shared);
             }
-            (Method::Get | Method::Head, "/metrics" | "/stats" | "/clients") => {
-                let kind = match path {
-                    "/metrics" => Exchange::Metrics,
-                    "/stats" => Exchange::Stats,
+            (Method::Get | Method::Head, Target::Metrics | Target::Stats | Target::Clients) => {
+                let kind = match head.target {
+                    Target::Metrics => Exchange::Metrics,
+                    Target::Stats => Exchange::Stats,
                     _ => Exchange::Clients,
                 };
                 if !self.is_authenticated() {
@@ -291,7 +282,7 @@ impl Connection {
                 dispatcher!(self, shared).jsonrpc_line(request);
                 self.set_stage(Stage::Answering { head, kind });
             }
-            (_, p) if PATHS.contains(&p) => {
+            (_, target) if target != Target::Other => {
                 let response = Response {
                     extra: &[("Allow", "GET, HEAD")],
                     ..Response::text(405, "use GET\n")
@@ -355,15 +346,11 @@ impl Connection {
     }
 
     /// A JSON-RPC POST: checks its framing and type, then waits for its body.
-    fn post(&mut self, head: Box<Head>, shared: &mut Shared<'_>) {
+    fn post(&mut self, head: Head, shared: &mut Shared<'_>) {
         if !self.is_authenticated() {
             return self.unauthorized(&head, shared);
         }
-        let json = head.content_type.as_deref().is_some_and(|t| {
-            let essence = t.split(';').next().unwrap_or("").trim();
-            essence == "application/json"
-        });
-        if !json {
+        if !head.json {
             let body = "Content-Type: application/json is required\n";
             let response = Response {
                 close: head.has_body(),
