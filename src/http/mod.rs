@@ -83,14 +83,17 @@ impl HttpAccess {
 
     /// True when a request naming `host` (the Host header) is served.
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let name = strip_port(&host);
-        LOOPBACK_HOSTS.contains(&name)
-            || name.ends_with(".localhost")
+        // Compared without a lowercased copy: checked on every request.
+        let host = host.trim();
+        let name = strip_port(host);
+        let is = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        LOOPBACK_HOSTS.iter().any(|l| is(l, name))
+            || name.len() > 10
+                && name.as_bytes()[name.len() - 10..].eq_ignore_ascii_case(b".localhost")
             || self
                 .hosts
                 .iter()
-                .any(|h| h == "*" || *h == host || *h == name)
+                .any(|h| h == "*" || is(h, host) || is(h, name))
     }
 
     /// True when a page from `origin` may use the daemon.
@@ -127,10 +130,18 @@ mod tests {
             "[::1]:7710",
             "app.localhost:1",
             "192.0.2.7:7710",
+            "é.LOCALHOST",
+            "LocalHost:1",
         ] {
             assert!(access.host_allowed(host), "{host}");
         }
-        for host in ["evil.example", "evil.example:7710", "192.0.2.8", ""] {
+        for host in [
+            "evil.example",
+            "evil.example:7710",
+            "192.0.2.8",
+            "",
+            "ééééééé.localhos",
+        ] {
             assert!(!access.host_allowed(host), "{host}");
         }
     }

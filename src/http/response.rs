@@ -68,6 +68,15 @@ impl<'a> Response<'a> {
 
     /// Appends the response to `buf`.
     pub fn write(&self, buf: &mut Vec<u8>) {
+        self.write_head(buf, self.body.len());
+        if !self.head_only && self.status != 204 {
+            buf.extend_from_slice(self.body);
+        }
+    }
+
+    /// Appends the status line and headers for a body of `len` bytes (the
+    /// caller appends the body).
+    pub fn write_head(&self, buf: &mut Vec<u8>, len: usize) {
         let _ = write!(
             buf,
             "HTTP/1.1 {} {}\r\nServer: junctiond\r\n",
@@ -78,7 +87,7 @@ impl<'a> Response<'a> {
             if let Some(kind) = self.content_type {
                 let _ = write!(buf, "Content-Type: {kind}\r\n");
             }
-            let _ = write!(buf, "Content-Length: {}\r\n", self.body.len());
+            let _ = write!(buf, "Content-Length: {len}\r\n");
             buf.extend_from_slice(b"Cache-Control: no-store\r\n");
         }
         for (name, value) in self.extra {
@@ -88,9 +97,6 @@ impl<'a> Response<'a> {
             buf.extend_from_slice(b"Connection: close\r\n");
         }
         buf.extend_from_slice(b"\r\n");
-        if !self.head_only && self.status != 204 {
-            buf.extend_from_slice(self.body);
-        }
     }
 }
 

@@ -479,6 +479,12 @@ impl Connection {
         let Stage::Answering { head, kind } = std::mem::take(&mut http.stage) else {
             return;
         };
+        if kind == Exchange::Rpc && head.origin.is_none() && self.answer_in_place(&head, shared) {
+            return;
+        }
+        let Some(http) = self.http.as_deref_mut() else {
+            return;
+        };
         let mut body = Vec::new();
         take_staged(&mut http.staging, shared.chunks, &mut body);
         while body.last() == Some(&b'\n') {
@@ -527,6 +533,50 @@ impl Connection {
             ..Response::text(200, "")
         };
         self.respond(&head, response, shared);
+    }
+
+    /// The usual POST answer, written without a copy of its own: the head
+    /// with the staged answer's length, then the staged bytes straight into
+    /// the output (its final newline left out). False when the staged
+    /// output does not have that shape (empty, or in more chunks than one
+    /// gather holds): the caller takes the general path.
+    fn answer_in_place(&mut self, head: &Head, shared: &mut Shared<'_>) -> bool {
+        let Some(http) = self.http.as_deref_mut() else {
+            return false;
+        };
+        let total = http.staging.len();
+        let close = !head.keep_alive || shared.stats().draining.load(Relaxed);
+        {
+            let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+            let used = http.staging.iovecs(&mut iov);
+            let gathered: usize = iov[..used].iter().map(|s| s.len()).sum();
+            let ends_in_newline = iov[..used].last().is_some_and(|s| s.last() == Some(&b'\n'));
+            if total < 2 || gathered != total || !ends_in_newline {
+                return false;
+            }
+            let response = Response {
+                status: 200,
+                content_type: Some(response::JSON),
+                body: &[],
+                head_only: head.method() == Method::Head,
+                close,
+                extra: &[],
+            };
+            let mut left = total - 1;
+            self.out.append(shared.chunks, |buf| {
+                response.write_head(buf, left);
+                for slice in &iov[..used] {
+                    let take = slice.len().min(left);
+                    buf.extend_from_slice(&slice[..take]);
+                    left -= take;
+                }
+            });
+        }
+        http.staging.advance(total, shared.chunks);
+        if close {
+            self.refuse(shared, b"");
+        }
+        true
     }
 
     /// The opening handshake: 101 and the WebSocket from here on.
