@@ -335,6 +335,8 @@ pub struct Access {
     pub tcp_anonymous: bool,
     /// Who may do what.
     pub policy: crate::policy::Policy,
+    /// Which browser Origins and Host names HTTP requests may carry.
+    pub http: crate::http::HttpAccess,
 }
 
 /// Where a new connection stands before its first request.

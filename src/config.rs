@@ -458,6 +458,25 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_PROXY_PROTOCOL_FROM", value_name = "ADDRS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_protocol_from: Option<String>,
+    // HTTP and WebSocket on the same sockets (docs/remote.md, "Browsers").
+    /// Browser origins (scheme://host or scheme://host:port) whose pages may use the daemon over HTTP or WebSocket, or "*"; a request with another Origin gets 403 [default: none]
+    #[arg(
+        long,
+        env = "JUNCTION_HTTP_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_origins: Option<Vec<String>>,
+    /// Host header values HTTP requests may carry besides the loopback names (NAME or NAME:PORT, or "*"), against DNS rebinding [default: the TCP listen address]
+    #[arg(
+        long,
+        env = "JUNCTION_HTTP_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_hosts: Option<Vec<String>>,
 }
 
 macro_rules! merge_fields {
@@ -492,7 +511,8 @@ impl Settings {
             bus_max_names, bus_max_subscriptions, max_output_hard,
             log_format, log, tcp_anonymous, allow, deny, policy,
             slowlog_threshold, slowlog_max_len,
-            tls_cert, tls_key, tls_client_ca, tls_client_cert, tls_mode, proxy_protocol_from)
+            tls_cert, tls_key, tls_client_ca, tls_client_cert, tls_mode, proxy_protocol_from,
+            http_origins, http_hosts)
     }
 }
 
@@ -678,6 +698,11 @@ impl Config {
                 })?),
             };
         }
+        config.access.http = crate::http::HttpAccess::resolve(
+            settings.http_origins.clone(),
+            settings.http_hosts.clone(),
+            config.tcp,
+        );
         if config.unix.is_none() && config.tcp.is_none() {
             return Err(invalid(
                 "listeners",
@@ -866,6 +891,8 @@ impl Config {
                 .into()
             }),
             proxy_protocol_from: Some(self.remote.proxies.to_string()),
+            http_origins: Some(self.access.http.origins.clone()),
+            http_hosts: Some(self.access.http.hosts.clone()),
         }
     }
 

@@ -37,7 +37,12 @@ macro_rules! dispatcher {
             conn: $conn.id,
             peer: &$conn.peer,
             rights: &mut $conn.rights,
-            out: &mut $conn.out,
+            push: $conn.http.as_ref().is_none_or(|h| h.is_websocket()),
+            // An HTTP connection's answers are framed before they go out.
+            out: match $conn.http.as_deref_mut() {
+                Some(http) => &mut http.staging,
+                None => &mut $conn.out,
+            },
             batches: &mut $conn.batches,
             batched: &mut $conn.batched,
             in_flight: &mut $conn.in_flight,
@@ -46,6 +51,11 @@ macro_rules! dispatcher {
         }
     };
 }
+
+// HTTP/1.1 and WebSocket (a child of this module: it works on the
+// connection's buffers); its codecs are in src/http/.
+#[path = "http/session.rs"]
+mod http_session;
 
 /// The largest frame (a JSON-RPC line, an MCP1 frame) a connection may
 /// send before it has authenticated: `rpc.auth` with its token fits with
@@ -65,6 +75,8 @@ pub enum Phase {
     },
     /// MCP1 binary frames.
     Mcp1,
+    /// HTTP/1.1 requests, or a WebSocket once upgraded (see `http_session`).
+    Http,
 }
 
 /// Whether the connection still takes input.
@@ -169,6 +181,8 @@ pub struct Connection {
     congested: bool,
     /// Pending output passed max-output-hard: closed at the end of the turn.
     overflowed: bool,
+    /// The HTTP side (Phase::Http only).
+    http: Option<Box<http_session::HttpState>>,
 }
 
 impl Connection {
@@ -190,6 +204,7 @@ impl Connection {
             originated: 0,
             congested: false,
             overflowed: false,
+            http: None,
             batched: 0,
             id,
             phase: Phase::Sniffing,
@@ -295,6 +310,13 @@ impl Connection {
             output_bytes: self.out.len(),
             paused: !self.wants_input() && self.input == Input::Open,
             tls: false, // The loop knows (reactor/layer.rs).
+            carrier: self.http.as_ref().map(|h| {
+                if h.is_websocket() {
+                    "websocket"
+                } else {
+                    "http"
+                }
+            }),
         }
     }
 
@@ -304,6 +326,8 @@ impl Connection {
             Phase::Sniffing => None,
             Phase::JsonRpc { .. } => Some(Protocol::JsonRpc),
             Phase::Mcp1 => Some(Protocol::Mcp1),
+            // JSON-RPC carried by HTTP or WebSocket (see ClientInfo::carrier).
+            Phase::Http => Some(Protocol::JsonRpc),
         }
     }
 
@@ -333,6 +357,9 @@ impl Connection {
     /// counted once elsewhere), tells the bus when the output is full, and
     /// condemns a connection past the hard limit.
     fn account_output(&mut self, shared: &mut Shared<'_>) {
+        if self.http.is_some() {
+            self.http_flush(shared);
+        }
         let len = self.out.owned_len() + self.batched;
         let total = self.out.len() + self.batched;
         let limits = shared.limits;
@@ -418,6 +445,7 @@ impl Connection {
             Phase::Sniffing => {}
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
+            Phase::Http => self.parse_http(shared, scratch),
         }
         self.dispatcher(shared).flush_timed();
         self.account_output(shared);
@@ -470,6 +498,7 @@ impl Connection {
                 stats.errors.fetch_add(1, Relaxed);
             }
             Phase::Mcp1 => self.dispatcher(shared).mcp1_error(0, error),
+            Phase::Http => self.http_end(error, shared),
         }
         self.frame_started = None;
         self.refuse(shared, b"");
@@ -533,11 +562,13 @@ impl Connection {
             Phase::Sniffing => {}
             Phase::JsonRpc { .. } => self.parse_jsonrpc(shared, scratch),
             Phase::Mcp1 => self.parse_mcp1(shared, scratch),
+            Phase::Http => self.parse_http(shared, scratch),
         }
         self.dispatcher(shared).flush_timed();
         // The frame clock starts when a frame's first bytes are left waiting.
         self.frame_started = match self.frame_started {
-            _ if self.ring.is_empty() => None,
+            // An HTTP body still owed keeps the clock its head started.
+            _ if self.ring.is_empty() && !self.http_mid_request() => None,
             Some(start) if self.ring.len() == before => Some(start),
             _ => Some(now),
         };
@@ -596,6 +627,7 @@ impl Connection {
                 let id = mcp1::front_id(&self.ring); // The header's, once it is whole.
                 self.dispatcher(shared).mcp1_error(id, &error);
             }
+            Phase::Http => self.http_end(&error, shared),
         }
         self.frame_started = None;
         self.refuse(shared, b"");
@@ -615,6 +647,7 @@ impl Connection {
                 }
                 Phase::JsonRpc { .. } => self.line_too_long(shared),
                 Phase::Mcp1 => self.mcp1_truncated(shared),
+                Phase::Http => {} // Part of a request: nothing to answer.
             }
         }
         self.ring.consume(self.ring.len());
@@ -669,9 +702,15 @@ impl Connection {
     /// towards its memory and its hard limit, and a full output stops the
     /// bus forwarding more (see [`crate::bus::Bus::set_congested`]).
     pub fn push_bytes(&mut self, bytes: &[u8], shared: &mut Shared<'_>) {
+        let out = match self.http.as_deref_mut() {
+            None => &mut self.out,
+            Some(http) => match http.push_sink() {
+                Some(staging) => staging,
+                None => return, // Plain HTTP cannot carry it (never registered).
+            },
+        };
+        out.append(shared.chunks, |buf| buf.extend_from_slice(bytes));
         self.originate(bytes.len());
-        self.out
-            .append(shared.chunks, |buf| buf.extend_from_slice(bytes));
         self.account_output(shared);
     }
 
@@ -679,7 +718,14 @@ impl Connection {
     /// not copied.
     pub fn push_event(&mut self, frame: Outgoing, shared: &mut Shared<'_>) {
         self.originate(frame.len());
-        self.out.push(frame, shared.chunks);
+        match self.http.as_deref_mut() {
+            None => self.out.push(frame, shared.chunks),
+            Some(http) => {
+                if let Some(staging) = http.push_sink() {
+                    staging.push(frame, shared.chunks);
+                }
+            }
+        }
         self.account_output(shared);
     }
 
@@ -742,6 +788,9 @@ impl Connection {
     pub fn discard_output(&mut self, shared: &mut Shared<'_>) {
         self.ring.release(shared.rings);
         self.out.release(shared.chunks);
+        if let Some(http) = self.http.as_deref_mut() {
+            http.staging.release(shared.chunks);
+        }
         self.originated = 0;
         self.batches.clear();
         self.batched = 0;
@@ -791,6 +840,11 @@ impl Connection {
                     self.dispatcher(shared).deny(protocol);
                     self.refuse(shared, b"");
                 }
+            }
+            Sniff::Http => {
+                // Refusals at accept never get here: a Denied peer is turned away then.
+                self.phase = Phase::Http;
+                self.start_http(shared);
             }
             Sniff::Unknown => {
                 shared.stats().sniff_rejected.fetch_add(1, Relaxed);

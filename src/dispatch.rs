@@ -181,6 +181,9 @@ pub struct Dispatcher<'c, 's, 'a> {
     pub peer: &'c Peer,
     /// Its identity and what the policy lets it do.
     pub rights: &'c mut crate::policy::Rights,
+    /// False over plain HTTP POST: the daemon cannot write to it unasked,
+    /// so bus calls that need that (crate::http::NEEDS_PUSH) are refused.
+    pub push: bool,
     /// Its output.
     pub out: &'c mut WriteQueue,
     /// Its batches still waiting on workers.
@@ -484,6 +487,15 @@ impl Dispatcher<'_, '_, '_> {
             protocol: answer.protocol(),
             rights: &*self.rights,
         };
+        if !self.push && crate::http::NEEDS_PUSH.contains(&method) {
+            let error = RpcError::with(
+                ErrorCode::InvalidRequest,
+                format_args!(
+                    "{method} needs a connection the daemon can write to: use a WebSocket (or a line connection), not HTTP POST"
+                ),
+            );
+            return self.send_error(answer, &error);
+        }
         if method.starts_with(bus::PREFIX) {
             let result = bus::methods::call(shared.bus, &caller, method, params, shared.context);
             let failed = self.send_result(answer, |reply| reply.json(&result?));

@@ -2,7 +2,7 @@
 //! for almost all of them) and read by `rpc.stats`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -98,6 +98,10 @@ pub struct Stats {
     pub gate: GateStats,
     /// TLS and PROXY protocol counters.
     pub remote: RemoteStats,
+    /// HTTP requests and WebSocket messages (src/http/).
+    pub http: HttpStats,
+    /// Set once the drain at shutdown begins: `GET /healthz` answers 503.
+    pub draining: AtomicBool,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -155,6 +159,27 @@ counters! {
         publish_refused,
         /// Calls not forwarded because their provider's output was full.
         provider_busy,
+    }
+}
+
+counters! {
+    /// HTTP/1.1 and WebSocket traffic (`GET /metrics`, JSON-RPC over POST
+    /// and WebSocket; the JSON-RPC it carries counts under jsonrpc too).
+    HttpStats => HttpSnapshot {
+        /// Connections sniffed as HTTP.
+        connections,
+        /// Requests parsed (bad ones included).
+        requests,
+        /// Responses with a 4xx or 5xx status.
+        errors,
+        /// Requests refused by the Host or Origin allow-lists.
+        refused_origin,
+        /// Connections upgraded to WebSocket.
+        upgrades,
+        /// WebSocket text messages received.
+        ws_messages_in,
+        /// WebSocket text messages sent.
+        ws_messages_out,
     }
 }
 
@@ -232,6 +257,8 @@ impl Stats {
             bus: BusStats::default(),
             gate: GateStats::default(),
             remote: RemoteStats::default(),
+            http: HttpStats::default(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -362,6 +389,7 @@ impl Stats {
             bus: self.bus.snapshot(),
             gate: self.gate.snapshot(),
             remote: self.remote.snapshot(),
+            http: self.http.snapshot(),
         }
     }
 }
@@ -401,6 +429,8 @@ pub struct StatsSnapshot {
     pub gate: GateSnapshot,
     /// TLS and PROXY protocol counters.
     pub remote: RemoteSnapshot,
+    /// HTTP requests and WebSocket messages.
+    pub http: HttpSnapshot,
 }
 
 /// Buffer memory in a snapshot.
@@ -481,6 +511,9 @@ pub struct ClientInfo {
     /// True for a TLS connection (shown only then).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
+    /// `http` or `websocket` when its JSON-RPC comes that way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<&'static str>,
 }
 
 /// Connection counters in a snapshot.

@@ -37,7 +37,7 @@ fn an_unknown_protocol_gets_one_line_then_a_close() {
     let server = start();
     for endpoint in server.endpoints() {
         for garbage in [
-            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            &b"BREW / HTCPCP/1.0\r\nHost: x\r\n\r\n"[..], // HTTP methods are a protocol now
             b"PING\r\n",
             b"\x16\x03\x01\x02\x00",
             b"MCP2....",

@@ -212,10 +212,34 @@ impl Write for Conn {
     }
 }
 
-/// Sends one request and checks the answer byte for byte, blocking.
-pub fn probe(endpoint: &Endpoint, workload: &Workload, tls: Option<&Tls>) -> Result<(), String> {
+/// Connects and sends the workload's handshake (a WebSocket upgrade), if
+/// any, reading its answer.
+fn open(endpoint: &Endpoint, workload: &Workload, tls: Option<&Tls>) -> Result<Conn, String> {
     let mut conn =
         Conn::open(endpoint, tls).map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let Some((handshake, answer)) = &workload.handshake else {
+        return Ok(conn);
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    write_all(&mut conn, handshake, deadline)?;
+    let mut got = vec![0u8; *answer];
+    let mut filled = 0;
+    while filled < got.len() {
+        match conn.read(&mut got[filled..]) {
+            Ok(0) => return Err("closed during the handshake".into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(e) => return Err(format!("handshake: {e}")),
+        }
+    }
+    Ok(conn)
+}
+
+/// Sends one request and checks the answer byte for byte, blocking.
+pub fn probe(endpoint: &Endpoint, workload: &Workload, tls: Option<&Tls>) -> Result<(), String> {
+    let mut conn = open(endpoint, workload, tls)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     write_all(&mut conn, &workload.request, deadline)?;
     let expected = &workload.response;
@@ -270,10 +294,7 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
         let share = spec.connections / threads + usize::from(t < spec.connections % threads);
         let mut conns = Vec::with_capacity(share);
         for _ in 0..share {
-            conns.push(
-                Conn::open(&spec.endpoint, spec.tls.as_ref())
-                    .map_err(|e| format!("cannot connect: {e}"))?,
-            );
+            conns.push(open(&spec.endpoint, &spec.workload, spec.tls.as_ref())?);
         }
         let worker = Driver {
             conns,

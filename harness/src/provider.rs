@@ -67,7 +67,9 @@ pub fn serve(endpoint: &Endpoint, proto: Proto) -> Result<(), String> {
         let consumed = match proto {
             Proto::Mcp1 => provider.mcp1(&input, &mut output)?,
             Proto::Jsonrpc => provider.jsonrpc(&input, &mut output)?,
-            Proto::Resp => return Err("the provider speaks jsonrpc or mcp1".into()),
+            Proto::Resp | Proto::Http | Proto::Ws => {
+                return Err("the provider speaks jsonrpc or mcp1".into());
+            }
         };
         input.drain(..consumed);
         if !output.is_empty() {
@@ -121,7 +123,9 @@ impl Provider {
             .into_iter()
             .chain(*b"\n")
             .collect(),
-            Proto::Resp => return Err("the provider speaks jsonrpc or mcp1".into()),
+            Proto::Resp | Proto::Http | Proto::Ws => {
+                return Err("the provider speaks jsonrpc or mcp1".into());
+            }
         })
     }
 

@@ -29,6 +29,10 @@ pub enum Proto {
     Mcp1,
     /// Redis's RESP.
     Resp,
+    /// JSON-RPC over HTTP/1.1 POST, one request per POST, keep-alive.
+    Http,
+    /// JSON-RPC in WebSocket text messages.
+    Ws,
 }
 
 /// The request made.
@@ -48,6 +52,9 @@ pub struct Workload {
     pub request: Vec<u8>,
     /// The answer to it, byte for byte.
     pub response: Vec<u8>,
+    /// Sent once on each new connection before the requests (the
+    /// WebSocket upgrade), and the length of its fixed answer.
+    pub handshake: Option<(Vec<u8>, usize)>,
 }
 
 impl fmt::Display for Proto {
@@ -56,6 +63,8 @@ impl fmt::Display for Proto {
             Proto::Jsonrpc => "jsonrpc",
             Proto::Mcp1 => "mcp1",
             Proto::Resp => "resp",
+            Proto::Http => "http",
+            Proto::Ws => "ws",
         })
     }
 }
@@ -96,6 +105,13 @@ impl Workload {
         size: usize,
         [ping, echo]: [&str; 2],
     ) -> Result<Workload, String> {
+        if matches!(proto, Proto::Http | Proto::Ws) {
+            if target != Target::Junction {
+                return Err("HTTP and WebSocket are junctiond's: use --target junction".into());
+            }
+            let line = Self::build(target, Proto::Jsonrpc, method, size, [ping, echo])?;
+            return Ok(carried(proto, &line));
+        }
         let payload = vec![b'x'; size];
         let text = "x".repeat(size);
         let (request, response) = match (proto, method) {
@@ -129,6 +145,7 @@ impl Workload {
                 format!("*2\r\n$4\r\nECHO\r\n${size}\r\n{text}\r\n").into_bytes(),
                 format!("${size}\r\n{text}\r\n").into_bytes(),
             ),
+            (Proto::Http | Proto::Ws, _) => unreachable!("carried by carried() above"),
         };
         let response = match target {
             // The echo server answers with the request itself.
@@ -141,12 +158,89 @@ impl Workload {
             }
             _ => response,
         };
-        Ok(Workload { request, response })
+        Ok(Workload {
+            request,
+            response,
+            handshake: None,
+        })
     }
 
     /// `pipeline` requests back to back: what one round writes.
     pub fn block(&self, pipeline: usize) -> Vec<u8> {
         self.request.repeat(pipeline)
+    }
+}
+
+/// A JSON-RPC line workload carried by HTTP POST or WebSocket messages:
+/// the exact bytes junctiond answers (built with its own writers).
+fn carried(proto: Proto, line: &Workload) -> Workload {
+    use junction::http::response::{JSON, Response};
+    use junction::http::ws;
+    let request = line.request.trim_ascii_end();
+    let answer = line.response.trim_ascii_end();
+    if proto == Proto::Http {
+        let mut post = format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            request.len()
+        )
+        .into_bytes();
+        post.extend_from_slice(request);
+        let mut response = Vec::new();
+        Response {
+            content_type: Some(JSON),
+            body: answer,
+            ..Response::text(200, "")
+        }
+        .write(&mut response);
+        return Workload {
+            request: post,
+            response,
+            handshake: None,
+        };
+    }
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    let upgrade = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let accept = ws::accept_key(KEY);
+    let mut switched = Vec::new();
+    Response {
+        status: 101,
+        content_type: None,
+        body: &[],
+        head_only: false,
+        close: false,
+        extra: &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", &accept),
+        ],
+    }
+    .write(&mut switched);
+    // A client frame: masked (the mask is arbitrary; a fixed one keeps the block constant).
+    let mask = [0x5a, 0x17, 0xc3, 0x88];
+    let mut frame = vec![0x81];
+    match request.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    ws::unmask_into(&mut frame, request, mask);
+    let mut response = Vec::new();
+    ws::write_head(&mut response, ws::TEXT, answer.len());
+    response.extend_from_slice(answer);
+    Workload {
+        request: frame,
+        response,
+        handshake: Some((upgrade.into_bytes(), switched.len())),
     }
 }
 
@@ -161,6 +255,19 @@ mod tests {
         assert!(Workload::new(Target::Junction, Proto::Resp, Method::Ping, 0).is_err());
         let echo = Workload::new(Target::Junction, Proto::Mcp1, Method::Echo, 5).expect("workload");
         assert_eq!(echo.response.len(), 16 + 5);
+        let http = Workload::new(Target::Junction, Proto::Http, Method::Ping, 0).expect("http");
+        assert!(http.request.starts_with(b"POST / HTTP/1.1\r\n") && http.handshake.is_none());
+        assert!(
+            http.response
+                .ends_with(b"\r\n\r\n{\"jsonrpc\":\"2.0\",\"result\":\"pong\",\"id\":1}")
+        );
+        let ws = Workload::new(Target::Junction, Proto::Ws, Method::Echo, 300).expect("ws");
+        assert!(ws.handshake.is_some());
+        assert_eq!(
+            (ws.request[1], ws.response[0], ws.response[1]),
+            (0x80 | 126, 0x81, 126)
+        );
+        assert!(Workload::new(Target::Redis, Proto::Ws, Method::Ping, 0).is_err());
         let routed = Workload::routed(Proto::Mcp1, Method::Echo, 5).expect("workload");
         assert_eq!(routed.response, echo.response);
         assert_ne!(routed.request, echo.request);

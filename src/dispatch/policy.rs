@@ -16,6 +16,44 @@ impl Dispatcher<'_, '_, '_> {
         &mut self,
         params: Params<'_>,
     ) -> Result<(), std::borrow::Cow<'static, str>> {
+        self.judge_token(offered_token(params))
+    }
+
+    /// `Authorization: Bearer TOKEN` on an HTTP request (`served`: the
+    /// connection was already served): judged as `rpc.auth` is, with the
+    /// same tokens, throttle and identities. Like [`Self::reauthenticate`],
+    /// an anonymous or unauthenticated peer becomes the token's identity and
+    /// a Unix one keeps its own.
+    pub(crate) fn authenticate_bearer(
+        &mut self,
+        served: bool,
+        token: &[u8],
+    ) -> Result<(), std::borrow::Cow<'static, str>> {
+        use crate::policy::IdentityKind;
+        let keeps = served && self.rights.identity().kind != IdentityKind::Anonymous;
+        let kept = keeps.then(|| std::mem::take(self.rights));
+        let verdict = self.judge_token(Some(token.to_vec()));
+        if let Some(kept) = kept {
+            *self.rights = kept;
+            return verdict;
+        }
+        let counter = match verdict {
+            Ok(()) => &self.shared.stats().auth_successes,
+            Err(_) => &self.shared.stats().auth_failures,
+        };
+        Stats::bump(counter);
+        if verdict.is_ok() && served {
+            let grants = self.rights.grants();
+            self.shared.bus.regrant(self.conn, grants);
+        }
+        verdict
+    }
+
+    /// Judges an offered token (None: the offer was malformed).
+    fn judge_token(
+        &mut self,
+        offered: Option<Vec<u8>>,
+    ) -> Result<(), std::borrow::Cow<'static, str>> {
         let context: &Arc<Context> = self.shared.context;
         let guard = context.guard();
         let now = std::time::Instant::now();
@@ -27,7 +65,7 @@ impl Dispatcher<'_, '_, '_> {
             )
             .into());
         }
-        let Some(offered) = offered_token(params) else {
+        let Some(offered) = offered else {
             return Err("rpc.auth takes {\"token\": \"...\"} (or [\"...\"], or a raw body)".into());
         };
         match context.access().match_token(&offered) {

@@ -55,9 +55,23 @@ pub enum Sniff {
     NeedMore,
     /// The connection speaks this protocol.
     Detected(Protocol),
+    /// An HTTP/1.1 request line (src/http/).
+    Http,
     /// The bytes match no protocol.
     Unknown,
 }
+
+/// The request methods that make a connection HTTP, with their space: none
+/// starts with `M` (MCP1's magic), `{`, `[` or whitespace (JSON-RPC).
+pub const HTTP_METHODS: [&[u8]; 7] = [
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+];
 
 /// The one line sent to a client that speaks neither protocol, before closing.
 pub const UNKNOWN_PROTOCOL_REPLY: &[u8] = b"junctiond: unrecognised protocol. This socket speaks \
@@ -67,7 +81,8 @@ and MCP1 (binary frames starting with the magic \"MCP1\"); see proto/ in the Jun
 /// Decides the protocol from the first bytes a client sent.
 ///
 /// JSON-RPC when the first non-whitespace byte is `{` or `[` (decided on that
-/// byte, so `{}` alone is enough); MCP1 when the first 4 bytes are the magic.
+/// byte, so `{}` alone is enough); MCP1 when the first 4 bytes are the magic;
+/// HTTP when they are a request method and its space ([`HTTP_METHODS`]).
 pub fn sniff(first: &[u8]) -> Sniff {
     let start = first
         .iter()
@@ -86,7 +101,24 @@ pub fn sniff(first: &[u8]) -> Sniff {
             Sniff::Detected(Protocol::Mcp1)
         }
         _ if start == 0 && MCP1_MAGIC.starts_with(first) => Sniff::NeedMore,
+        b'A'..=b'Z' if start == 0 => sniff_http(first),
         _ => Sniff::Unknown,
+    }
+}
+
+/// HTTP when `first` opens with a request method and a space.
+fn sniff_http(first: &[u8]) -> Sniff {
+    let mut partial = false;
+    for method in HTTP_METHODS {
+        if first.starts_with(method) {
+            return Sniff::Http;
+        }
+        partial |= method.starts_with(first);
+    }
+    if partial {
+        Sniff::NeedMore
+    } else {
+        Sniff::Unknown
     }
 }
 
@@ -132,9 +164,25 @@ mod tests {
     }
 
     #[test]
+    fn http_needs_a_method_and_its_space() {
+        assert_eq!(sniff(b"GET / HTTP/1.1\r\n"), Sniff::Http);
+        assert_eq!(sniff(b"POST "), Sniff::Http);
+        assert_eq!(sniff(b"OPTIONS * HTTP/1.1"), Sniff::Http);
+        assert_eq!(sniff(b"G"), Sniff::NeedMore);
+        assert_eq!(sniff(b"OPTION"), Sniff::NeedMore);
+        assert_eq!(sniff(b"GETX"), Sniff::Unknown);
+        assert_eq!(sniff(b"get / HTTP/1.1"), Sniff::Unknown);
+        for method in HTTP_METHODS {
+            assert!(!method.starts_with(b"M") && method[0].is_ascii_uppercase());
+        }
+    }
+
+    #[test]
     fn anything_else_is_unknown() {
-        assert_eq!(sniff(b"GET / HTTP/1.1"), Sniff::Unknown);
+        assert_eq!(sniff(b"GET/ HTTP/1.1"), Sniff::Unknown);
         assert_eq!(sniff(b"PING"), Sniff::Unknown);
+        assert_eq!(sniff(b"MOVE / HTTP/1.1"), Sniff::Unknown);
+        assert_eq!(sniff(b" GET / HTTP/1.1"), Sniff::Unknown);
         assert_eq!(sniff(b"\x00\x01"), Sniff::Unknown);
         assert_eq!(sniff(b"  x"), Sniff::Unknown);
     }

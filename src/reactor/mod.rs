@@ -565,6 +565,7 @@ impl Core {
     /// Stops accepting and reading; connections close once their answers are out.
     fn begin_drain(&mut self) {
         self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+        self.stats().draining.store(true, Relaxed);
         self.context.notifier().stopping(self.context.stats());
         for listener in &self.listeners {
             listener.remove_socket_file();

@@ -856,8 +856,15 @@ class JsonRpcSpecExamples:
         # whitespace, the connection is refused": nothing else is sent.
         self.transcript(b"\n" * 61, [UNRECOGNISED], close=True)
 
-    def test_http_is_an_unknown_protocol(self):
-        self.transcript(b"GET / HTTP/1.1\r\n\r\n", [UNRECOGNISED], close=True)
+    def test_another_text_protocol_is_unknown(self):
+        # An HTTP request line is HTTP (proto/http.md); this one is not.
+        self.transcript(b"BREW / HTCPCP/1.0\r\n\r\n", [UNRECOGNISED], close=True)
+
+    def test_http_gets_an_http_answer(self):
+        # Section 2 step 4: a request method and its space make the connection HTTP.
+        c = JsonRpcClient(self.sock())
+        c.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertEqual(c.recv_line(), b"HTTP/1.1 200 OK\r")
 
     def test_whitespace_before_mcp1_is_an_unknown_protocol(self):
         # Section 2 step 3: MCP1 only when there was no leading whitespace.

@@ -305,7 +305,7 @@ fn malformed_case(ctx: &Ctx, rng: &mut Rng, link: &mut Link, case: usize) -> Res
         // Not a protocol: one line of text, then the close.
         0 | 1 => {
             let junk: Vec<u8> = if case == 0 {
-                b"GET / HTTP/1.1\r\nHost: soak\r\n\r\n".to_vec()
+                b"BREW / HTCPCP/1.0\r\nHost: soak\r\n\r\n".to_vec()
             } else {
                 let mut lines = vec![b'\n'; 61];
                 lines
