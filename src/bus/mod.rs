@@ -16,6 +16,7 @@
 
 mod calls;
 mod events;
+mod groups;
 pub mod methods;
 pub mod pattern;
 pub mod policy;
@@ -34,6 +35,7 @@ use crate::workers::{Completion, ConnRef};
 use crate::write_queue::Outgoing;
 use calls::Calls;
 use events::EventQueue;
+use groups::Providers;
 use pattern::{Pattern, PatternMap};
 use policy::Policy;
 use std::ops::Range;
@@ -233,7 +235,7 @@ pub struct Bus {
     config: BusConfig,
     stats: Arc<Stats>,
     members: HashMap<ConnRef, Member>,
-    names: PatternMap<ConnRef>,
+    names: PatternMap<Providers>,
     topics: PatternMap<HashSet<ConnRef>>,
     /// Connections whose pending output is at max-output: no call is
     /// forwarded to them until it drains to half (they get -32000).
@@ -281,7 +283,10 @@ impl Bus {
     /// of its calls (the caller hears there is no such method).
     pub fn provider_of(&mut self, method: &str) -> Option<ConnRef> {
         use crate::policy::{Action, Target};
-        let provider = *self.names.lookup(method)?;
+        let provider = match self.names.lookup(method)? {
+            Providers::Exclusive(id) => *id,
+            Providers::Group(_) => return self.pick_member(method),
+        };
         let member = self.members.get_mut(&provider)?;
         if member.grants.is_everything() {
             return Some(provider);
@@ -454,12 +459,9 @@ impl Bus {
         if !member.events.is_empty() {
             self.backlogged -= 1;
         }
-        for name in &member.names {
-            self.names.remove(name);
-        }
         if !member.names.is_empty() {
             tracing::info!(peer = %member.peer, names = member.names.len(), "bus: provider left; its names are released");
-            self.unlist(member.names.iter());
+            self.release_all(id, member.names.iter());
         }
         for topic in &member.topics {
             self.unsubscribe_one(id, topic);
@@ -503,28 +505,12 @@ impl Bus {
 
     /// Adds names the caller now provides to the directory `rpc.methods` reads.
     fn list_names<'n>(&self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
-        let provider = format!(
-            "provided by connection {} ({})",
-            caller.id.token,
-            caller.peer.transport().name()
-        );
         let mut directory = match self.directory.write() {
             Ok(directory) => directory,
             Err(poisoned) => poisoned.into_inner(),
         };
         for name in names {
-            directory.insert(name.to_string(), provider.clone());
-        }
-    }
-
-    /// Takes released names off the directory.
-    fn unlist<'n>(&self, names: impl Iterator<Item = &'n Pattern>) {
-        let mut directory = match self.directory.write() {
-            Ok(directory) => directory,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for name in names {
-            directory.remove(&name.to_string());
+            directory.insert(name.to_string(), self.directory_text(name, caller));
         }
     }
 }
