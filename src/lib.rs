@@ -23,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod dispatch;
 pub mod error;
+pub mod federation;
 pub mod methods;
 pub mod net;
 pub mod notify;

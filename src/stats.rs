@@ -96,6 +96,8 @@ pub struct Stats {
     pub bus: BusStats,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateStats,
+    /// Federation over NATS.
+    pub federation: FederationStats,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -157,6 +159,49 @@ counters! {
 }
 
 counters! {
+    /// Federation over NATS (`--nats`, docs/federation.md); in `rpc.stats`
+    /// only when it is on.
+    FederationStats => FederationSnapshot {
+        /// 1 when `--nats` is set.
+        enabled,
+        /// 1 while connected to a NATS server.
+        connected,
+        /// Connections made to NATS (the first and every reconnect).
+        connects,
+        /// Connections to NATS lost.
+        disconnects,
+        /// Calls and notifications sent to the cluster.
+        calls_out,
+        /// Calls and notifications received from the cluster.
+        calls_in,
+        /// Calls from the cluster the policy refused.
+        calls_refused,
+        /// Answers received for calls sent.
+        answers_in,
+        /// Answers received for no pending call (too late, cancelled).
+        late_answers,
+        /// Calls that ended with -32040 (no daemon provides the name).
+        no_host,
+        /// Calls that ended with -32041 (not connected, saturated, lost).
+        unreachable,
+        /// Calls that ended with -32022 (the serving daemon left).
+        provider_gone,
+        /// Events published to the cluster.
+        events_out,
+        /// Events received from the cluster.
+        events_in,
+        /// Events from the cluster the policy refused.
+        events_refused,
+        /// Events dropped (link saturated, not JSON, no memory).
+        events_dropped,
+        /// The daemon's own events heard back and dropped (loop guard).
+        own_events_dropped,
+        /// Messages dropped because a queue between the loop and the NATS thread was full.
+        queue_full,
+    }
+}
+
+counters! {
     /// Connections waiting to authenticate (`max-unauthenticated`,
     /// `auth-timeout`), and peers noticed gone with work pending.
     GateStats => GateSnapshot {
@@ -209,6 +254,7 @@ impl Stats {
             sockets: Mutex::new(serde_json::Map::new()),
             bus: BusStats::default(),
             gate: GateStats::default(),
+            federation: FederationStats::default(),
         }
     }
 
@@ -338,6 +384,8 @@ impl Stats {
             sockets: self.sockets(),
             bus: self.bus.snapshot(),
             gate: self.gate.snapshot(),
+            federation: (self.federation.enabled.load(Relaxed) == 1)
+                .then(|| self.federation.snapshot()),
         }
     }
 }
@@ -375,6 +423,9 @@ pub struct StatsSnapshot {
     pub bus: BusSnapshot,
     /// Connections waiting to authenticate, and peers that hung up.
     pub gate: GateSnapshot,
+    /// Federation over NATS, when `--nats` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation: Option<FederationSnapshot>,
 }
 
 /// Buffer memory in a snapshot.

@@ -91,6 +91,9 @@ impl Bus {
     /// asking for a group, or the last member of a group asking for the
     /// name alone, switches the name's mode.
     pub(super) fn claim(&mut self, name: &Pattern, id: ConnRef, group: bool) {
+        if self.names.get(name).is_none() {
+            self.export(name, true);
+        }
         let entry = self.names.entry(name, || Providers::Exclusive(id));
         match (&mut *entry, group) {
             (Providers::Exclusive(_), false) => *entry = Providers::Exclusive(id),
@@ -117,6 +120,7 @@ impl Bus {
         };
         if gone {
             self.names.remove(name);
+            self.export(name, false);
         }
         gone
     }

@@ -122,6 +122,9 @@ pub fn call(
             }
             bus.check_name(caller, Action::Publish, &publish.topic)?;
             let data = publish.data.unwrap_or_else(|| RawValue::NULL.to_owned());
+            if bus.federated() {
+                bus.publish_remote(caller, &publish.topic, &data);
+            }
             let reached = bus.publish(&publish.topic, data)?;
             Ok(serde_json::json!({ "subscribers": reached }))
         }

@@ -20,6 +20,7 @@ mod groups;
 pub mod methods;
 pub mod pattern;
 pub mod policy;
+mod remote;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
@@ -251,6 +252,8 @@ pub struct Bus {
     directory: Directory,
     /// The time of the loop's turn (deadlines count from it).
     now: Instant,
+    /// The link to the cluster (`--nats`); None: the bus is local only.
+    uplink: Option<crate::federation::Uplink>,
 }
 
 impl Bus {
@@ -270,6 +273,7 @@ impl Bus {
             backlogged: 0,
             directory,
             now: Instant::now(),
+            uplink: None,
         }
     }
 

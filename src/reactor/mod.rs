@@ -186,6 +186,8 @@ pub struct Core {
     policy_generation: u64,
     /// When the loop last gave back what a burst left (see shrink.rs).
     shrinker: shrink::Shrinker,
+    /// What comes from the NATS thread (`--nats`); None: not federated.
+    federation: Option<crate::federation::Link>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -248,6 +250,7 @@ impl Core {
             deferred: Vec::new(),
             policy_generation: 0,
             shrinker: shrink::Shrinker::default(),
+            federation: None,
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
@@ -338,7 +341,21 @@ impl Core {
         self.run_loop_jobs();
         self.take_completions();
         self.queue_parked();
+        if let Some(link) = &mut self.federation {
+            crate::federation::drain(link, &mut self.bus, &self.context);
+        }
         self.deliver_bus();
+    }
+
+    /// Joins the cluster: the bus gets the uplink, the loop the link.
+    pub fn attach_federation(
+        &mut self,
+        federation: Option<(crate::federation::Uplink, crate::federation::Link)>,
+    ) {
+        if let Some((uplink, link)) = federation {
+            self.bus.attach_uplink(uplink);
+            self.federation = Some(link);
+        }
     }
 
     /// The work at the end of a turn: starved connections are fed when
@@ -374,6 +391,7 @@ impl Core {
             || !self.dirty.is_empty()
             || !self.deferred.is_empty()
             || self.bus.has_work()
+            || self.federation.as_ref().is_some_and(|f| f.has_work())
         {
             return Some(Duration::ZERO);
         }
