@@ -235,11 +235,13 @@ impl Bus {
     /// A local publish: also to the cluster, when federated.
     pub(crate) fn publish_remote(&self, caller: &Caller<'_>, topic: &str, data: &RawValue) {
         if let Some(uplink) = &self.uplink {
-            let sent = uplink.send(Command::Publish {
-                topic: topic.into(),
-                data: data.to_owned(),
-                identity: caller.rights.identity().to_string().into(),
-            });
+            // Fire and forget, as locally: not queued while disconnected.
+            let sent = uplink.is_connected()
+                && uplink.send(Command::Publish {
+                    topic: topic.into(),
+                    data: data.to_owned(),
+                    identity: caller.rights.identity().to_string().into(),
+                });
             if !sent {
                 Stats::bump(&uplink.stats().federation.events_dropped);
             }
