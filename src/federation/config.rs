@@ -116,3 +116,65 @@ impl FederationConfig {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_options_are_checked() {
+        let off = FederationConfig::resolve(&FederationSettings::default()).expect("default");
+        assert!(off.urls.is_empty(), "no --nats: off");
+        let on = FederationConfig::resolve(&FederationSettings {
+            nats: Some("nats://a:4222, nats://b:4222"),
+            cluster: Some("prod"),
+            identity: Some("peers"),
+            ..FederationSettings::default()
+        })
+        .expect("valid");
+        assert_eq!(on.urls, ["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(
+            (on.cluster.as_str(), on.identity.as_str()),
+            ("prod", "peers")
+        );
+        let off = FederationConfig::resolve(&FederationSettings {
+            nats: Some("off"),
+            ..FederationSettings::default()
+        })
+        .expect("off");
+        assert!(off.urls.is_empty());
+        for (settings, option) in [
+            (
+                FederationSettings {
+                    identity: Some("owner"),
+                    ..FederationSettings::default()
+                },
+                "nats-identity",
+            ),
+            (
+                FederationSettings {
+                    identity: Some("a b"),
+                    ..FederationSettings::default()
+                },
+                "nats-identity",
+            ),
+            (
+                FederationSettings {
+                    cluster: Some(""),
+                    ..FederationSettings::default()
+                },
+                "nats-cluster",
+            ),
+        ] {
+            let error = FederationConfig::resolve(&settings).expect_err("refused");
+            assert_eq!(error.0, option, "{error:?}");
+        }
+        let cert = PathBuf::from("/c.pem");
+        let error = FederationConfig::resolve(&FederationSettings {
+            tls_cert: Some(&cert),
+            ..FederationSettings::default()
+        })
+        .expect_err("a cert needs its key");
+        assert_eq!(error.0, "nats-tls-cert");
+    }
+}
