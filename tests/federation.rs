@@ -418,8 +418,25 @@ fn events_reach_every_daemon_once_without_loops() {
         })
         .collect();
     let mut publishers: Vec<BusPeer> = daemons.iter().map(|d| d.peer(Protocol::JsonRpc)).collect();
-    // Until every daemon's event subscription is known everywhere: a probe
-    // from each daemon reaches every subscriber.
+    // Events are fire and forget: wait until every daemon's event
+    // subscription is known on every node. Each daemon subscribed at start,
+    // before the provider below registered on the same connection to NATS,
+    // so once a call from daemon i reaches daemon j's provider, i's node
+    // also knows j's event subscription (a route keeps the order).
+    let mut ready = Vec::new();
+    for (j, daemon) in daemons.iter().enumerate() {
+        let mut provider = daemon.peer(Protocol::JsonRpc);
+        provider
+            .call("bus.register", json!({"names": [format!("ready.d{j}")]}))
+            .expect("register");
+        ready.push(serve(provider, "ready"));
+    }
+    for (i, daemon) in daemons.iter().enumerate() {
+        let mut caller = daemon.peer(Protocol::Mcp1);
+        for j in (0..3).filter(|j| *j != i) {
+            call_when_known(&mut caller, &format!("ready.d{j}"), json!({})).expect("ready");
+        }
+    }
     let names = ["a", "b", "c"];
     for (i, publisher) in publishers.iter_mut().enumerate() {
         publisher

@@ -28,6 +28,8 @@ const MAX_SERVED: usize = 65536;
 const WATCH: Duration = Duration::from_millis(250);
 /// A call older than this has its serving daemon checked.
 const WATCH_AFTER: Duration = Duration::from_millis(500);
+/// Longest wait for acknowledgements to reach NATS before calls go on.
+const ACK_FLUSH: Duration = Duration::from_secs(1);
 /// How long a daemon has to answer the liveness check.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -155,8 +157,6 @@ struct State {
 
 /// Messages from the thread's own tasks to its main task.
 enum Internal {
-    /// A call arrived on an exported name.
-    Call(Message),
     /// The client connected (true) or lost its connection.
     Connection(bool),
     /// A liveness check ended: the daemon is gone (None) or answered with
@@ -250,6 +250,7 @@ async fn run(
     let me = daemon_id();
     let prefix = subject::prefix(&config.cluster);
     let (internal_tx, mut internal) = mpsc::unbounded_channel();
+    let (calls_tx, mut calls) = mpsc::unbounded_channel::<Message>();
     let client = match connect(
         &config,
         &me,
@@ -303,7 +304,7 @@ async fn run(
         tokio::select! {
             () = stop.notified() => break,
             command = commands.recv() => match command {
-                Some(command) => state.command(command, &internal_tx).await,
+                Some(command) => state.command(command, &calls_tx).await,
                 None => break,
             },
             Some(message) = replies.next() => state.reply(message),
@@ -315,8 +316,8 @@ async fn run(
                 }
             }
             Some(message) = events.next() => state.event(message),
+            Some(message) = calls.recv() => state.serve_batch(message, &mut calls).await,
             Some(message) = internal.recv() => match message {
-                Internal::Call(message) => state.serve(message).await,
                 Internal::Connection(true) => state.epoch += 1,
                 Internal::Connection(false) => state.lost(),
                 Internal::Alive(daemon, gone) => state.alive(daemon, gone),
@@ -347,9 +348,9 @@ fn get<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
 }
 
 impl State {
-    async fn command(&mut self, command: Command, internal: &mpsc::UnboundedSender<Internal>) {
+    async fn command(&mut self, command: Command, calls: &mpsc::UnboundedSender<Message>) {
         match command {
-            Command::Export(name) => self.export(name, internal).await,
+            Command::Export(name) => self.export(name, calls).await,
             Command::Unexport(name) => {
                 if let Some(task) = self.exports.remove(&name) {
                     task.abort(); // Dropping the subscriber unsubscribes.
@@ -411,7 +412,7 @@ impl State {
         }
     }
 
-    async fn export(&mut self, name: String, internal: &mpsc::UnboundedSender<Internal>) {
+    async fn export(&mut self, name: String, calls: &mpsc::UnboundedSender<Message>) {
         if self.exports.contains_key(&name) {
             return;
         }
@@ -427,10 +428,10 @@ impl State {
                 return;
             }
         };
-        let internal = internal.clone();
+        let calls = calls.clone();
         let task = tokio::spawn(async move {
             while let Some(message) = subscriber.next().await {
-                if internal.send(Internal::Call(message)).is_err() {
+                if calls.send(message).is_err() {
                     return;
                 }
             }
@@ -537,8 +538,51 @@ impl State {
         }
     }
 
-    /// A call from another daemon on a name served here.
-    async fn serve(&mut self, message: Message) {
+    /// Calls from other daemons on names served here: the first and those
+    /// already waiting behind it (up to 256). Each is acknowledged, and the
+    /// acknowledgements are flushed to NATS before the loop sees any of the
+    /// calls: a caller whose call reached a provider here knows which
+    /// daemon serves it, so it can tell when that daemon dies.
+    async fn serve_batch(&mut self, first: Message, calls: &mut mpsc::UnboundedReceiver<Message>) {
+        let mut ready = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            if let Some(item) = self.accept(message).await {
+                ready.push(item);
+            }
+            next = if ready.len() < 256 {
+                calls.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if ready
+            .iter()
+            .any(|(call, _)| matches!(call, Inbound::Call { token: Some(_), .. }))
+        {
+            let _ = tokio::time::timeout(ACK_FLUSH, self.client.flush()).await;
+        }
+        for (call, reply) in ready {
+            let token = match &call {
+                Inbound::Call { token, .. } => *token,
+                _ => None,
+            };
+            if self.out.push(call) {
+                continue;
+            }
+            if let (Some(token), Some(reply)) = (token, reply) {
+                if let Some(served) = self.served.remove(&token) {
+                    self.served_by_call.remove(&served.call);
+                }
+                self.refuse(reply, "the daemon's queue from NATS is full")
+                    .await;
+            }
+        }
+    }
+
+    /// One call from another daemon: acknowledged and recorded; the call
+    /// for the loop, and where to answer it.
+    async fn accept(&mut self, message: Message) -> Option<(Inbound, Option<String>)> {
         let method = get(&message, header::METHOD)
             .unwrap_or_default()
             .to_string();
@@ -558,14 +602,13 @@ impl State {
                     raw,
                     identity,
                 };
-                self.out.push(call);
-                return;
+                return Some((call, None));
             }
         };
         if self.served.len() >= MAX_SERVED {
-            return self
-                .refuse(reply, "too many calls from the cluster are pending here")
+            self.refuse(reply, "too many calls from the cluster are pending here")
                 .await;
+            return None;
         }
         let origin = get(&message, header::ORIGIN)
             .unwrap_or_default()
@@ -586,6 +629,14 @@ impl State {
             .client
             .publish_with_headers(reply.clone(), ack, Vec::new().into())
             .await;
+        self.served_by_call.insert((origin.clone(), call_id), token);
+        self.served.insert(
+            token,
+            Served {
+                reply: reply.clone(),
+                call: (origin, call_id),
+            },
+        );
         let call = Inbound::Call {
             token: Some(token),
             method,
@@ -593,19 +644,7 @@ impl State {
             raw,
             identity,
         };
-        if !self.out.push(call) {
-            return self
-                .refuse(reply, "the daemon's queue from NATS is full")
-                .await;
-        }
-        self.served_by_call.insert((origin.clone(), call_id), token);
-        self.served.insert(
-            token,
-            Served {
-                reply,
-                call: (origin, call_id),
-            },
-        );
+        Some((call, Some(reply)))
     }
 
     /// Answers a call from the cluster with -32000 at once.
