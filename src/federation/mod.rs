@@ -29,6 +29,8 @@
 
 mod config;
 #[cfg(feature = "federation")]
+mod inbound;
+#[cfg(feature = "federation")]
 mod nats;
 mod serve;
 pub mod subject;

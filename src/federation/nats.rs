@@ -23,13 +23,13 @@ use crate::stats::Stats;
 
 /// Most calls served here for other daemons at once; past it a call is
 /// answered -32000 at once.
-const MAX_SERVED: usize = 65536;
+pub(super) const MAX_SERVED: usize = 65536;
 /// How often calls routed out are checked for a serving daemon that left.
 const WATCH: Duration = Duration::from_millis(250);
 /// A call older than this has its serving daemon checked.
 const WATCH_AFTER: Duration = Duration::from_millis(500);
 /// Longest wait for acknowledgements to reach NATS before calls go on.
-const ACK_FLUSH: Duration = Duration::from_secs(1);
+pub(super) const ACK_FLUSH: Duration = Duration::from_secs(1);
 /// How long a daemon has to answer the liveness check.
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -94,16 +94,16 @@ impl Thread {
 
 /// The way back to the loop: a bounded channel and the loop's waker,
 /// woken once per burst (like the worker pool's completions).
-struct Out {
+pub(super) struct Out {
     inbound: CbSender<Inbound>,
     pending: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    stats: Arc<Stats>,
+    pub(super) stats: Arc<Stats>,
 }
 
 impl Out {
     /// Hands a message to the loop; false when its queue is full.
-    fn push(&self, message: Inbound) -> bool {
+    pub(super) fn push(&self, message: Inbound) -> bool {
         match self.inbound.try_send(message) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -130,29 +130,29 @@ struct OutCall {
 }
 
 /// A call served here for another daemon.
-struct Served {
-    reply: String,
-    call: (String, u32),
+pub(super) struct Served {
+    pub(super) reply: String,
+    pub(super) call: (String, u32),
 }
 
 /// Everything the thread keeps.
-struct State {
-    client: Client,
-    me: String,
-    prefix: String,
-    cluster: String,
-    out: Out,
+pub(super) struct State {
+    pub(super) client: Client,
+    pub(super) me: String,
+    pub(super) prefix: String,
+    pub(super) cluster: String,
+    pub(super) out: Out,
     calls: HashMap<u32, OutCall>,
-    served: HashMap<u32, Served>,
-    served_by_call: HashMap<(String, u32), u32>,
-    next_token: u32,
-    exports: HashMap<String, tokio::task::JoinHandle<()>>,
+    pub(super) served: HashMap<u32, Served>,
+    pub(super) served_by_call: HashMap<(String, u32), u32>,
+    pub(super) next_token: u32,
+    pub(super) exports: HashMap<String, tokio::task::JoinHandle<()>>,
     /// Daemons whose liveness check is under way.
-    checking: HashMap<String, ()>,
+    pub(super) checking: HashMap<String, ()>,
     /// Connections to NATS made so far: an answer published before a
     /// reconnect may be lost, so a call acknowledged under an older epoch
     /// fails when the serving daemon reports a newer one.
-    epoch: u64,
+    pub(super) epoch: u64,
 }
 
 /// Messages from the thread's own tasks to its main task.
@@ -331,7 +331,7 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_millis(500), state.client.flush()).await;
 }
 
-fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+pub(super) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.insert(*name, *value);
@@ -339,7 +339,7 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     map
 }
 
-fn get<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
+pub(super) fn get<'m>(message: &'m Message, name: &str) -> Option<&'m str> {
     message
         .headers
         .as_ref()
@@ -535,167 +535,6 @@ impl State {
         let frame = message.payload.to_vec();
         if !self.out.push(Inbound::Answer { id, frame }) {
             tracing::warn!(id, "nats: an answer was dropped: the loop's queue is full");
-        }
-    }
-
-    /// Calls from other daemons on names served here: the first and those
-    /// already waiting behind it (up to 256). Each is acknowledged, and the
-    /// acknowledgements are flushed to NATS before the loop sees any of the
-    /// calls: a caller whose call reached a provider here knows which
-    /// daemon serves it, so it can tell when that daemon dies.
-    async fn serve_batch(&mut self, first: Message, calls: &mut mpsc::UnboundedReceiver<Message>) {
-        let mut ready = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            if let Some(item) = self.accept(message).await {
-                ready.push(item);
-            }
-            next = if ready.len() < 256 {
-                calls.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if ready
-            .iter()
-            .any(|(call, _)| matches!(call, Inbound::Call { token: Some(_), .. }))
-        {
-            let _ = tokio::time::timeout(ACK_FLUSH, self.client.flush()).await;
-        }
-        for (call, reply) in ready {
-            let token = match &call {
-                Inbound::Call { token, .. } => *token,
-                _ => None,
-            };
-            if self.out.push(call) {
-                continue;
-            }
-            if let (Some(token), Some(reply)) = (token, reply) {
-                if let Some(served) = self.served.remove(&token) {
-                    self.served_by_call.remove(&served.call);
-                }
-                self.refuse(reply, "the daemon's queue from NATS is full")
-                    .await;
-            }
-        }
-    }
-
-    /// One call from another daemon: acknowledged and recorded; the call
-    /// for the loop, and where to answer it.
-    async fn accept(&mut self, message: Message) -> Option<(Inbound, Option<String>)> {
-        let method = get(&message, header::METHOD)
-            .unwrap_or_default()
-            .to_string();
-        let identity = get(&message, header::IDENTITY)
-            .unwrap_or("unknown")
-            .to_string();
-        let raw = get(&message, header::RAW).is_some();
-        let payload = message.payload.to_vec();
-        Stats::bump(&self.out.stats.federation.calls_in);
-        let reply = match (&message.reply, get(&message, header::NOTIFY)) {
-            (Some(reply), None) => reply.to_string(),
-            _ => {
-                let call = Inbound::Call {
-                    token: None,
-                    method,
-                    payload,
-                    raw,
-                    identity,
-                };
-                return Some((call, None));
-            }
-        };
-        if self.served.len() >= MAX_SERVED {
-            self.refuse(reply, "too many calls from the cluster are pending here")
-                .await;
-            return None;
-        }
-        let origin = get(&message, header::ORIGIN)
-            .unwrap_or_default()
-            .to_string();
-        let call_id = reply
-            .rsplit('.')
-            .next()
-            .and_then(|t| t.parse::<u32>().ok())
-            .unwrap_or(0);
-        self.next_token = self.next_token.wrapping_add(1).max(1);
-        while self.served.contains_key(&self.next_token) {
-            self.next_token = self.next_token.wrapping_add(1).max(1);
-        }
-        let token = self.next_token;
-        let epoch = self.epoch.to_string();
-        let ack = headers(&[(header::ACK, &self.me), (header::EPOCH, &epoch)]);
-        let _ = self
-            .client
-            .publish_with_headers(reply.clone(), ack, Vec::new().into())
-            .await;
-        self.served_by_call.insert((origin.clone(), call_id), token);
-        self.served.insert(
-            token,
-            Served {
-                reply: reply.clone(),
-                call: (origin, call_id),
-            },
-        );
-        let call = Inbound::Call {
-            token: Some(token),
-            method,
-            payload,
-            raw,
-            identity,
-        };
-        Some((call, Some(reply)))
-    }
-
-    /// Answers a call from the cluster with -32000 at once.
-    async fn refuse(&mut self, reply: String, why: &str) {
-        let mut frame = Vec::new();
-        let error = RpcError::with(ErrorCode::ServerBusy, why);
-        crate::proto::mcp1::write_error(&mut frame, 0, &error);
-        let _ = self.client.publish(reply, frame.into()).await;
-    }
-
-    /// The caller of a call served here left, or its call timed out.
-    fn cancel(&mut self, message: &Message) {
-        let Some((origin, id)) = get(message, header::CALL).and_then(|c| c.rsplit_once('.')) else {
-            return;
-        };
-        let Ok(id) = id.parse::<u32>() else {
-            return;
-        };
-        if let Some(token) = self.served_by_call.remove(&(origin.to_string(), id)) {
-            self.served.remove(&token);
-            self.out.push(Inbound::Cancel { token });
-        }
-    }
-
-    fn event(&mut self, message: Message) {
-        if get(&message, header::ORIGIN) == Some(self.me.as_str()) {
-            Stats::bump(&self.out.stats.federation.own_events_dropped);
-            return;
-        }
-        let Some(topic) = get(&message, header::TOPIC).map(str::to_string) else {
-            return;
-        };
-        let identity = get(&message, header::IDENTITY)
-            .unwrap_or("unknown")
-            .to_string();
-        let data: Box<serde_json::value::RawValue> = match serde_json::from_slice(&message.payload)
-        {
-            Ok(data) => data,
-            Err(e) => {
-                tracing::debug!(topic, error = %e, "nats: an event whose data is not JSON was dropped");
-                Stats::bump(&self.out.stats.federation.events_dropped);
-                return;
-            }
-        };
-        Stats::bump(&self.out.stats.federation.events_in);
-        if !self.out.push(Inbound::Event {
-            topic,
-            data,
-            identity,
-        }) {
-            Stats::bump(&self.out.stats.federation.events_dropped);
         }
     }
 
