@@ -47,7 +47,10 @@ class Daemon:
         sock = self.dir / "j.sock"
         self.log = open(self.dir / "log", "w")
         self.proc = subprocess.Popen(
-            [exe, "--unix", str(sock), "--tcp", "127.0.0.1:0", "--log-format", "human"],
+            # Anonymous TCP on loopback (both builds have the policy): the
+            # generator sends no rpc.auth.
+            [exe, "--unix", str(sock), "--tcp", "127.0.0.1:0", "--log-format", "human",
+             "--tcp-anonymous", "true", "--allow", "anonymous:call:*"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -93,6 +96,8 @@ def main():
     p.add_argument("-d", "--duration", type=float, default=2.0)
     p.add_argument("-c", "--connections", type=int, default=50)
     p.add_argument("--json", type=Path, default=Path("/tmp/compare_parser.json"))
+    p.add_argument("--sizes", default="0,64,1024",
+                   help="echo sizes to run, 0 meaning rpc.ping (default: 0,64,1024)")
     args = p.parse_args()
     bench = str(args.after / "target/release/junction-bench")
     daemons = {
@@ -102,7 +107,8 @@ def main():
     if shutil.which("redis-server"):
         daemons["redis"] = Redis()
     cells = [(t, pl, m, s) for t in ("unix", "tcp") for pl in (16, 1)
-             for (m, s) in (("ping", 0), ("echo", 64), ("echo", 1024))]
+             for (m, s) in [("ping" if int(n) == 0 else "echo", int(n))
+                            for n in args.sizes.split(",")]]
     targets = [("before", "jsonrpc"), ("after", "jsonrpc"), ("before", "mcp1"), ("after", "mcp1")]
     if "redis" in daemons:
         targets.append(("redis", "resp"))

@@ -477,6 +477,39 @@ pub struct Settings {
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_hosts: Option<Vec<String>>,
+    // Federation over NATS (docs/federation.md).
+    /// Join a cluster of daemons over NATS: server URLs, comma-separated (nats://host:4222), or "off" [default: off]
+    #[arg(long, env = "JUNCTION_NATS", value_name = "URL[,URL...]")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    /// The cluster's name: subjects are under junction.NAME [default: junction]
+    #[arg(long, env = "JUNCTION_NATS_CLUSTER", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_cluster: Option<String>,
+    /// The identity calls and events from the cluster are judged as: token:NAME in the policy [default: cluster]
+    #[arg(long, env = "JUNCTION_NATS_IDENTITY", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_identity: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed)
+    #[arg(long, env = "JUNCTION_NATS_CREDENTIALS", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_credentials: Option<PathBuf>,
+    /// A CA certificate (PEM) to verify the NATS servers with
+    #[arg(long, env = "JUNCTION_NATS_TLS_CA", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS with NATS (with --nats-tls-key)
+    #[arg(long, env = "JUNCTION_NATS_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM)
+    #[arg(long, env = "JUNCTION_NATS_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse NATS servers that do not offer TLS [default: false]
+    #[arg(long, env = "JUNCTION_NATS_TLS_REQUIRED", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_tls_required: Option<bool>,
 }
 
 macro_rules! merge_fields {
@@ -512,7 +545,9 @@ impl Settings {
             log_format, log, tcp_anonymous, allow, deny, policy,
             slowlog_threshold, slowlog_max_len,
             tls_cert, tls_key, tls_client_ca, tls_client_cert, tls_mode, proxy_protocol_from,
-            http_origins, http_hosts)
+            http_origins, http_hosts,
+            nats, nats_cluster, nats_identity, nats_credentials, nats_tls_ca, nats_tls_cert,
+            nats_tls_key, nats_tls_required)
     }
 }
 
@@ -585,6 +620,8 @@ pub struct Config {
     pub slowlog_max_len: usize,
     /// TLS and PROXY protocol on the TCP listener.
     pub remote: crate::net::tls::RemoteConfig,
+    /// Federation over NATS (`--nats`); off when it has no URL.
+    pub federation: crate::federation::FederationConfig,
 }
 
 impl Default for Config {
@@ -623,6 +660,7 @@ impl Default for Config {
             slowlog_threshold: crate::observe::slowlog::DEFAULT_THRESHOLD,
             slowlog_max_len: crate::observe::slowlog::DEFAULT_MAX_LEN,
             remote: crate::net::tls::RemoteConfig::default(),
+            federation: crate::federation::FederationConfig::default(),
         }
     }
 }
@@ -633,6 +671,7 @@ impl Config {
         let mut config = Config {
             sockets: resolve_sockets(&settings)?,
             bus: resolve_bus(&settings)?,
+            federation: resolve_federation(&settings)?,
             ..Config::default()
         };
         config.access.policy = resolve_policy(&settings)?;
@@ -858,6 +897,18 @@ impl Config {
             ),
             log_format: Some(self.log_format),
             log: Some(self.log.clone()),
+            nats: Some(if self.federation.urls.is_empty() {
+                "off".into()
+            } else {
+                self.federation.urls.join(",")
+            }),
+            nats_cluster: Some(self.federation.cluster.clone()),
+            nats_identity: Some(self.federation.identity.clone()),
+            nats_credentials: self.federation.credentials.clone(),
+            nats_tls_ca: self.federation.tls_ca.clone(),
+            nats_tls_cert: self.federation.tls_cert.clone(),
+            nats_tls_key: self.federation.tls_key.clone(),
+            nats_tls_required: Some(self.federation.tls_required),
             tcp_anonymous: Some(self.access.tcp_anonymous),
             // Flags print back as the tables they became.
             allow: Some(Vec::new()),
@@ -940,6 +991,23 @@ fn join_ids(ids: &[u32]) -> String {
 }
 
 /// The bus settings, checked.
+/// The federation settings (`--nats` and friends), checked.
+fn resolve_federation(
+    settings: &Settings,
+) -> Result<crate::federation::FederationConfig, ConfigError> {
+    let layer = crate::federation::FederationSettings {
+        nats: settings.nats.as_deref(),
+        cluster: settings.nats_cluster.as_deref(),
+        identity: settings.nats_identity.as_deref(),
+        credentials: settings.nats_credentials.as_ref(),
+        tls_ca: settings.nats_tls_ca.as_ref(),
+        tls_cert: settings.nats_tls_cert.as_ref(),
+        tls_key: settings.nats_tls_key.as_ref(),
+        tls_required: settings.nats_tls_required,
+    };
+    crate::federation::FederationConfig::resolve(&layer).map_err(|(option, e)| invalid(option, e))
+}
+
 fn resolve_bus(settings: &Settings) -> Result<BusConfig, ConfigError> {
     let mut bus = BusConfig::default();
     if let Some(Span(t)) = settings.bus_call_timeout {

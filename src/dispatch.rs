@@ -508,6 +508,16 @@ impl Dispatcher<'_, '_, '_> {
             return;
         }
         let Some(provider) = shared.bus.provider_of(method) else {
+            if shared.bus.federated() {
+                // No local provider: the cluster's (src/federation/).
+                let reply = (!answer.is_notification()).then(|| answer.to_owned());
+                return match shared.bus.forward_remote(&caller, reply, method, params) {
+                    Ok(()) if answer.is_notification() => {}
+                    Ok(()) => self.expect_completion(answer),
+                    Err(_) if answer.is_notification() => {}
+                    Err(error) => self.send_error(answer, &error),
+                };
+            }
             if !answer.is_notification() {
                 self.send_error(answer, &RpcError::method_not_found(method));
             }

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod discover;
 pub mod dispatch;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod methods;
 pub mod monitor;

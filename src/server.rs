@@ -110,6 +110,9 @@ pub enum ServerError {
     /// The poller, the waker or a worker thread could not be created, or polling failed.
     #[error("event loop: {0}")]
     Io(#[from] io::Error),
+    /// Federation over NATS could not start (`--nats`).
+    #[error("{0}")]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 /// Asks a running server to stop: it stops accepting, finishes in-flight
@@ -522,6 +525,11 @@ impl Server {
             },
             sockets: self.config.sockets,
         };
+        let federation = crate::federation::start(
+            &self.config.federation,
+            &self.context,
+            Arc::clone(&self.waker),
+        )?;
         match self.driver {
             Driver::Epoll(poll) => EpollLoop::new(
                 poll,
@@ -531,6 +539,7 @@ impl Server {
                 loop_config,
                 self.shutdown,
             )?
+            .with_federation(federation)
             .run()?,
             #[cfg(all(target_os = "linux", feature = "io-uring"))]
             Driver::Uring => crate::reactor::uring::UringLoop::new(
@@ -541,6 +550,7 @@ impl Server {
                 self.shutdown,
                 self.waker,
             )?
+            .with_federation(federation)
             .run()?,
         }
         Ok(())

@@ -102,6 +102,8 @@ pub struct Stats {
     pub http: HttpStats,
     /// Set once the drain at shutdown begins: `GET /healthz` answers 503.
     pub draining: AtomicBool,
+    /// Federation over NATS.
+    pub federation: FederationStats,
 }
 
 /// Declares a struct of counters and its snapshot for `rpc.stats`.
@@ -184,6 +186,49 @@ counters! {
 }
 
 counters! {
+    /// Federation over NATS (`--nats`, docs/federation.md); in `rpc.stats`
+    /// only when it is on.
+    FederationStats => FederationSnapshot {
+        /// 1 when `--nats` is set.
+        enabled,
+        /// 1 while connected to a NATS server.
+        connected,
+        /// Connections made to NATS (the first and every reconnect).
+        connects,
+        /// Connections to NATS lost.
+        disconnects,
+        /// Calls and notifications sent to the cluster.
+        calls_out,
+        /// Calls and notifications received from the cluster.
+        calls_in,
+        /// Calls from the cluster the policy refused.
+        calls_refused,
+        /// Answers received for calls sent.
+        answers_in,
+        /// Answers received for no pending call (too late, cancelled).
+        late_answers,
+        /// Calls that ended with -32040 (no daemon provides the name).
+        no_host,
+        /// Calls that ended with -32041 (not connected, saturated, lost).
+        unreachable,
+        /// Calls that ended with -32022 (the serving daemon left).
+        provider_gone,
+        /// Events published to the cluster.
+        events_out,
+        /// Events received from the cluster.
+        events_in,
+        /// Events from the cluster the policy refused.
+        events_refused,
+        /// Events dropped (link saturated, not JSON, no memory).
+        events_dropped,
+        /// The daemon's own events heard back and dropped (loop guard).
+        own_events_dropped,
+        /// Messages dropped because a queue between the loop and the NATS thread was full.
+        queue_full,
+    }
+}
+
+counters! {
     /// Connections waiting to authenticate (`max-unauthenticated`,
     /// `auth-timeout`), and peers noticed gone with work pending.
     GateStats => GateSnapshot {
@@ -259,6 +304,7 @@ impl Stats {
             remote: RemoteStats::default(),
             http: HttpStats::default(),
             draining: AtomicBool::new(false),
+            federation: FederationStats::default(),
         }
     }
 
@@ -390,6 +436,8 @@ impl Stats {
             gate: self.gate.snapshot(),
             remote: self.remote.snapshot(),
             http: self.http.snapshot(),
+            federation: (self.federation.enabled.load(Relaxed) == 1)
+                .then(|| self.federation.snapshot()),
         }
     }
 }
@@ -431,6 +479,9 @@ pub struct StatsSnapshot {
     pub remote: RemoteSnapshot,
     /// HTTP requests and WebSocket messages.
     pub http: HttpSnapshot,
+    /// Federation over NATS, when `--nats` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federation: Option<FederationSnapshot>,
 }
 
 /// Buffer memory in a snapshot.

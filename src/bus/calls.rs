@@ -76,31 +76,31 @@ impl<'a> Outcome<'a> {
 
 /// A call forwarded to a provider and not yet answered.
 #[derive(Debug)]
-struct Pending {
-    caller: ConnRef,
-    reply: ReplyTo,
-    provider: ConnRef,
-    method: Box<str>,
+pub(super) struct Pending {
+    pub(super) caller: ConnRef,
+    pub(super) reply: ReplyTo,
+    pub(super) provider: ConnRef,
+    pub(super) method: Box<str>,
     /// When it times out (None: no timeout).
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
     /// When it started and the provided name's counters.
-    timing: Option<crate::observe::Timing>,
+    pub(super) timing: Option<crate::observe::Timing>,
 }
 
 /// The pending calls, by the id the daemon gave them.
 #[derive(Debug, Default)]
 pub(super) struct Calls {
-    pending: HashMap<u32, Pending>,
+    pub(super) pending: HashMap<u32, Pending>,
     /// When pending calls are next checked for their deadline: a sweep
     /// every eighth of the timeout costs nothing per call, where a queue of
     /// deadlines would hold one entry per call for the whole timeout.
-    next_sweep: Option<Instant>,
+    pub(super) next_sweep: Option<Instant>,
     last_id: u32,
 }
 
 impl Calls {
     /// A fresh id: 1 to u32::MAX, never one still pending.
-    fn next_id(&mut self) -> u32 {
+    pub(super) fn next_id(&mut self) -> u32 {
         loop {
             self.last_id = self.last_id.wrapping_add(1);
             if self.last_id != 0 && !self.pending.contains_key(&self.last_id) {
@@ -121,7 +121,7 @@ impl Calls {
         }
     }
 
-    fn ids_where(&self, keep: impl Fn(&Pending) -> bool) -> Vec<u32> {
+    pub(super) fn ids_where(&self, keep: impl Fn(&Pending) -> bool) -> Vec<u32> {
         self.pending
             .iter()
             .filter(|(_, p)| keep(p))
@@ -327,7 +327,7 @@ impl Bus {
     }
 
     /// Answers a pending call's caller with `error`.
-    fn fail(&mut self, pending: Pending, error: RpcError) {
+    pub(super) fn fail(&mut self, pending: Pending, error: RpcError) {
         self.settle(&pending);
         let start = self.arena.len();
         let arena = std::mem::take(&mut self.arena);
@@ -337,7 +337,10 @@ impl Bus {
     }
 
     /// Tells a provider that call `id` will not be answered to anyone.
-    fn cancel(&mut self, id: u32, provider: ConnRef, reason: &str) {
+    pub(super) fn cancel(&mut self, id: u32, provider: ConnRef, reason: &'static str) {
+        if provider == crate::federation::CLUSTER {
+            return self.cancel_out(id, reason);
+        }
         let Some(protocol) = self.members.get(&provider).map(|m| m.protocol) else {
             return;
         };
@@ -357,7 +360,7 @@ impl Bus {
     /// Takes an ended call off both sides' counts. A caller stays known
     /// until it closes (its next call would only bring it back); a provider
     /// that has unregistered everything is forgotten with its last call.
-    fn settle(&mut self, pending: &Pending) {
+    pub(super) fn settle(&mut self, pending: &Pending) {
         if let Some(m) = self.members.get_mut(&pending.caller) {
             m.calling = m.calling.saturating_sub(1);
         }
@@ -377,7 +380,7 @@ impl Bus {
 
 /// How often pending calls are checked against a timeout: its timing is
 /// kept within an eighth of it.
-fn sweep_interval(timeout: Duration) -> Duration {
+pub(super) fn sweep_interval(timeout: Duration) -> Duration {
     (timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 

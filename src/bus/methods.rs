@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::groups::{Conflict, Providers};
 use super::pattern::Pattern;
 use super::{Bus, Caller};
 use crate::access::Peer;
@@ -52,7 +53,16 @@ pub const METHODS: [(&str, &str); 6] = [
 #[serde(deny_unknown_fields)]
 struct Names {
     names: Vec<String>,
-    /// `bus.register` only: schemas per name, for `rpc.discover`.
+}
+
+/// `bus.register`'s params: `group` joins (or forms) a provider group.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Register {
+    names: Vec<String>,
+    #[serde(default)]
+    group: bool,
+    /// Schemas per name, for `rpc.discover`.
     #[serde(default)]
     schemas: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -81,11 +91,11 @@ pub fn call(
     let listed = |names: Vec<Pattern>| names.iter().map(ToString::to_string).collect::<Vec<_>>();
     match method {
         "bus.register" => {
-            let parsed = params.parse::<Names>()?;
-            let schemas = provided_schemas(&parsed)?;
+            let register = params.parse::<Register>()?;
+            let schemas = provided_schemas(&register)?;
             check_schema_room(bus, &schemas)?;
-            let names = patterns(parsed.names)?;
-            bus.register(caller, &names, context)?;
+            let names = patterns(register.names)?;
+            bus.register(caller, &names, register.group, context)?;
             for (name, schema) in schemas {
                 bus.observe.describe_provided(name, schema);
             }
@@ -120,6 +130,9 @@ pub fn call(
             }
             bus.check_name(caller, Action::Publish, &publish.topic)?;
             let data = publish.data.unwrap_or_else(|| RawValue::NULL.to_owned());
+            if bus.federated() {
+                bus.publish_remote(caller, &publish.topic, &data);
+            }
             let reached = bus.publish(&publish.topic, data)?;
             Ok(serde_json::json!({ "subscribers": reached }))
         }
@@ -133,7 +146,7 @@ pub fn call(
 
 /// Checks the schemas a `bus.register` attaches: each for one of its names.
 fn provided_schemas(
-    names: &Names,
+    names: &Register,
 ) -> Result<Vec<(String, crate::observe::ProvidedSchema)>, RpcError> {
     let Some(schemas) = &names.schemas else {
         return Ok(Vec::new());
@@ -191,29 +204,28 @@ impl Bus {
         &mut self,
         caller: &Caller<'_>,
         names: &[Pattern],
+        group: bool,
         context: &Context,
     ) -> Result<(), RpcError> {
         for name in names {
-            self.check_registration(caller, name, context)?;
+            self.check_registration(caller, name, group, context)?;
         }
         self.check_name_cap(caller, names)?;
         let member = self.member(caller);
-        let mut fresh = Vec::new();
         for name in names {
-            if member.names.insert(name.clone()) {
-                fresh.push(name);
-            }
+            member.names.insert(name.clone());
         }
-        for name in &fresh {
-            *self.names.entry(name, || caller.id) = caller.id;
+        for name in names {
+            self.claim(name, caller.id, group);
         }
-        self.list_names(caller, fresh.iter().copied());
+        self.list_names(caller, names.iter());
         Stats::add(&self.stats.bus.registrations, names.len() as u64);
         tracing::info!(
             peer = %caller.peer,
             conn = caller.id.token,
             count = names.len(),
             first = %names[0],
+            group,
             "bus: names registered"
         );
         Ok(())
@@ -246,6 +258,7 @@ impl Bus {
         &self,
         caller: &Caller<'_>,
         name: &Pattern,
+        group: bool,
         context: &Context,
     ) -> Result<(), RpcError> {
         // A method the daemon has is taken, by "daemon", even under rpc. or bus.
@@ -276,22 +289,50 @@ impl Bus {
                 ),
             ));
         }
-        match self.names.get(name) {
-            Some(owner) if *owner != caller.id => {
-                Err(self.taken(name, self.describe(*owner, caller.rights.admin())))
+        match self.conflict(caller, name, group) {
+            None => Ok(()),
+            Some(Conflict::Exclusive(owner)) if group => {
+                let owner = self.describe(owner, caller.rights.admin());
+                Err(self.taken_as(name, owner, "alone; a group cannot share it"))
             }
-            _ => Ok(()),
+            Some(Conflict::Exclusive(owner)) => {
+                Err(self.taken(name, self.describe(owner, caller.rights.admin())))
+            }
+            Some(Conflict::Group(members)) => Err(self.taken_as(
+                name,
+                Owner::Group { members },
+                "; register with \"group\": true to join it",
+            )),
         }
     }
 
     /// -32020 for `name`, owned by `owner`.
     fn taken(&self, name: &Pattern, owner: Owner) -> RpcError {
+        self.taken_as(name, owner, "")
+    }
+
+    /// -32020 for `name`, owned by `owner`, the message ending with `how`
+    /// (how it is held, for a group or a name held alone).
+    fn taken_as(&self, name: &Pattern, owner: Owner, how: &str) -> RpcError {
         Stats::bump(&self.stats.bus.refused);
+        let sep = if how.is_empty() || how.starts_with(';') {
+            ""
+        } else {
+            " "
+        };
+        let mut data = serde_json::json!({ "name": name.to_string(), "owner": owner });
+        if let Owner::Group { members } = owner {
+            data["members"] = members.into();
+        }
         RpcError::with(
             ErrorCode::NameTaken,
-            format_args!("{:?} is provided by {}", name.to_string(), owner.describe()),
+            format_args!(
+                "{:?} is provided by {}{sep}{how}",
+                name.to_string(),
+                owner.describe()
+            ),
         )
-        .data(serde_json::json!({ "name": name.to_string(), "owner": owner }))
+        .data(data)
     }
 
     /// Releases those of `names` the connection owns and returns them; a
@@ -307,10 +348,7 @@ impl Bus {
                 }
             }
         }
-        for name in &released {
-            self.names.remove(name);
-        }
-        self.unlist(released.iter());
+        self.release_all(id, released.iter());
         self.prune(id);
         self.shrink();
         released
@@ -371,10 +409,31 @@ impl Bus {
         let mut names: Vec<NameInfo> = self
             .names
             .iter()
-            .map(|(name, owner)| NameInfo {
-                name: name.to_string(),
-                provider: self.describe(*owner, admin || *owner == caller.id),
-                pending: self.pending_on(*owner),
+            .map(|(name, providers)| match providers {
+                Providers::Exclusive(owner) => NameInfo {
+                    name: name.to_string(),
+                    provider: self.describe(*owner, admin || *owner == caller.id),
+                    pending: self.pending_on(*owner),
+                    group: None,
+                },
+                Providers::Group(g) => {
+                    let group: Vec<GroupMember> = g
+                        .members
+                        .iter()
+                        .map(|m| GroupMember {
+                            provider: self.describe(*m, admin || *m == caller.id),
+                            pending: self.pending_on(*m),
+                        })
+                        .collect();
+                    NameInfo {
+                        name: name.to_string(),
+                        provider: Owner::Group {
+                            members: group.len(),
+                        },
+                        pending: group.iter().map(|m| m.pending).sum(),
+                        group: Some(group),
+                    }
+                }
             })
             .collect();
         names.sort_by(|a, b| a.name.cmp(&b.name));
@@ -398,16 +457,26 @@ enum Owner {
     Connection(ProviderInfo),
     #[serde(serialize_with = "daemon")]
     Daemon,
+    /// A provider group of this many members (shown as `"group"`).
+    #[serde(serialize_with = "group")]
+    Group {
+        members: usize,
+    },
 }
 
 fn daemon<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("daemon")
 }
 
+fn group<S: serde::Serializer>(_members: &usize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("group")
+}
+
 impl Owner {
     fn describe(&self) -> String {
         match self {
             Owner::Daemon => "the daemon itself".into(),
+            Owner::Group { members } => format!("a group of {members} connections"),
             Owner::Connection(p) => match (&p.pid, &p.uid, &p.address) {
                 (Some(pid), Some(uid), _) => {
                     format!("connection {} (unix pid {pid} uid {uid})", p.id)
@@ -468,6 +537,16 @@ impl ProviderInfo {
 #[derive(Debug, Serialize)]
 struct NameInfo {
     name: String,
+    provider: Owner,
+    pending: usize,
+    /// A group's members, each with its pending calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<Vec<GroupMember>>,
+}
+
+/// One member of a provider group in `bus.list`.
+#[derive(Debug, Serialize)]
+struct GroupMember {
     provider: Owner,
     pending: usize,
 }

@@ -16,10 +16,12 @@
 
 mod calls;
 mod events;
+mod groups;
 pub mod methods;
 pub mod monitor;
 pub mod pattern;
 pub mod policy;
+mod remote;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use crate::workers::{Completion, ConnRef};
 use crate::write_queue::Outgoing;
 use calls::Calls;
 use events::EventQueue;
+use groups::Providers;
 use pattern::{Pattern, PatternMap};
 use policy::Policy;
 use std::ops::Range;
@@ -241,7 +244,7 @@ pub struct Bus {
     config: BusConfig,
     stats: Arc<Stats>,
     members: HashMap<ConnRef, Member>,
-    names: PatternMap<ConnRef>,
+    names: PatternMap<Providers>,
     topics: PatternMap<HashSet<ConnRef>>,
     /// Connections whose pending output is at max-output: no call is
     /// forwarded to them until it drains to half (they get -32000).
@@ -263,6 +266,8 @@ pub struct Bus {
     observe: Arc<crate::observe::Observe>,
     /// Connections monitoring the traffic (see monitor.rs).
     monitors: Vec<monitor::Monitor>,
+    /// The link to the cluster (`--nats`); None: the bus is local only.
+    uplink: Option<crate::federation::Uplink>,
 }
 
 impl Bus {
@@ -285,6 +290,7 @@ impl Bus {
             name_stats: PatternMap::default(),
             observe: Arc::default(),
             monitors: Vec::new(),
+            uplink: None,
         }
     }
 
@@ -304,7 +310,10 @@ impl Bus {
     /// of its calls (the caller hears there is no such method).
     pub fn provider_of(&mut self, method: &str) -> Option<ConnRef> {
         use crate::policy::{Action, Target};
-        let provider = *self.names.lookup(method)?;
+        let provider = match self.names.lookup(method)? {
+            Providers::Exclusive(id) => *id,
+            Providers::Group(_) => return self.pick_member(method),
+        };
         let member = self.members.get_mut(&provider)?;
         if member.grants.is_everything() {
             return Some(provider);
@@ -481,12 +490,9 @@ impl Bus {
         if !member.events.is_empty() {
             self.backlogged -= 1;
         }
-        for name in &member.names {
-            self.names.remove(name);
-        }
         if !member.names.is_empty() {
             tracing::info!(peer = %member.peer, names = member.names.len(), "bus: provider left; its names are released");
-            self.unlist(member.names.iter());
+            self.release_all(id, member.names.iter());
         }
         for topic in &member.topics {
             self.unsubscribe_one(id, topic);
@@ -530,11 +536,6 @@ impl Bus {
 
     /// Adds names the caller now provides to the directory `rpc.methods` reads.
     fn list_names<'n>(&mut self, caller: &Caller<'_>, names: impl Iterator<Item = &'n Pattern>) {
-        let provider = format!(
-            "provided by connection {} ({})",
-            caller.id.token,
-            caller.peer.transport().name()
-        );
         let mut directory = match self.directory.write() {
             Ok(directory) => directory,
             Err(poisoned) => poisoned.into_inner(),
@@ -543,21 +544,7 @@ impl Bus {
             let stats = self.observe.provided(name.to_string());
             let slot = self.name_stats.entry(name, || Arc::clone(&stats));
             *slot = stats;
-            directory.insert(name.to_string(), provider.clone());
-        }
-    }
-
-    /// Takes released names off the directory.
-    fn unlist<'n>(&mut self, names: impl Iterator<Item = &'n Pattern>) {
-        let mut directory = match self.directory.write() {
-            Ok(directory) => directory,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for name in names {
-            let text = name.to_string();
-            self.name_stats.remove(name);
-            self.observe.released(&text);
-            directory.remove(&text);
+            directory.insert(name.to_string(), self.directory_text(name, caller));
         }
     }
 }

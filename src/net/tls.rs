@@ -2,7 +2,7 @@
 //! connection may have under the protocol sniffer.
 //!
 //! rustls runs sans I/O: the loop reads ciphertext into the connection's
-//! [`Layer`] buffer (a fixed-size region, so a completion driver can read
+//! `Layer` buffer (a fixed-size region, so a completion driver can read
 //! into it like into a ring), the layer hands it to rustls, and the
 //! plaintext rustls gives back goes into the connection's ring, where it is
 //! sniffed and framed exactly as on a plain socket. Output goes the other

@@ -24,8 +24,15 @@ pub struct Guard {
     tcp_anonymous: bool,
     everything: Arc<Grants>,
     users: Mutex<UserCache>,
+    /// One identity per Unix (uid, gid), shared by all its connections: an
+    /// idle connection then holds a pointer, not its own copy (emptied at
+    /// [`UNIX_IDENTITIES_CAP`] entries; a reload starts a new guard).
+    unix_identities: Mutex<std::collections::HashMap<(u32, u32), Arc<Identity>>>,
     throttle: Mutex<Throttle>,
 }
+
+/// Most Unix identities a guard remembers.
+const UNIX_IDENTITIES_CAP: usize = 1024;
 
 impl Default for Guard {
     fn default() -> Self {
@@ -58,6 +65,7 @@ impl Guard {
             tcp_anonymous: access.tcp_anonymous,
             everything: Arc::new(Grants::everything()),
             users: Mutex::new(users),
+            unix_identities: Mutex::default(),
             throttle: Mutex::new(Throttle::default()),
         }
     }
@@ -75,16 +83,27 @@ impl Guard {
                         .into_inner()
                         .lookup(cred.uid, cred.gid, self.groups),
                 };
-                let identity = Identity {
-                    kind: IdentityKind::Unix,
-                    uid: Some(cred.uid),
-                    gid: Some(cred.gid),
-                    user: entry.name,
-                    groups: entry.groups,
-                    token: None,
-                    cert: None,
+                let mut known = match self.unix_identities.lock() {
+                    Ok(known) => known,
+                    Err(poisoned) => poisoned.into_inner(),
                 };
-                self.rights(identity, peer)
+                if known.len() >= UNIX_IDENTITIES_CAP {
+                    known.clear();
+                }
+                let identity = known.entry((cred.uid, cred.gid)).or_insert_with(|| {
+                    Arc::new(Identity {
+                        kind: IdentityKind::Unix,
+                        uid: Some(cred.uid),
+                        gid: Some(cred.gid),
+                        user: entry.name,
+                        groups: entry.groups,
+                        token: None,
+                        cert: None,
+                    })
+                });
+                let identity = Arc::clone(identity);
+                drop(known);
+                self.rights_of(identity, peer)
             }
             (Peer::Unix(None), Gate::Open) => Rights::default(),
             (Peer::Tcp(_), Gate::Open) if self.tcp_anonymous => {
@@ -115,6 +134,11 @@ impl Guard {
 
     /// Compiles the grants of `identity` from the rules that name it.
     fn rights(&self, identity: Identity, peer: &Peer) -> Rights {
+        self.rights_of(Arc::new(identity), peer)
+    }
+
+    /// The same for an identity already shared.
+    fn rights_of(&self, identity: Arc<Identity>, peer: &Peer) -> Rights {
         let owner = matches!(identity.kind, IdentityKind::Unix | IdentityKind::Token)
             && identity
                 .uid
@@ -133,7 +157,7 @@ impl Guard {
                 legacy: self.legacy.as_ref().map(|l| (Arc::clone(l), *peer)),
             })
         };
-        Rights::new(Arc::new(identity), grants)
+        Rights::new(identity, grants)
     }
 
     /// Judges an open connection again after a reload: the rights the

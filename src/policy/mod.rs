@@ -315,13 +315,22 @@ pub struct Rights {
     calls: Verdicts,
 }
 
-impl Default for Rights {
-    /// Not yet identified: may call `rpc.*` only.
-    fn default() -> Self {
-        Self::new(
+/// The identity and grants of every connection not yet identified, shared:
+/// each connection starts with them, and a flood of unauthenticated
+/// sockets allocates nothing for its rights.
+static UNIDENTIFIED: std::sync::LazyLock<(Arc<Identity>, Arc<Grants>)> =
+    std::sync::LazyLock::new(|| {
+        (
             Arc::new(Identity::unauthenticated()),
             Arc::new(Grants::none()),
         )
+    });
+
+impl Default for Rights {
+    /// Not yet identified: may call `rpc.*` only.
+    fn default() -> Self {
+        let (identity, grants) = &*UNIDENTIFIED;
+        Self::new(Arc::clone(identity), Arc::clone(grants))
     }
 }
 

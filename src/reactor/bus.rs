@@ -23,6 +23,10 @@ impl Core {
                 | Delivery::Answer { to, frame, .. } => (*to, &arena[frame.clone()]),
             };
             let Some(client) = self.clients.get_mut(to.token) else {
+                if to == crate::federation::CLUSTER {
+                    // The answer to a call served for another daemon.
+                    self.bus.reply_remote(frame);
+                }
                 continue;
             };
             if client.conn.id() != to {

@@ -51,6 +51,15 @@ impl EpollLoop {
         Ok(Self { poll, core })
     }
 
+    /// Joins the cluster (`--nats`, src/federation/) before running.
+    pub fn with_federation(
+        mut self,
+        federation: Option<(crate::federation::Uplink, crate::federation::Link)>,
+    ) -> Self {
+        self.core.attach_federation(federation);
+        self
+    }
+
     /// Runs until shutdown is requested and the drain completes.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);

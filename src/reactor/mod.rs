@@ -196,6 +196,8 @@ pub struct Core {
     timed: Vec<crate::observe::TimedCall>,
     /// TLS ciphertext buffers between reads (see net/tls.rs).
     tls_spare: crate::net::tls::SpareBuffers,
+    /// What comes from the NATS thread (`--nats`); None: not federated.
+    federation: Option<crate::federation::Link>,
 }
 
 /// How the drain at shutdown stands after a turn.
@@ -261,6 +263,7 @@ impl Core {
             shrinker: shrink::Shrinker::default(),
             timed: Vec::with_capacity(64),
             tls_spare: Default::default(),
+            federation: None,
         };
         core.policy_generation = core.context.policy().generation();
         core.schedule_sweep(Instant::now());
@@ -351,7 +354,21 @@ impl Core {
         self.run_loop_jobs();
         self.take_completions();
         self.queue_parked();
+        if let Some(link) = &mut self.federation {
+            crate::federation::drain(link, &mut self.bus, &self.context);
+        }
         self.deliver_bus();
+    }
+
+    /// Joins the cluster: the bus gets the uplink, the loop the link.
+    pub fn attach_federation(
+        &mut self,
+        federation: Option<(crate::federation::Uplink, crate::federation::Link)>,
+    ) {
+        if let Some((uplink, link)) = federation {
+            self.bus.attach_uplink(uplink);
+            self.federation = Some(link);
+        }
     }
 
     /// The work at the end of a turn: starved connections are fed when
@@ -387,6 +404,7 @@ impl Core {
             || !self.dirty.is_empty()
             || !self.deferred.is_empty()
             || self.bus.has_work()
+            || self.federation.as_ref().is_some_and(|f| f.has_work())
         {
             return Some(Duration::ZERO);
         }

@@ -16,12 +16,13 @@ use super::Core;
 /// How often the loop looks for memory to give back.
 pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
 
-/// Free output chunks kept past a quiet second (256 KiB).
-const CHUNKS_KEPT: usize = 16;
+/// Free output chunks kept past a second in which they were not needed
+/// (64 KiB): the chunks a steady load takes and returns are never spare.
+const CHUNKS_KEPT: usize = 4;
 
 /// Free ring blocks kept resident, per size class, once a whole
-/// [`SHRINK_EVERY`] went by without a read needing one (four 16 KiB rings).
-const RINGS_KEPT_QUIET: usize = 64 << 10;
+/// [`SHRINK_EVERY`] went by without a read needing one (one 16 KiB ring).
+const RINGS_KEPT_QUIET: usize = 16 << 10;
 
 /// Below this many slots (or entries) nothing is worth shrinking.
 const SMALL: usize = 256;
