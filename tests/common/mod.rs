@@ -284,12 +284,21 @@ impl Raw {
         out
     }
 
-    /// True when the daemon has closed the connection (EOF or reset).
+    /// True when the daemon has closed the connection (EOF or reset), or
+    /// nothing came within the read timeout. A read interrupted by a signal
+    /// (EINTR: std's `read` does not retry it) is tried again: taken for a
+    /// close, it let a test go on while the connection was still open.
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        match self {
-            Raw::Unix(s) => matches!(s.read(&mut byte), Ok(0) | Err(_)),
-            Raw::Tcp(s) => matches!(s.read(&mut byte), Ok(0) | Err(_)),
+        loop {
+            let read = match self {
+                Raw::Unix(s) => s.read(&mut byte),
+                Raw::Tcp(s) => s.read(&mut byte),
+            };
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => return matches!(read, Ok(0) | Err(_)),
+            }
         }
     }
 }
