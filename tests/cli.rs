@@ -141,24 +141,7 @@ fn man_prints_a_manual_page() {
     for word in ["socket\\-path", "completions", "provide"] {
         assert!(roff.contains(word), "the page lacks {word}");
     }
-    // man renders it, where man is installed.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("junction.1");
-    std::fs::write(&file, &roff).expect("write");
-    match Command::new("man")
-        .arg("-l")
-        .arg(&file)
-        .env("MANPAGER", "cat")
-        .env("PAGER", "cat")
-        .output()
-    {
-        Ok(out) => {
-            assert!(out.status.success(), "{out:?}");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("junction"), "{text}");
-        }
-        Err(e) => eprintln!("skipped man -l: cannot run man ({e})"),
-    }
+    common::assert_man_renders(&roff, "junction");
 }
 
 /// Issue 18, point 5: with both --unix and --tcp, the connection is TCP,

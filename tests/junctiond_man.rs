@@ -1,6 +1,8 @@
 //! `junctiond --man`: the daemon's manual page, generated from its clap
 //! definitions like `junction man` (issue 18, point 10).
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -27,24 +29,7 @@ fn junctiond_man_prints_a_manual_page() {
     ] {
         assert!(roff.contains(word), "the page lacks {word}");
     }
-    // man renders it, where man is installed.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("junctiond.1");
-    std::fs::write(&file, &roff).expect("write");
-    match Command::new("man")
-        .arg("-l")
-        .arg(&file)
-        .env("MANPAGER", "cat")
-        .env("PAGER", "cat")
-        .output()
-    {
-        Ok(out) => {
-            assert!(out.status.success(), "{out:?}");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("junctiond"), "{text}");
-        }
-        Err(e) => eprintln!("skipped man -l: cannot run man ({e})"),
-    }
+    common::assert_man_renders(&roff, "junctiond");
 }
 
 #[test]

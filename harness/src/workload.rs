@@ -205,19 +205,8 @@ fn carried(proto: Proto, line: &Workload) -> Workload {
     );
     let accept = ws::accept_key(KEY);
     let mut switched = Vec::new();
-    Response {
-        status: 101,
-        content_type: None,
-        body: &[],
-        head_only: false,
-        close: false,
-        extra: &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", &accept),
-        ],
-    }
-    .write(&mut switched);
+    let headers = junction::http::response::websocket_upgrade(&accept);
+    Response::switching_protocols(&headers).write(&mut switched);
     // A client frame: masked (the mask is arbitrary; a fixed one keeps the block constant).
     let mask = [0x5a, 0x17, 0xc3, 0x88];
     let mut frame = vec![0x81];

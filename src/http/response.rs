@@ -53,7 +53,31 @@ pub struct Response<'a> {
     pub extra: &'a [(&'a str, &'a str)],
 }
 
+/// The header fields of the 101 answer to a WebSocket upgrade whose
+/// `Sec-WebSocket-Accept` is `accept` (see [`Response::switching_protocols`]).
+pub fn websocket_upgrade(accept: &str) -> [(&'static str, &str); 3] {
+    [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ]
+}
+
 impl<'a> Response<'a> {
+    /// 101 Switching Protocols with these header fields (for a WebSocket:
+    /// [`websocket_upgrade`]); the daemon's answer and the harness's
+    /// expectation of it are written by this one function.
+    pub fn switching_protocols(extra: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            status: 101,
+            content_type: None,
+            body: &[],
+            head_only: false,
+            close: false,
+            extra,
+        }
+    }
+
     /// A plain-text response.
     pub fn text(status: u16, body: &'a str) -> Self {
         Self {

@@ -597,19 +597,8 @@ impl Connection {
             return self.fail(400, "Sec-WebSocket-Key must be 16 bytes in base64", shared);
         };
         let accept = ws::accept_key(key);
-        let response = Response {
-            status: 101,
-            content_type: None,
-            body: &[],
-            head_only: false,
-            close: false,
-            extra: &[
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", &accept),
-            ],
-        };
-        self.write_response(&response, shared);
+        let headers = response::websocket_upgrade(&accept);
+        self.write_response(&Response::switching_protocols(&headers), shared);
         Stats::bump(&shared.stats().http.upgrades);
         if let Some(http) = self.http.as_deref_mut() {
             http.socket = Some(Box::default());

@@ -542,3 +542,25 @@ pub fn ci_node_modules(packages: &[&str]) -> Option<std::path::PathBuf> {
     }
     Some(modules)
 }
+
+/// `roff`, a manual page of `name`, renders with `man -l` where man is
+/// installed (and says so when it is not).
+pub fn assert_man_renders(roff: &str, name: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join(format!("{name}.1"));
+    std::fs::write(&file, roff).expect("write");
+    match std::process::Command::new("man")
+        .arg("-l")
+        .arg(&file)
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output()
+    {
+        Ok(out) => {
+            assert!(out.status.success(), "{out:?}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(name), "{text}");
+        }
+        Err(e) => eprintln!("skipped man -l: cannot run man ({e})"),
+    }
+}
