@@ -232,12 +232,14 @@ impl RingPool {
     /// taken since the last call, the warm blocks past `keep_bytes` per size
     /// class return their pages to the kernel too. A busy loop keeps its
     /// whole warm pool; a burst that has passed (its connections idle, or
-    /// gone) leaves only `keep_bytes` resident. Returns the bytes released.
-    pub fn cool(&mut self, keep_bytes: usize) -> usize {
+    /// gone) leaves only `keep_bytes` resident. Returns the bytes released,
+    /// or `None` when a block was taken since the last call (the loop is
+    /// busy, and nothing was touched).
+    pub fn cool(&mut self, keep_bytes: usize) -> Option<usize> {
         let busy = self.takes != 0;
         self.takes = 0;
         if busy {
-            return 0;
+            return None;
         }
         let mut released = 0;
         for (class, free) in self.classes.iter_mut().enumerate() {
@@ -250,7 +252,7 @@ impl RingPool {
                 released += size;
             }
         }
-        released
+        Some(released)
     }
 
     /// Bytes of the blocks connections hold now.
@@ -365,10 +367,10 @@ mod tests {
         }
         assert_eq!(pool.resident_bytes(), 16 * block, "all warm");
         // Blocks were taken since the last look: a busy loop keeps them.
-        assert_eq!(pool.cool(2 * block), 0);
+        assert_eq!(pool.cool(2 * block), None);
         assert_eq!(pool.resident_bytes(), 16 * block);
         // A whole period without a take: all but two go back.
-        assert_eq!(pool.cool(2 * block), 14 * block);
+        assert_eq!(pool.cool(2 * block), Some(14 * block));
         assert_eq!(pool.pooled_bytes(), 2 * block);
         assert_eq!(pool.resident_bytes(), 2 * block);
         // Cooled blocks come back zeroed, and the pool warms up again.

@@ -32,8 +32,12 @@ const SMALL: usize = 256;
 pub(super) struct Shrinker {
     at: Instant,
     peak_clients: usize,
-    /// A burst has passed: the driver may give back its own per-turn
-    /// arenas (see [`Core::take_quiet_after_burst`]).
+    /// A burst was seen (connections or output past their steady level)
+    /// and the driver's arenas have not been renewed since.
+    burst_seen: bool,
+    /// A burst has passed and a whole period went by without a read: the
+    /// driver may give back its own per-turn arenas (see
+    /// [`Core::take_quiet_after_burst`]).
     quiet_after_burst: bool,
 }
 
@@ -42,6 +46,7 @@ impl Default for Shrinker {
         Self {
             at: Instant::now(),
             peak_clients: 0,
+            burst_seen: false,
             quiet_after_burst: false,
         }
     }
@@ -66,7 +71,7 @@ impl Core {
         self.shrinker.at = now;
         // A second without a read needing a ring: the warm pool shrinks to
         // its quiet size (no allocation: see RingPool::cool).
-        self.rings.cool(RINGS_KEPT_QUIET);
+        let quiet = self.rings.cool(RINGS_KEPT_QUIET).is_some();
         let stats = self.context.stats();
         stats
             .ring_pool_bytes
@@ -98,8 +103,14 @@ impl Core {
         // About a megabyte freed to the allocator (by a burst, or by the
         // trim of the chunk pool just now): worth giving back.
         if chunks_passed >= 64 || chunks_freed >= CHUNKS_KEPT || clients_passed >= SMALL {
-            self.shrinker.quiet_after_burst = true;
+            self.shrinker.burst_seen = true;
             give_back_freed_heap();
+        }
+        // The driver's arenas are renewed (a fresh allocation) only once
+        // the loop is quiet: under a steady load whose pools are still
+        // settling, that would be an allocation on the request path.
+        if quiet && std::mem::take(&mut self.shrinker.burst_seen) {
+            self.shrinker.quiet_after_burst = true;
         }
     }
 
