@@ -7,8 +7,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use junction::buffer::{RingBuffer, RingPool};
 use junction::proto::jsonrpc::{self, Entry, Line, Message};
 use junction::proto::mcp1::{self, Next};
-use junction::proto::sniff;
 use junction::router::Reply;
+use junction_proto::sniff;
 use serde_json::value::RawValue;
 
 const PING_JSON: &[u8] = b"{\"jsonrpc\":\"2.0\",\"method\":\"rpc.ping\",\"id\":1}\n";

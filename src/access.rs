@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::Path;
 
+pub use junction_client::path::{client_secret, split_named, tcp_token_path, token_path};
+
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -201,12 +203,6 @@ impl NamedToken {
     }
 }
 
-/// Splits `NAME:SECRET` when the part before the first colon is a token name.
-fn split_named(line: &str) -> Option<(&str, &str)> {
-    line.split_once(':')
-        .filter(|(name, _)| crate::policy::valid_token_name(name))
-}
-
 /// Reads a token file: one `NAME:SECRET` per line (blank lines and lines
 /// starting with `#` are skipped), or a single line holding only a secret,
 /// which is the daemon's own user's token ([`OWNER_TOKEN`]).
@@ -259,17 +255,6 @@ pub fn read_tokens(path: &Path) -> Result<Vec<NamedToken>, TokenError> {
     }
 }
 
-/// The secret a client sends from a token file: the file's content, or
-/// its SECRET when it is one `NAME:SECRET` line (so a line of the
-/// daemon's file can be handed to the client as it is).
-pub fn client_secret(text: &str) -> &str {
-    let text = text.trim();
-    match split_named(text) {
-        Some((_, secret)) if !text.contains('\n') => secret.trim(),
-        _ => text,
-    }
-}
-
 /// Creates a fresh random token and writes it, mode 0600, to `path`: into
 /// a new file (O_EXCL, O_NOFOLLOW) that then replaces `path` atomically,
 /// so a symlink planted at `path` is replaced, never followed.
@@ -300,27 +285,6 @@ pub fn generate_token_file(path: &Path) -> io::Result<AuthToken> {
         return Err(e);
     }
     Ok(AuthToken::new(hex.into_bytes()))
-}
-
-/// Where the daemon writes the token it generates: beside its Unix socket
-/// (`<socket>.token`), or with the Unix socket off, in the default
-/// socket's directory as `junction-tcp-<port>.token`.
-pub fn token_path(unix: Option<&Path>, tcp_port: u16) -> std::path::PathBuf {
-    match unix {
-        Some(socket) => {
-            let mut path = socket.as_os_str().to_owned();
-            path.push(".token");
-            path.into()
-        }
-        None => tcp_token_path(tcp_port),
-    }
-}
-
-/// The token file of a daemon whose Unix socket is off.
-pub fn tcp_token_path(tcp_port: u16) -> std::path::PathBuf {
-    let socket = crate::net::listener::default_unix_path();
-    let dir = socket.parent().unwrap_or(Path::new("/tmp"));
-    dir.join(format!("junction-tcp-{tcp_port}.token"))
 }
 
 /// The access policy every connection is checked against.

@@ -348,6 +348,7 @@ impl Connection {
     }
 
     /// True while backpressure holds the connection's input.
+    #[cfg(feature = "internals")]
     pub fn is_paused(&self) -> bool {
         self.paused
     }

@@ -202,11 +202,6 @@ impl WorkerPool {
         })
     }
 
-    /// Number of worker threads.
-    pub fn size(&self) -> usize {
-        self.threads.len()
-    }
-
     /// Stops without waiting: queued jobs are dropped, running handlers end
     /// on their own threads (used when the drain timeout runs out).
     pub fn abandon(&mut self) {

@@ -349,6 +349,7 @@ impl ChunkPool {
     }
 
     /// Chunks held free.
+    #[cfg(test)]
     pub fn free_chunks(&self) -> usize {
         self.free.len()
     }

@@ -6,9 +6,9 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{PATIENCE, Raw, mcp1_request, start_with};
+use junction::Protocol;
 use junction::access::{AllowList, AuthToken, NamedToken};
 use junction::client::{Client, ClientError, Endpoint};
-use junction::proto::Protocol;
 use junction::{Config, Router, Server, ServerError};
 use serde_json::{Value, json};
 

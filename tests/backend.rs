@@ -120,7 +120,7 @@ fn stop(mut child: Child) {
 #[test]
 fn junctiond_says_which_backend_runs() {
     for backend in ["epoll", "io-uring"] {
-        if let (Some(why), "io-uring") = (junction::reactor::io_uring_unavailable(), backend) {
+        if let (Some(why), "io-uring") = (junction::io_uring_unavailable(), backend) {
             eprintln!("skipped io-uring: io_uring unavailable here ({why})");
             continue;
         }

@@ -83,8 +83,8 @@ fn a_client_that_does_not_read_is_paused_not_buffered_and_loses_nothing() {
 /// answered (no "server busy"), batches included, and other clients are served.
 #[test]
 fn a_full_worker_queue_pushes_back_on_reading_instead_of_refusing() {
+    use junction::Protocol;
     use junction::client::{BatchEntry, Client, ClientError};
-    use junction::proto::Protocol;
     let server = start_with(|c| {
         c.workers = 1;
         c.queue = 2;
@@ -204,8 +204,8 @@ fn total_buffer_memory_is_capped_and_light_clients_are_still_served() {
 
 #[test]
 fn max_in_flight_holds_a_pipelining_client_and_loses_nothing() {
+    use junction::Protocol;
     use junction::client::{Client, ClientError};
-    use junction::proto::Protocol;
     let server = start_with(|c| {
         c.workers = 2;
         c.max_in_flight = 3;

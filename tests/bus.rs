@@ -8,9 +8,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::{PATIENCE, Raw, TestServer, start_with};
+use junction::Protocol;
 use junction::bus::policy::{Policy, Rule};
 use junction::client::Endpoint;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 use common::bus_peer::{BusPeer, Msg, kinds};

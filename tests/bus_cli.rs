@@ -11,8 +11,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, TestServer};
+use junction::Protocol;
 use junction::client::{Client, ClientError, Endpoint};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const PROTOCOLS: [(Protocol, &str); 2] = [(Protocol::JsonRpc, "jsonrpc"), (Protocol::Mcp1, "mcp1")];

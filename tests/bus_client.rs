@@ -5,9 +5,9 @@
 mod common;
 
 use common::PATIENCE;
+use junction::Protocol;
 use junction::RpcError;
 use junction::client::{Body, Client, ClientError, Endpoint, Event, Incoming};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const PROTOCOLS: [Protocol; 2] = [Protocol::JsonRpc, Protocol::Mcp1];

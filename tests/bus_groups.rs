@@ -8,9 +8,9 @@ mod common;
 
 use common::bus_peer::{BusPeer, Msg, kinds};
 use common::{TestServer, start_with};
+use junction::Protocol;
 use junction::bus::policy::{Policy, Rule};
 use junction::client::Endpoint;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 /// A server whose policy lets TCP peers register too.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::bus_peer::{BusPeer, Msg, kinds};
 use common::{PATIENCE, Raw, TestServer, mcp1_request, start_with};
 use junction::Config;
+use junction::Protocol;
 use junction::bus::policy::{Policy, Rule};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 /// -32025: a per-connection limit.

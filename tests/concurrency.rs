@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Raw, start};
+use junction::Protocol;
 use junction::client::{Body, Client};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;

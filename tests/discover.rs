@@ -10,9 +10,9 @@ use std::path::Path;
 
 use common::bus_peer::{BusPeer, kinds};
 use common::{TestServer, test_config, test_router};
+use junction::Protocol;
 use junction::Server;
 use junction::bus::policy::{Policy, Rule};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 /// The test server, with schemas attached to test.add through the Router API.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::PATIENCE;
 use common::bus_peer::{BusPeer, Msg};
+use junction::Protocol;
 use junction::client::Endpoint;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 /// A child process killed when dropped.

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::bus_peer::{BusPeer, Msg};
 use common::{TestServer, mcp1_request, start_with};
+use junction::Protocol;
 use junction::bus::policy::{Policy, Rule};
 use junction::client::Endpoint;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 /// Requests a connection may have out before the daemon stops reading it.

@@ -7,7 +7,7 @@
 mod common;
 
 use common::bus_peer::{BusPeer, Msg};
-use junction::proto::Protocol;
+use junction::Protocol;
 
 use std::collections::HashMap;
 use std::process::Command;

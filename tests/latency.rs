@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::bus_peer::{BusPeer, Msg, kinds};
 use common::{TestServer, start_with};
+use junction::Protocol;
 use junction::bus::policy::{Policy, Rule};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 fn open_bus(adjust: impl FnOnce(&mut junction::Config)) -> TestServer {

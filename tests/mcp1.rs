@@ -9,8 +9,8 @@ use common::{
     PATIENCE, Raw, TestServer, assert_healthy, assert_healthy_mcp1, mcp1_call, mcp1_frame,
     mcp1_request, start, start_with,
 };
+use junction::Protocol;
 use junction::client::{BatchEntry, Body, Client, Endpoint};
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const RESPONSE: u8 = 2;

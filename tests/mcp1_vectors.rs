@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Raw, start_with};
 use junction::bus::policy::{Policy, Rule};
 use junction::client::Endpoint;
-use junction::proto::mcp1::{self, HEADER_LEN, Kind, Next};
 use junction::router::Params;
+use junction_proto::mcp1::{self, HEADER_LEN, Kind, Next};
 use serde_json::{Value, json};
 
 const LIMIT: usize = 1_048_576;

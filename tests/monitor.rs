@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::bus_peer::{BusPeer, Msg, kinds};
 use common::{Raw, start_with};
-use junction::proto::Protocol;
+use junction::Protocol;
 use serde_json::{Value, json};
 
 /// The next monitor line (the `data` of a `bus.event` on rpc.monitor) and

@@ -15,10 +15,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::{PATIENCE, TestServer, start_with};
+use junction::Protocol;
 use junction::access::{Access, AuthToken, NamedToken};
 use junction::client::{Body, Client, ClientError, Endpoint, Incoming};
 use junction::policy::{Policy, Rule};
-use junction::proto::Protocol;
 use junction::{Config, Router, Server, ServerError};
 use serde_json::{Value, json};
 

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use common::{Raw, TestServer, mcp1_frame, mcp1_request, start_with};
 use junction::Config;
+use junction::Protocol;
 use junction::client::{Client, Endpoint};
 use junction::config::Settings;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "pre-auth-limits-test-token-0123456789";

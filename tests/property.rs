@@ -7,9 +7,9 @@ mod common;
 use std::io::Write;
 
 use common::{Raw, assert_healthy, mcp1_request, start};
-use junction::proto::jsonrpc::{self, Message};
-use junction::proto::mcp1::{self, HEADER_LEN, Next};
-use junction::proto::sniff;
+use junction_proto::jsonrpc::{self, Message};
+use junction_proto::mcp1::{self, HEADER_LEN, Next};
+use junction_proto::sniff;
 
 /// xorshift64*: small, deterministic, good enough to drive mutations.
 struct Rng(u64);

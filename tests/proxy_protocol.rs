@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::pki::Pki;
 use common::{PATIENCE, Raw, TestServer};
+use junction::Protocol;
 use junction::client::{Client, Endpoint};
 use junction::net::proxy::TrustedProxies;
-use junction::proto::Protocol;
 
 fn header(source: &str) -> Vec<u8> {
     let source: SocketAddr = source.parse().unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::bus_peer::{BusPeer, Msg, kinds};
 use common::start_with;
+use junction::Protocol;
 use junction::bus::SlowSubscriber;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 fn event(msg: Msg) -> Value {

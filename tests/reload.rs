@@ -11,8 +11,8 @@ use std::time::Duration;
 
 mod common;
 
+use junction::Protocol;
 use junction::client::{Client, ClientError, Endpoint};
-use junction::proto::Protocol;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;

@@ -14,9 +14,9 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use junction::Protocol;
 use junction::client::{Client, ClientError, Endpoint};
 use junction::net::BindError;
-use junction::proto::Protocol;
 use junction::{Router, Server, ServerError};
 
 const CLI: &str = env!("CARGO_BIN_EXE_junction");

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::PATIENCE;
+use junction::Protocol;
 use junction::client::{Client, Endpoint};
-use junction::proto::Protocol;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;

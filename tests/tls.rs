@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use common::pki::Pki;
 use common::{PATIENCE, Raw, TestServer};
+use junction::Protocol;
 use junction::access::{AuthToken, NamedToken};
 use junction::client::{Client, ClientError, Endpoint};
 use junction::policy::{Policy, Rule};
-use junction::proto::Protocol;
 use junction::{Config, Router, Server, ServerError};
 use serde_json::{Value, json};
 

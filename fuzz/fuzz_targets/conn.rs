@@ -52,7 +52,7 @@ use junction::buffer::RingPool;
 use junction::conn::{Connection, Finish, Timeout, Timeouts};
 use junction::dispatch::{Held, Limits, Shared};
 use junction::proto::jsonrpc::{self, Entry, Message};
-use junction::proto::{self, Protocol, SNIFF_WINDOW, Sniff};
+use junction_proto::{self as proto, Protocol, SNIFF_WINDOW, Sniff};
 use junction::reactor::Waker;
 use junction::router::{Context, Mode, Params, Router};
 use junction::stats::Stats;
@@ -523,6 +523,7 @@ fn drive(
     );
     let stats = world.context.stats();
     let gauge_before = stats.output_buffered.load(Relaxed);
+    let mut timed = Vec::with_capacity(64);
     let mut shared = Shared {
         context: &world.context,
         workers: &world.workers,
@@ -531,6 +532,8 @@ fn drive(
         limits,
         held: &mut held,
         bus: &mut bus,
+        now: Instant::now(),
+        timed: &mut timed,
     };
     let mut reads = Reads::new(setup.seed);
     let mut writes = Reads::new(setup.seed.rotate_left(3) ^ setup.b);

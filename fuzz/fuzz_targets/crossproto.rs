@@ -34,8 +34,8 @@ use std::sync::Arc;
 use junction::access::Peer;
 use junction::bus::{Bus, Caller, Delivery, Outcome, methods};
 use junction::policy::{Grants, Identity, Rights};
-use junction::proto::Protocol;
-use junction::proto::mcp1::{self, HEADER_LEN, Header, Kind};
+use junction::Protocol;
+use junction_proto::mcp1::{self, HEADER_LEN, Header, Kind};
 use junction::router::{Context, Params, Router};
 use junction::stats::Stats;
 use junction::workers::{ConnRef, ReplyTo};
@@ -191,7 +191,7 @@ fuzz_target!(|body: &[u8]| {
         batch: None,
     };
     let jcaller = caller(JSON_CALLER, Protocol::JsonRpc);
-    bus.forward(&jcaller, Some(reply), MCP1_PROVIDER, "m.m", Params::None)
+    bus.forward(&jcaller, Some(reply), MCP1_PROVIDER, "m.m", Params::None, std::time::Instant::now())
         .expect("forwarded");
     let [(to, request)] = take_frames(&mut bus).try_into().expect("one request");
     assert_eq!(to, MCP1_PROVIDER);
@@ -236,7 +236,7 @@ fuzz_target!(|body: &[u8]| {
         Ok(request) => {
             for call in [true, false] {
                 let reply = call.then_some(ReplyTo::Mcp1 { id: Some(7) });
-                let sent = bus.forward(&mcaller, reply, JSON_PROVIDER, "j.m", request.params);
+                let sent = bus.forward(&mcaller, reply, JSON_PROVIDER, "j.m", request.params, std::time::Instant::now());
                 let structured = matches!(value.and_then(|v| v.first()), Some(b'[' | b'{'));
                 if !structured && !body.is_empty() {
                     assert_eq!(sent.map_err(|e| e.code), Err(-32602));

@@ -23,7 +23,7 @@
 
 #![no_main]
 
-use junction::proto::jsonrpc::{self, Entry, Message};
+use junction_proto::jsonrpc::{self, Entry, Message};
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Fuzz target `sniff`: the protocol sniffer (`junction::proto::sniff`) on
+//! Fuzz target `sniff`: the protocol sniffer (`junction_proto::sniff`) on
 //! arbitrary leading bytes, split at every possible point.
 //!
 //! Why: the sniffer is the first code every connection runs on bytes an
@@ -19,7 +19,7 @@
 
 #![no_main]
 
-use junction::proto::{MAX_LEADING_WHITESPACE, Protocol, SNIFF_WINDOW, Sniff, sniff};
+use junction_proto::{MAX_LEADING_WHITESPACE, Protocol, SNIFF_WINDOW, Sniff, sniff};
 use junction_fuzz::spec;
 use libfuzzer_sys::fuzz_target;
 

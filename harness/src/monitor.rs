@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use junction::Protocol;
 use junction::client::{Client, Endpoint, Incoming};
-use junction::proto::Protocol;
 
 /// Lines received and lines the daemon reported lost, so far.
 #[derive(Default)]

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 
 use junction::client::Endpoint;
-use junction::proto::mcp1::{self, HEADER_LEN, Kind};
+use junction_proto::mcp1::{self, HEADER_LEN, Kind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

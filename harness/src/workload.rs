@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use junction::proto::mcp1;
+use junction_proto::mcp1;
 
 /// The server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

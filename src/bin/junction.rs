@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 
+use junction::Protocol;
+use junction::client::path::default_unix_path;
 use junction::client::{Body, Client, ClientError, Endpoint};
 use junction::config::{ByteSize, Span};
-use junction::net::listener::default_unix_path;
-use junction::proto::Protocol;
 
 /// Talk to junctiond: call a method, send a notification, watch its stats;
 /// provide methods, subscribe to topics, publish events.

@@ -270,6 +270,7 @@ impl RingPool {
     }
 
     /// Bytes of address space mapped for rings (resident or not).
+    #[cfg(test)]
     pub fn mapped_bytes(&self) -> usize {
         self.slabs.iter().map(|&(_, len)| len).sum()
     }

@@ -6,7 +6,7 @@
 //! (`nats`); the event loop never touches it. The loop hands it
 //! `Command`s through a bounded channel (`try_send`: never blocking) and
 //! takes `Inbound` messages from a bounded crossbeam channel after the
-//! thread wakes it with the loop's one [`Waker`] (coalesced like the
+//! thread wakes it with the loop's one `Waker` (coalesced like the
 //! worker pool's completions). Without `--nats` none of it exists: no
 //! thread, no channel, and the bus's hot path only ever tests one `Option`.
 //!

@@ -96,7 +96,7 @@ pub enum Listener {
         inode: Option<(u64, u64)>,
         /// The lock beside the socket, held as long as the listener lives
         /// (none for an inherited socket: see `activation`).
-        lock: Option<Flock<File>>,
+        _lock: Option<Flock<File>>,
     },
     /// A TCP listener.
     Tcp(TcpListener),
@@ -140,7 +140,7 @@ impl Listener {
             listener: UnixListener::from_std(std_listener),
             path: path.to_path_buf(),
             inode,
-            lock: Some(lock),
+            _lock: Some(lock),
         })
     }
 
@@ -155,19 +155,13 @@ impl Listener {
             listener: UnixListener::from_std(listener),
             path,
             inode: None,
-            lock: None,
+            _lock: None,
         }
     }
 
     /// A TCP listener the service manager passed (socket activation).
     pub(crate) fn inherited_tcp(listener: std::net::TcpListener) -> Self {
         Listener::Tcp(TcpListener::from_std(listener))
-    }
-
-    /// True when the daemon created this listener's socket file (a Unix
-    /// listener it bound itself), which it then removes at stop.
-    pub fn owns_socket_file(&self) -> bool {
-        matches!(self, Listener::Unix { inode: Some(_), .. })
     }
 
     /// Binds a TCP listener at `addr` (port 0 picks a free port) with the

@@ -1,16 +1,17 @@
 //! Listeners and accepted streams: the only code that knows Unix from TCP.
 
-pub mod activation;
-pub mod listener;
+pub(crate) mod activation;
+pub(crate) mod listener;
 pub mod proxy;
 pub(crate) mod sockpath;
-pub mod stream;
+pub(crate) mod stream;
 pub mod tls;
 pub mod tuning;
 
-pub use listener::{BindError, Listener};
+pub use listener::BindError;
+pub(crate) use listener::Listener;
 pub use sockpath::PathProblem;
-pub use stream::Stream;
+pub(crate) use stream::Stream;
 
 use serde::Serialize;
 

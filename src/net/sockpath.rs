@@ -1,8 +1,8 @@
-//! Trusting a Unix socket path. The daemon checks the socket's directory
-//! before it binds and takes a lock beside the socket; the client checks the
-//! directory and the socket's owner before it connects. Both resolve the
-//! default path here, so they agree on it and on which directory is the
-//! shared-`/tmp` fallback that gets the strictest rule.
+//! Trusting a Unix socket path, the daemon's side: the socket's directory
+//! is checked (made when it is the fallback) before the daemon binds, and a
+//! lock beside the socket keeps a second daemon off it. The default path,
+//! the problems a path can have and the client's check are shared with every
+//! client in `junction_client::path`.
 //!
 //! The rules (docs/operations.md, "The socket and who can connect"):
 //! - a symbolic link is never followed for the fallback directory, the
@@ -16,127 +16,16 @@
 //! - the client connects only to a socket owned by us, root or the owner of
 //!   its directory.
 
-use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::{DirBuilderExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-/// What makes a path on the way to the socket untrustworthy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathProblem {
-    /// A symbolic link where none is followed.
-    #[error("is a symbolic link, which is never followed here (someone may have planted it)")]
-    Symlink,
-    /// A symbolic link owned by another user.
-    #[error(
-        "is a symbolic link owned by uid {owner}, not by uid {euid} or root; it is not followed"
-    )]
-    ForeignSymlink {
-        /// Who owns the link.
-        owner: u32,
-        /// Our effective uid.
-        euid: u32,
-    },
-    /// Not a directory.
-    #[error("is not a directory")]
-    NotADirectory,
-    /// Not a regular file (the lock file).
-    #[error("is not a regular file")]
-    NotAFile,
-    /// Owned by a user we do not trust.
-    #[error("is owned by uid {owner}; only {trusted} may own it")]
-    Owner {
-        /// Who owns it.
-        owner: u32,
-        /// Who may, in words ("uid 1000 or root").
-        trusted: String,
-    },
-    /// Others could replace what is in it.
-    #[error(
-        "has mode {mode:04o}: group or others may write to it without the sticky bit, so they could replace the socket"
-    )]
-    Writable {
-        /// The directory's mode bits.
-        mode: u32,
-    },
-    /// The shared-`/tmp` fallback directory is not private.
-    #[error(
-        "has mode {mode:04o}; the fallback directory must have mode 0700 (no group or other permissions)"
-    )]
-    NotPrivate {
-        /// The directory's mode bits.
-        mode: u32,
-    },
-    /// The client's fallback directory is writable by others.
-    #[error(
-        "has mode {mode:04o}: group or others may write to it, so they could replace the socket"
-    )]
-    Shared {
-        /// The directory's mode bits.
-        mode: u32,
-    },
-}
-
-/// Our effective uid: what the kernel checks, and who must own our files.
-pub(crate) fn euid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
-fn nonempty(var: &str) -> Option<OsString> {
-    std::env::var_os(var).filter(|v| !v.is_empty())
-}
-
-/// The default Unix socket path: `$XDG_RUNTIME_DIR/junction.sock`, else
-/// `$JUNCTION_TMPDIR/junction-<euid>/junction.sock` (`JUNCTION_TMPDIR`
-/// defaults to `/tmp`, as tmux's `TMUX_TMPDIR`).
-pub fn default_unix_path() -> PathBuf {
-    match nonempty("XDG_RUNTIME_DIR") {
-        Some(dir) => PathBuf::from(dir).join("junction.sock"),
-        None => fallback_dir_in(&tmp_base(), euid()).join("junction.sock"),
-    }
-}
-
-/// Where the fallback directory is made when `XDG_RUNTIME_DIR` is unset.
-fn tmp_base() -> PathBuf {
-    nonempty("JUNCTION_TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
-}
-
-/// The fallback directory for `uid` under `base`: `<base>/junction-<uid>`.
-pub fn fallback_dir_in(base: &Path, uid: u32) -> PathBuf {
-    base.join(format!("junction-{uid}"))
-}
-
-/// The fallback directory in use, when `XDG_RUNTIME_DIR` is unset.
-pub(crate) fn fallback_dir() -> Option<PathBuf> {
-    match nonempty("XDG_RUNTIME_DIR") {
-        Some(_) => None,
-        None => Some(fallback_dir_in(&tmp_base(), euid())),
-    }
-}
-
-/// The directory a socket path lives in ("." for a bare file name).
-pub(crate) fn socket_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// "uid 1000 or root", "uid 1000, root or uid 1001".
-fn trusted_words(euid: u32, also: Option<u32>) -> String {
-    match also.filter(|&uid| uid != euid && uid != 0) {
-        Some(uid) if euid != 0 => format!("uid {euid}, root or uid {uid} (the directory's owner)"),
-        Some(uid) => format!("root or uid {uid} (the directory's owner)"),
-        None if euid == 0 => "root".into(),
-        None => format!("uid {euid} or root"),
-    }
-}
-
-/// A verdict on a path: which path is at fault and why.
-pub(crate) type Verdict = Result<(), (PathBuf, PathProblem)>;
+pub use junction_client::path::{
+    PathProblem, default_unix_path, euid, fallback_dir, socket_dir, trusted_words,
+};
 
 /// The daemon's rule for the socket's directory, on its `fstat`.
 pub(crate) fn check_daemon_dir(
@@ -338,75 +227,6 @@ fn holder_pid(file: &File) -> Option<u32> {
     None
 }
 
-/// The client's check before connecting to `socket`: the directory (the
-/// fallback one: a real directory owned by us or root, writable by nobody
-/// else; another one: not writable by others unless sticky) and the socket
-/// (not a link; owned by us, root or the directory's owner). A path that
-/// does not exist passes: connecting then reports it.
-pub(crate) fn check_client_path(socket: &Path) -> Verdict {
-    let dir = socket_dir(socket);
-    let fallback = fallback_dir().is_some_and(|f| f == dir);
-    check_client_path_as(socket, fallback, euid())
-}
-
-/// [`check_client_path`] with the fallback decision and the uid given.
-pub(crate) fn check_client_path_as(socket: &Path, fallback: bool, euid: u32) -> Verdict {
-    let dir = socket_dir(socket);
-    let at_dir = |problem| Err((dir.to_path_buf(), problem));
-    let dir_meta = if fallback {
-        fs::symlink_metadata(dir)
-    } else {
-        fs::metadata(dir)
-    };
-    let dir_meta = match dir_meta {
-        Ok(meta) => meta,
-        Err(_) => return Ok(()),
-    };
-    let mode = dir_meta.mode() & 0o7777;
-    if fallback {
-        if dir_meta.file_type().is_symlink() {
-            return at_dir(PathProblem::Symlink);
-        }
-        if !dir_meta.is_dir() {
-            return at_dir(PathProblem::NotADirectory);
-        }
-        if dir_meta.uid() != euid && dir_meta.uid() != 0 {
-            return at_dir(PathProblem::Owner {
-                owner: dir_meta.uid(),
-                trusted: trusted_words(euid, None),
-            });
-        }
-        if mode & 0o022 != 0 {
-            return at_dir(PathProblem::Shared { mode });
-        }
-    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-        return at_dir(PathProblem::Writable { mode });
-    }
-    let meta = match fs::symlink_metadata(socket) {
-        Ok(meta) => meta,
-        Err(_) => return Ok(()),
-    };
-    if meta.file_type().is_symlink() {
-        return Err((socket.to_path_buf(), PathProblem::Symlink));
-    }
-    if !meta.file_type().is_socket() {
-        // Connecting fails with its own error.
-        return Ok(());
-    }
-    let owner = meta.uid();
-    let dir_owner = (!fallback).then_some(dir_meta.uid());
-    if owner != euid && owner != 0 && Some(owner) != dir_owner {
-        return Err((
-            socket.to_path_buf(),
-            PathProblem::Owner {
-                owner,
-                trusted: trusted_words(euid, dir_owner),
-            },
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,24 +284,17 @@ mod tests {
         let mut socket = link.clone();
         socket.push("junction.sock");
         assert_eq!(
-            check_client_path_as(&socket, true, euid()),
+            junction_client::path::check_client_path_as(&socket, true, euid()),
             Err((link, PathProblem::Symlink))
         );
     }
 
     #[test]
-    fn default_paths_follow_the_environment_rules() {
-        assert_eq!(
-            fallback_dir_in(Path::new("/tmp"), 1000),
-            PathBuf::from("/tmp/junction-1000")
-        );
-        assert_eq!(socket_dir(Path::new("x.sock")), Path::new("."));
+    fn the_lock_sits_beside_the_socket() {
         assert_eq!(
             lock_path(Path::new("/a/j.sock")),
             PathBuf::from("/a/j.sock.lock")
         );
-        assert_eq!(trusted_words(1000, None), "uid 1000 or root");
-        assert_eq!(trusted_words(0, Some(0)), "root");
     }
 
     #[test]

@@ -58,11 +58,6 @@ fn bump_by(counter: &AtomicU64, n: u64) {
 }
 
 impl Histogram {
-    /// Records one observation of `us` microseconds (the loop only).
-    pub fn record(&self, us: u64) {
-        self.record_n(us, 1);
-    }
-
     /// Records `n` observations of `us` microseconds each (the loop only).
     pub fn record_n(&self, us: u64, n: u64) {
         bump_by(&self.counts[bucket_of(us)], n);

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use histogram::{BUCKETS_US, HistogramSnapshot, MethodSnapshot, MethodStats};
-pub use slowlog::{SlowEntry, SlowLog};
+pub use histogram::{MethodSnapshot, MethodStats};
+pub use slowlog::SlowLog;
 
 /// When a call started and whose counters it goes to: carried by pooled
 /// jobs, their completions and routed calls (an `Arc` clone, no allocation).

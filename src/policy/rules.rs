@@ -104,14 +104,7 @@ impl fmt::Display for Subject {
     }
 }
 
-/// True for a usable token name: 1 to 64 of `[A-Za-z0-9._-]`.
-pub fn valid_token_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+pub use junction_client::path::valid_token_name;
 
 /// One side of a `[[policy]]` table: patterns per action, and admin.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

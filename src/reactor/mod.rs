@@ -298,11 +298,6 @@ impl Core {
         std::mem::take(&mut self.unread)
     }
 
-    /// True when some connection is known to have input waiting.
-    pub fn has_unread(&self) -> bool {
-        !self.unread.is_empty()
-    }
-
     /// Connections accepted since the last call.
     pub fn take_admitted(&mut self) -> std::vec::Drain<'_, usize> {
         self.admitted.drain(..)

@@ -2,8 +2,8 @@
 //! library client: it sends calls and reads whatever the daemon sends,
 //! including the requests, cancels and events a provider or subscriber gets.
 
+use junction::Protocol;
 use junction::client::Endpoint;
-use junction::proto::Protocol;
 use serde_json::{Value, json};
 
 use super::{Frame, Raw, TestServer, mcp1_frame, mcp1_request};
@@ -273,7 +273,7 @@ fn mcp1_msg(frame: Frame) -> Msg {
             result: Ok(frame.json()),
         },
         4 => {
-            let e = junction::proto::mcp1::parse_error_payload(&frame.payload).expect("error");
+            let e = junction_proto::mcp1::parse_error_payload(&frame.payload).expect("error");
             Msg::Response {
                 id: json!(frame.id),
                 result: Err((

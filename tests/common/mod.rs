@@ -132,7 +132,7 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
 pub fn backend() -> Backend {
     static CHOSEN: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
     *CHOSEN.get_or_init(|| match std::env::var("JUNCTION_BACKEND").as_deref() {
-        Ok("io-uring") => match junction::reactor::io_uring_unavailable() {
+        Ok("io-uring") => match junction::io_uring_unavailable() {
             None => Backend::IoUring,
             Some(why) => {
                 // Past the test harness's capture: said once per test binary.
@@ -331,7 +331,7 @@ pub struct Frame {
 impl Frame {
     /// For an ERROR frame: (code, message).
     pub fn error(&self) -> (i32, String) {
-        let e = junction::proto::mcp1::parse_error_payload(&self.payload).expect("error payload");
+        let e = junction_proto::mcp1::parse_error_payload(&self.payload).expect("error payload");
         (e.code, e.message.to_string())
     }
 
@@ -395,7 +395,7 @@ impl Raw {
 pub fn assert_healthy_mcp1(server: &TestServer) {
     for endpoint in server.endpoints() {
         let mut client =
-            Client::connect_with(&endpoint, junction::proto::Protocol::Mcp1).expect("connect");
+            Client::connect_with(&endpoint, junction::Protocol::Mcp1).expect("connect");
         client.set_timeout(Some(PATIENCE)).expect("timeout");
         assert_eq!(
             client.call("rpc.ping", None).expect("ping"),

@@ -6,8 +6,8 @@ use std::io::ErrorKind;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use junction::proto::UNKNOWN_PROTOCOL_REPLY;
-use junction::proto::mcp1::{self, Kind};
+use junction_proto::UNKNOWN_PROTOCOL_REPLY;
+use junction_proto::mcp1::{self, Kind};
 use serde_json::Value;
 
 use super::roles::{Ctx, Failure, Transport, build, collect, exchange, show};

@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use junction::client::Endpoint;
-use junction::proto::mcp1::{self, Kind};
+use junction_proto::mcp1::{self, Kind};
 
 /// The pooled echo the embedded server registers; calls to it are made only
 /// when the server lists it.

@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use junction::client::{BusList, Client, ClientError, Incoming};
+use junction::client::{BusList, Client, ClientError, Incoming, ProvidedName, Provider};
 use serde_json::Value;
 
 use crate::Failure;
@@ -117,12 +117,7 @@ pub fn list(mut client: Client) -> Result<(), Failure> {
     let BusList { names, topics } = client.bus_list().map_err(crate::failure)?;
     println!("{:<32} {:>7}  PROVIDER", "NAME", "PENDING");
     for name in &names {
-        println!(
-            "{:<32} {:>7}  {}",
-            name.name,
-            name.pending,
-            provider(&name.provider)
-        );
+        println!("{:<32} {:>7}  {}", name.name, name.pending, provider(name));
     }
     println!();
     println!("{:<32} {:>7}", "TOPIC", "SUBSCRIBERS");
@@ -132,25 +127,37 @@ pub fn list(mut client: Client) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `unix pid 4242 uid 1000 (connection 7, jsonrpc)` or `tcp 127.0.0.1:5555 (...)`.
-fn provider(provider: &Value) -> String {
-    let field = |k: &str| {
-        provider
-            .get(k)
-            .map(|v| v.to_string().trim_matches('"').to_string())
-    };
-    let mut text = field("transport").unwrap_or_else(|| provider.to_string());
-    for key in ["address", "pid", "uid"] {
-        if let Some(value) = field(key) {
-            let label = if key == "address" {
-                String::new()
-            } else {
-                format!("{key} ")
-            };
-            text.push_str(&format!(" {label}{value}"));
-        }
+/// `unix pid 4242 uid 1000 (connection 7, jsonrpc)`, `tcp 127.0.0.1:5555
+/// (...)`, `daemon`, or `group of 2: ...; ...`.
+fn provider(name: &ProvidedName) -> String {
+    match &name.group {
+        Some(members) => format!(
+            "group of {}: {}",
+            members.len(),
+            members
+                .iter()
+                .map(|m| peer(&m.provider))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        None => peer(&name.provider),
     }
-    let id = field("id").unwrap_or_default();
-    let protocol = field("protocol").unwrap_or_default();
-    format!("{text} (connection {id}, {protocol})")
+}
+
+fn peer(provider: &Provider) -> String {
+    let peer = match provider {
+        Provider::Named(name) => return name.clone(),
+        Provider::Connection(peer) => peer,
+    };
+    let mut text = peer.transport.clone();
+    if let Some(address) = &peer.address {
+        text.push_str(&format!(" {address}"));
+    }
+    if let Some(pid) = peer.pid {
+        text.push_str(&format!(" pid {pid}"));
+    }
+    if let Some(uid) = peer.uid {
+        text.push_str(&format!(" uid {uid}"));
+    }
+    format!("{text} (connection {}, {})", peer.id, peer.protocol)
 }

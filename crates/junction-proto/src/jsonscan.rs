@@ -801,7 +801,7 @@ mod tests {
     /// The fast parser and the reference give the same message, entry by
     /// entry; says whether the scanner decided it.
     fn agree(line: &[u8], max_batch: usize) -> bool {
-        use crate::proto::jsonrpc::{
+        use crate::jsonrpc::{
             Message, parse_entry, parse_entry_serde, parse_line, parse_line_serde,
         };
         let fast = parse_line(line, max_batch);

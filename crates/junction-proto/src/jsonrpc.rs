@@ -11,55 +11,9 @@ use std::io::Write as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::jsonscan::{self, Members, Scanned};
-use crate::buffer::RingBuffer;
+use crate::call::Reply;
 use crate::error::{ErrorCode, RpcError};
-use crate::router::Reply;
-
-/// Where the search for the end of the current line stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Line {
-    /// A complete line of `len` bytes (newline and any `\r` excluded);
-    /// `consumed` bytes (with the newline) make up the frame.
-    Complete {
-        /// Bytes of the line without its terminator.
-        len: usize,
-        /// Bytes to drop from the ring once the line is handled.
-        consumed: usize,
-    },
-    /// No newline yet; `scanned` bytes need not be searched again.
-    Partial {
-        /// Bytes already searched.
-        scanned: usize,
-    },
-    /// The line is longer than the limit.
-    TooLong,
-}
-
-/// Finds the next line in `ring`, resuming the search at `scanned`.
-pub fn next_line(ring: &RingBuffer, scanned: usize, max_frame: usize) -> Line {
-    match ring.find(b'\n', scanned) {
-        Some(nl) => {
-            let len = if nl > 0 && ring.byte(nl - 1) == Some(b'\r') {
-                nl - 1
-            } else {
-                nl
-            };
-            if len > max_frame {
-                Line::TooLong
-            } else {
-                Line::Complete {
-                    len,
-                    consumed: nl + 1,
-                }
-            }
-        }
-        None if ring.len() > max_frame + 1 => Line::TooLong,
-        None => Line::Partial {
-            scanned: ring.len(),
-        },
-    }
-}
+use crate::jsonscan::{self, Members, Scanned};
 
 /// One decoded line.
 #[derive(Debug)]

@@ -11,10 +11,58 @@ use super::{Client, ClientError};
 pub struct ProvidedName {
     /// The name or pattern (`editor.open`, `editor.*`).
     pub name: String,
-    /// Who provides it: `{"id", "transport", "protocol", "pid", "uid", "gid"}`
-    /// for a Unix peer, `"address"` instead of pid/uid/gid over TCP.
-    pub provider: Value,
-    /// Calls forwarded to that provider and not yet answered.
+    /// Who provides it.
+    pub provider: Provider,
+    /// Calls forwarded to that provider (all of a group's members) and not
+    /// yet answered.
+    #[serde(default)]
+    pub pending: u64,
+    /// A provider group's members, each with its pending calls.
+    #[serde(default)]
+    pub group: Option<Vec<GroupMember>>,
+}
+
+/// Who provides a name, as `bus.list` shows it (proto/bus.md section 6).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Provider {
+    /// One connection.
+    Connection(Peer),
+    /// `"daemon"` (the daemon's own methods) or `"group"` (a provider
+    /// group, whose members are in [`ProvidedName::group`]).
+    Named(String),
+}
+
+/// A connection as the bus shows it. Others' pid, uid, gid and address are
+/// shown to admins only; everyone sees their own.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Peer {
+    /// The connection number (as `rpc.clients` shows it).
+    pub id: u64,
+    /// `unix` or `tcp`.
+    pub transport: String,
+    /// `jsonrpc` or `mcp1`.
+    pub protocol: String,
+    /// A Unix peer's process id.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// A Unix peer's user id.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// A Unix peer's group id.
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// A TCP peer's address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// One member of a provider group in [`ProvidedName::group`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct GroupMember {
+    /// The member.
+    pub provider: Provider,
+    /// Calls forwarded to it and not yet answered.
     #[serde(default)]
     pub pending: u64,
 }

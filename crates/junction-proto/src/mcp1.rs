@@ -7,9 +7,8 @@
 
 use serde_json::value::RawValue;
 
-use crate::buffer::RingBuffer;
+use crate::call::{Params, Reply};
 use crate::error::{ErrorCode, RpcError};
-use crate::router::{Params, Reply};
 
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 16;
@@ -240,7 +239,7 @@ pub fn check_from_daemon(first: &[u8], available: usize, limit: usize) -> Next {
 
 fn check_kinds(first: &[u8], available: usize, limit: usize, cancel_known: bool) -> Next {
     let magic_len = first.len().min(4);
-    if first[..magic_len] != crate::proto::MCP1_MAGIC[..magic_len] {
+    if first[..magic_len] != crate::MCP1_MAGIC[..magic_len] {
         return Next::Error(FrameError::BadMagic);
     }
     let Ok(bytes) = <[u8; HEADER_LEN]>::try_from(&first[..first.len().min(HEADER_LEN)]) else {
@@ -290,31 +289,12 @@ fn check_kinds(first: &[u8], available: usize, limit: usize, cancel_known: bool)
 /// else is wrong with it.
 pub fn peek_header(first: &[u8]) -> Option<(u32, u32)> {
     let bytes = first.first_chunk::<HEADER_LEN>()?;
-    if bytes[..4] != crate::proto::MCP1_MAGIC[..] {
+    if bytes[..4] != crate::MCP1_MAGIC[..] {
         return None;
     }
     let id = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let length = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     Some((id, length))
-}
-
-/// The id an error about the frame at the front of `ring` carries: the
-/// header's when the whole header is in with the right magic, else 0
-/// (proto/mcp1.md section 5). For errors that are about no complete frame:
-/// the frame timeout (-32004), a truncated frame (-32014).
-pub fn front_id(ring: &RingBuffer) -> u32 {
-    let mut first = [0u8; HEADER_LEN];
-    let seen = ring.len().min(HEADER_LEN);
-    ring.peek(&mut first[..seen]);
-    peek_header(&first[..seen]).map_or(0, |(id, _)| id)
-}
-
-/// Checks the frame at the front of `ring`.
-pub fn next_frame(ring: &RingBuffer, limit: usize) -> Next {
-    let mut first = [0u8; HEADER_LEN];
-    let seen = ring.len().min(HEADER_LEN);
-    ring.peek(&mut first[..seen]);
-    check(&first[..seen], ring.len(), limit)
 }
 
 /// A request or notification payload, parsed.
@@ -373,7 +353,7 @@ pub fn parse_json_body(body: &[u8]) -> Result<&RawValue, RpcError> {
 
 /// Appends a header.
 pub fn write_header(out: &mut Vec<u8>, kind: Kind, flags: u16, id: u32, length: u32) {
-    out.extend_from_slice(crate::proto::MCP1_MAGIC);
+    out.extend_from_slice(crate::MCP1_MAGIC);
     out.push(VERSION);
     out.push(kind as u8);
     out.extend_from_slice(&flags.to_le_bytes());

@@ -7,12 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{ClientError, Endpoint};
-use crate::net::sockpath;
+use crate::path as sockpath;
 
 /// A connected blocking socket.
 pub(crate) enum Socket {
     Unix(UnixStream),
     Tcp(TcpStream),
+    #[cfg(feature = "tls")]
     Tls(super::tls::TlsSocket),
 }
 
@@ -41,6 +42,7 @@ impl Socket {
         Ok(match self {
             Socket::Unix(s) => Socket::Unix(s.try_clone()?),
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => Socket::Tls(s.try_clone()?),
         })
     }
@@ -49,6 +51,7 @@ impl Socket {
         match self {
             Socket::Unix(s) => s.set_read_timeout(timeout),
             Socket::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.tcp.set_read_timeout(timeout),
         }
     }
@@ -59,6 +62,7 @@ impl Read for Socket {
         match self {
             Socket::Unix(s) => s.read(buf),
             Socket::Tcp(s) => s.read(buf),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.read(buf),
         }
     }
@@ -69,12 +73,14 @@ impl Write for Socket {
         match self {
             Socket::Unix(s) => s.write(buf),
             Socket::Tcp(s) => s.write(buf),
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
+            #[cfg(feature = "tls")]
             Socket::Tls(s) => s.flush(),
             _ => Ok(()),
         }

@@ -105,7 +105,7 @@ impl TlsOptions {
                 })?;
             }
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(crate::net::tls::provider()))
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsSetupError::ClientCert(e.to_string()))?
             .with_root_certificates(roots);
@@ -251,4 +251,12 @@ impl Write for TlsSocket {
         let mut conn = lock(&self.session);
         Self::flush_records(&mut conn, &self.tcp)
     }
+}
+
+/// The crypto provider: ring's, as the daemon's (it builds with a C
+/// compiler only). rustls deprecates it for lacking post-quantum key
+/// exchange; classical X25519 and P-256 remain.
+#[allow(deprecated)]
+fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }

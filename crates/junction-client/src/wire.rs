@@ -8,10 +8,10 @@ use std::io::{self, BufRead, Read, Write};
 use serde_json::{Value, json};
 
 use super::{Body, ClientError, Response};
-use crate::error::RpcError;
-use crate::proto::Protocol;
-use crate::proto::mcp1::{self, FLAG_RAW, HEADER_LEN, Header, Kind};
-use crate::router::Params;
+use junction_proto::Params;
+use junction_proto::Protocol;
+use junction_proto::RpcError;
+use junction_proto::mcp1::{self, FLAG_RAW, HEADER_LEN, Header, Kind};
 
 /// The MCP1 CANCEL kind: sent by the daemon only (proto/bus.md section 3),
 /// so the shared frame checker, which serves the daemon, refuses it.
@@ -228,7 +228,7 @@ fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<RawHeader, ClientError> {
 fn read_mcp1(reader: &mut impl BufRead) -> Result<Inbound, ClientError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact_or_closed(reader, &mut header[..4])?;
-    if &header[..4] != crate::proto::MCP1_MAGIC {
+    if &header[..4] != junction_proto::MCP1_MAGIC {
         // Before a protocol is known the daemon refuses in JSON or plain text.
         let rest = read_line(reader).unwrap_or_default();
         let text = format!("{}{rest}", String::from_utf8_lossy(&header[..4]));

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{Body, Client, ClientError, Event, ForwardedCall, Incoming};
-use crate::error::RpcError;
-use crate::proto::Protocol;
-use crate::proto::mcp1::{self, Kind};
+use junction_proto::Protocol;
+use junction_proto::RpcError;
+use junction_proto::mcp1::{self, Kind};
 
 fn pair(protocol: Protocol) -> (Client, UnixStream) {
     let (ours, daemon) = UnixStream::pair().expect("socket pair");

@@ -1,25 +1,40 @@
 //! A blocking client over Unix or TCP, in either protocol: calls,
 //! notifications, batches, pipelined calls and (MCP1) raw bodies and pings;
 //! and the service bus (`proto/bus.md`): providing methods, subscribing to
-//! topics, publishing. The `junction` CLI and the tests use it.
+//! topics, publishing. The `junction` CLI uses it; it pulls in no event
+//! loop, no async runtime and no daemon (see README.md for its dependency
+//! count). TLS is behind the `tls` feature.
+//!
+//! Call a method:
 //!
 //! ```no_run
-//! use junction::client::{Client, Endpoint};
-//! use junction::proto::Protocol;
+//! use junction_client::{Client, Endpoint, Protocol};
+//!
+//! let mut client = Client::connect(&Endpoint::default_unix())?;
+//! assert_eq!(client.call("rpc.ping", None)?, "pong");
+//! # Ok::<(), junction_client::ClientError>(())
+//! ```
+//!
+//! Over TCP the daemon wants a token first (`rpc.auth`), read from the
+//! token file it wrote, or given:
+//!
+//! ```no_run
+//! use junction_client::{Client, Endpoint, Protocol};
 //!
 //! let mut client = Client::connect(&Endpoint::Tcp("127.0.0.1:7710".into()))?;
+//! client.authenticate("the-token")?;
 //! assert_eq!(client.call("rpc.ping", None)?, "pong");
 //! let mut binary = Client::connect_with(&Endpoint::Tcp("127.0.0.1:7710".into()), Protocol::Mcp1)?;
 //! assert_eq!(binary.call("rpc.echo", Some("hi".into()))?, "hi");
-//! # Ok::<(), junction::ClientError>(())
+//! # Ok::<(), junction_client::ClientError>(())
 //! ```
 //!
-//! A provider registers names, then answers what the daemon forwards:
+//! Provide a method: a provider registers names, then answers what the daemon forwards:
 //!
 //! ```no_run
-//! use junction::client::{Body, Client, Endpoint, Incoming};
+//! use junction_client::{Body, Client, Endpoint, Incoming};
 //!
-//! let mut provider = Client::connect(&Endpoint::Unix("/run/user/1000/junction.sock".into()))?;
+//! let mut provider = Client::connect(&Endpoint::default_unix())?;
 //! provider.register(&["editor.*"])?;
 //! loop {
 //!     match provider.next_message()? {
@@ -31,18 +46,22 @@
 //!         _ => {}
 //!     }
 //! }
-//! # Ok::<(), junction::ClientError>(())
+//! # Ok::<(), junction_client::ClientError>(())
 //! ```
 //!
 //! Messages the daemon originates (forwarded requests, cancels, events) may
 //! arrive while [`Client::call`] waits for its answer: they are queued, not
 //! lost, and [`Client::next_message`] returns them in order.
 
+#![warn(missing_docs)]
+
 mod bus;
 mod incoming;
+pub mod path;
 mod socket;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tls")]
 mod tls;
 mod wire;
 
@@ -57,13 +76,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::RpcError;
-use crate::proto::Protocol;
+pub use junction_proto::{ErrorCode, Protocol, RpcError};
 use socket::Socket;
 use wire::Inbound;
 
-pub use bus::{BusList, ProvidedName, TopicEntry};
+pub use bus::{BusList, GroupMember, Peer, ProvidedName, Provider, TopicEntry};
 pub use incoming::{CANCEL_METHOD, EVENT_METHOD, Event, ForwardedCall, Incoming};
+#[cfg(feature = "tls")]
 pub use tls::{TlsOptions, TlsSetupError};
 
 /// The token file a client on `tcp` (`HOST:PORT`) can read by itself:
@@ -75,9 +94,9 @@ pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<Path
     let port = tcp
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok());
-    let socket = unix.map_or_else(crate::net::listener::default_unix_path, PathBuf::from);
-    let by_port = port.map(crate::access::tcp_token_path);
-    let beside = crate::access::token_path(Some(&socket), 0);
+    let socket = unix.map_or_else(path::default_unix_path, PathBuf::from);
+    let by_port = port.map(path::tcp_token_path);
+    let beside = path::token_path(Some(&socket), 0);
     by_port
         .into_iter()
         .chain(std::iter::once(beside))
@@ -88,8 +107,7 @@ pub fn find_token_file(tcp: &str, unix: Option<&std::path::Path>) -> Option<Path
 /// a token file planted by someone else is never sent.
 fn is_own_readable_file(path: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw())
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.uid() == path::euid())
         && std::fs::File::open(path).is_ok()
 }
 
@@ -100,6 +118,14 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A TCP `host:port`.
     Tcp(String),
+}
+
+impl Endpoint {
+    /// The daemon's default Unix socket: `$XDG_RUNTIME_DIR/junction.sock`,
+    /// else `/tmp/junction-<uid>/junction.sock` (see [`path`]).
+    pub fn default_unix() -> Self {
+        Endpoint::Unix(path::default_unix_path())
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -123,7 +149,7 @@ pub enum ClientError {
         source: io::Error,
     },
     /// The Unix socket's path is not one to trust: a link, a directory others
-    /// could write to, or a socket owned by another user (`net::PathProblem`).
+    /// could write to, or a socket owned by another user ([`path::PathProblem`]).
     #[error("refusing to connect to junctiond at {endpoint}: {path} {problem}")]
     Unsafe {
         /// Where we meant to connect.
@@ -131,7 +157,7 @@ pub enum ClientError {
         /// The path at fault (the socket or its directory).
         path: PathBuf,
         /// What is wrong with it.
-        problem: crate::net::PathProblem,
+        problem: path::PathProblem,
     },
     /// Reading or writing failed.
     #[error("connection error: {0}")]
@@ -277,14 +303,14 @@ impl Client {
     /// done when this returns.
     ///
     /// ```no_run
-    /// use junction::client::{Client, TlsOptions};
-    /// use junction::proto::Protocol;
+    /// use junction_client::{Client, Protocol, TlsOptions};
     ///
     /// let tls = TlsOptions { ca: Some("ca.pem".into()), ..TlsOptions::default() };
     /// let mut client = Client::connect_tls("daemon.example:7710", &tls, Protocol::JsonRpc)?;
     /// client.authenticate("the token")?;
-    /// # Ok::<(), junction::ClientError>(())
+    /// # Ok::<(), junction_client::ClientError>(())
     /// ```
+    #[cfg(feature = "tls")]
     pub fn connect_tls(
         addr: &str,
         tls: &TlsOptions,
@@ -350,7 +376,7 @@ impl Client {
                 path.display()
             ))
         })?;
-        self.authenticate(crate::access::client_secret(&text))
+        self.authenticate(path::client_secret(&text))
     }
 
     /// Calls `method` with JSON params and waits for its JSON result.
@@ -626,3 +652,8 @@ impl Client {
         Ok(ids)
     }
 }
+
+/// The README's example, compiled with the other doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,8 +1,4 @@
-//! The codecs: bytes in, frames out, no I/O. `sniff` picks one per connection.
-
-pub mod jsonrpc;
-mod jsonscan;
-pub mod mcp1;
+//! Which protocol a connection speaks, told from its first bytes.
 
 use serde::Serialize;
 
