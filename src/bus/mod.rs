@@ -14,12 +14,10 @@
 //! hash set, so registering or subscribing costs O(1) per name; the
 //! directory `rpc.methods` reads is updated name by name.
 
+internal!(methods, monitor, pattern);
 mod calls;
 mod events;
 mod groups;
-pub mod methods;
-pub mod monitor;
-pub mod pattern;
 pub mod policy;
 mod remote;
 

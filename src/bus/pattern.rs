@@ -182,16 +182,6 @@ impl<T> PatternMap<T> {
             }
         }
     }
-
-    /// How many names and patterns are stored.
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.prefixes.len()
-    }
-
-    /// True when nothing is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,7 @@
 //! as a line connection's, so the policy, the limits and the counters are
 //! the same; only the framing differs.
 
-pub mod metrics;
-pub mod request;
-pub mod response;
-pub mod ws;
+internal!(metrics, request, response, ws);
 
 use std::net::{IpAddr, SocketAddr};
 
