@@ -23,7 +23,7 @@ use crate::workers::ReplyTo;
 
 impl Bus {
     /// Connects the bus to the NATS thread (`--nats`).
-    pub fn attach_uplink(&mut self, uplink: Uplink) {
+    pub(crate) fn attach_uplink(&mut self, uplink: Uplink) {
         self.uplink = Some(uplink);
     }
 

@@ -33,7 +33,7 @@ mod inbound;
 #[cfg(feature = "federation")]
 mod nats;
 mod serve;
-pub mod subject;
+pub(crate) mod subject;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +153,7 @@ pub(crate) enum Inbound {
 }
 
 /// The loop's end of the link to NATS, kept by the bus: sends never block.
-pub struct Uplink {
+pub(crate) struct Uplink {
     #[cfg(feature = "federation")]
     commands: tokio::sync::mpsc::Sender<Command>,
     connected: Arc<AtomicBool>,
@@ -199,7 +199,7 @@ impl Uplink {
 }
 
 /// The loop's end of what comes from NATS, and the thread itself.
-pub struct Link {
+pub(crate) struct Link {
     inbound: Receiver<Inbound>,
     /// Set by the NATS thread when it wakes the loop; cleared before a drain.
     pending: Arc<AtomicBool>,
@@ -236,7 +236,7 @@ pub enum FederationError {
 
 /// Starts the NATS thread when `--nats` is set: the bus's uplink and the
 /// loop's link. None (and nothing started) without `--nats`.
-pub fn start(
+pub(crate) fn start(
     config: &FederationConfig,
     context: &Arc<Context>,
     waker: Arc<Waker>,
