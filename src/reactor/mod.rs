@@ -356,7 +356,7 @@ impl Core {
     }
 
     /// Joins the cluster: the bus gets the uplink, the loop the link.
-    pub fn attach_federation(
+    pub(crate) fn attach_federation(
         &mut self,
         federation: Option<(crate::federation::Uplink, crate::federation::Link)>,
     ) {
