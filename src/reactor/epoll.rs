@@ -52,7 +52,7 @@ impl EpollLoop {
     }
 
     /// Joins the cluster (`--nats`, src/federation/) before running.
-    pub fn with_federation(
+    pub(crate) fn with_federation(
         mut self,
         federation: Option<(crate::federation::Uplink, crate::federation::Link)>,
     ) -> Self {
