@@ -14,12 +14,18 @@ pub use pool::{Block, RING_WARM_BYTES, RingPool};
 /// Capacity a connection's ring starts with when data first arrives.
 pub const RING_MIN: usize = 16 * 1024;
 
+/// The largest ring: max-frame is at most 1 GiB, so a ring for the largest
+/// frame and its framing is at most 2 GiB, and offsets fit in a `u32`.
+pub const RING_MAX: usize = 1 << 31;
+
 /// A power-of-two ring of bytes: `len` bytes of data starting at `head`.
+/// Offsets are `u32` (rings are at most [`RING_MAX`]): every connection
+/// holds a ring, and this keeps it at 24 bytes.
 #[derive(Debug, Default)]
 pub struct RingBuffer {
     storage: Block,
-    head: usize,
-    len: usize,
+    head: u32,
+    len: u32,
 }
 
 impl RingBuffer {
@@ -30,7 +36,17 @@ impl RingBuffer {
 
     /// Bytes of data waiting to be parsed.
     pub fn len(&self) -> usize {
-        self.len
+        self.used()
+    }
+
+    /// Bytes of data, as a `usize`.
+    fn used(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Offset of the oldest byte of data in the storage.
+    fn start(&self) -> usize {
+        self.head as usize
     }
 
     /// True when no data is waiting.
@@ -45,7 +61,7 @@ impl RingBuffer {
 
     /// Bytes that can still be read into the ring without growing it.
     pub fn free(&self) -> usize {
-        self.capacity() - self.len
+        self.capacity() - self.used()
     }
 
     fn mask(&self) -> usize {
@@ -57,12 +73,12 @@ impl RingBuffer {
         if self.len == 0 {
             return (&[], &[]);
         }
-        let end = self.head + self.len;
+        let end = self.start() + self.used();
         if end <= self.capacity() {
-            (&self.storage[self.head..end], &[])
+            (&self.storage[self.start()..end], &[])
         } else {
             let wrapped = end - self.capacity();
-            (&self.storage[self.head..], &self.storage[..wrapped])
+            (&self.storage[self.start()..], &self.storage[..wrapped])
         }
     }
 
@@ -72,15 +88,16 @@ impl RingBuffer {
         if cap == 0 {
             return (&mut [], &mut []);
         }
-        let tail = (self.head + self.len) & self.mask();
-        if self.len == cap {
+        let head = self.start();
+        let tail = (head + self.used()) & self.mask();
+        if self.used() == cap {
             (&mut [], &mut [])
-        } else if tail >= self.head {
+        } else if tail >= head {
             // Free space runs from tail to the end, then from 0 to head.
             let (front, back) = self.storage.split_at_mut(tail);
-            (back, &mut front[..self.head])
+            (back, &mut front[..head])
         } else {
-            (&mut self.storage[tail..self.head], &mut [])
+            (&mut self.storage[tail..head], &mut [])
         }
     }
 
@@ -96,24 +113,24 @@ impl RingBuffer {
     /// Marks `n` bytes of the free space (filled by a read) as data.
     pub fn fill(&mut self, n: usize) {
         debug_assert!(n <= self.free(), "fill past the free space");
-        self.len += n.min(self.free());
+        self.len += n.min(self.free()) as u32;
     }
 
     /// Drops the oldest `n` bytes of data.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(n <= self.len, "consume past the data");
-        let n = n.min(self.len);
-        self.len -= n;
+        debug_assert!(n <= self.used(), "consume past the data");
+        let n = n.min(self.used());
+        self.len -= n as u32;
         self.head = if self.len == 0 {
             0
         } else {
-            (self.head + n) & self.mask()
+            ((self.start() + n) & self.mask()) as u32
         };
     }
 
     /// The byte at `offset` from the start of the data.
     pub fn byte(&self, offset: usize) -> Option<u8> {
-        (offset < self.len).then(|| self.storage[(self.head + offset) & self.mask()])
+        (offset < self.used()).then(|| self.storage[(self.start() + offset) & self.mask()])
     }
 
     /// Offset of the first `needle` at or after `from`, searching both halves.
@@ -135,9 +152,9 @@ impl RingBuffer {
     /// The bytes `[offset, offset + len)` of the data as one slice: borrowed
     /// from the ring when contiguous, copied into `scratch` when they wrap.
     pub fn frame<'a>(&'a self, offset: usize, len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-        debug_assert!(offset + len <= self.len, "frame past the data");
+        debug_assert!(offset + len <= self.used(), "frame past the data");
         let (a, b) = self.data();
-        let end = (offset + len).min(self.len);
+        let end = (offset + len).min(self.used());
         if end <= a.len() {
             &a[offset..end]
         } else if offset >= a.len() {
@@ -152,7 +169,7 @@ impl RingBuffer {
 
     /// Copies the first `out.len()` bytes of data into `out`; false if fewer are there.
     pub fn peek(&self, out: &mut [u8]) -> bool {
-        if out.len() > self.len {
+        if out.len() > self.used() {
             return false;
         }
         let (a, b) = self.data();
@@ -174,6 +191,7 @@ impl RingBuffer {
         if self.capacity() >= min {
             return;
         }
+        debug_assert!(min <= RING_MAX, "a ring past RING_MAX");
         let mut block = pool.take(min.max(RING_MIN));
         let (a, b) = self.data();
         block[..a.len()].copy_from_slice(a);

@@ -56,6 +56,9 @@ macro_rules! dispatcher {
 // connection's buffers); its codecs are in src/http/.
 #[path = "http/session.rs"]
 mod http_session;
+mod stamp;
+
+use stamp::{Since, Stamp};
 
 /// The largest frame (a JSON-RPC line, an MCP1 frame) a connection may
 /// send before it has authenticated: `rpc.auth` with its token fits with
@@ -70,8 +73,10 @@ pub enum Phase {
     Sniffing,
     /// Newline-delimited JSON-RPC; `scanned` bytes of the pending line hold no newline.
     JsonRpc {
-        /// Bytes already searched for the end of the line.
-        scanned: usize,
+        /// Bytes already searched for the end of the line (a `u32` keeps
+        /// the phase, kept by every connection, at 8 bytes; a line past
+        /// 4 GiB is searched again from its start).
+        scanned: u32,
     },
     /// MCP1 binary frames.
     Mcp1,
@@ -157,13 +162,14 @@ pub struct Connection {
     in_flight: usize,
     /// Jobs waiting on the loop for room in the worker queue: not read meanwhile.
     parked: u32,
-    accepted: Instant,
+    /// When it was accepted (the clocks are compact: see `stamp`).
+    accepted: Since,
     /// Last read or write progress.
-    last_activity: Instant,
+    last_activity: Stamp,
     /// When the partial frame at the front of the ring began to arrive.
-    frame_started: Option<Instant>,
+    frame_started: Option<Stamp>,
     /// Since when output has waited without the peer taking any of it.
-    stalled_since: Option<Instant>,
+    stalled_since: Option<Stamp>,
     /// Output reached max-output: neither read nor parse until it drains to half.
     paused: bool,
     /// Requests in flight reached max-in-flight: neither read nor parse
@@ -194,8 +200,8 @@ impl Connection {
             gate,
             rights: crate::policy::Rights::default(),
             parked: 0,
-            accepted: now,
-            last_activity: now,
+            accepted: Since::at(now),
+            last_activity: Stamp::at(now),
             frame_started: None,
             stalled_since: None,
             paused: false,
@@ -248,7 +254,7 @@ impl Connection {
     /// Bytes made from its output went out at `now` (a TLS record): the
     /// idle and write clocks start again.
     pub(crate) fn touch(&mut self, now: Instant) {
-        self.last_activity = now;
+        self.last_activity = Stamp::at(now);
         self.stalled_since = None;
     }
 
@@ -290,7 +296,6 @@ impl Connection {
             Peer::Unix(cred) => *cred,
             Peer::Tcp(_) => None,
         };
-        let since = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
         ClientInfo {
             id: self.id.token,
             transport: self.transport(),
@@ -304,8 +309,8 @@ impl Connection {
             },
             identity: self.rights.identity().label(),
             authenticated: self.gate == Gate::Open,
-            age_secs: since(self.accepted),
-            idle_secs: since(self.last_activity),
+            age_secs: self.accepted.elapsed(now).as_secs_f64(),
+            idle_secs: self.last_activity.elapsed(now).as_secs_f64(),
             in_flight: self.in_flight,
             output_bytes: self.out.len(),
             paused: !self.wants_input() && self.input == Input::Open,
@@ -548,7 +553,7 @@ impl Connection {
         scratch: &mut Vec<u8>,
     ) {
         self.ring.fill(n);
-        self.last_activity = now;
+        self.last_activity = Stamp::at(now);
         shared.stats().bytes_in.fetch_add(n as u64, Relaxed);
         if self.input != Input::Open {
             // Refused, or shutting down while a read was in flight: discard.
@@ -571,16 +576,15 @@ impl Connection {
             // An HTTP body still owed keeps the clock its head started.
             _ if self.ring.is_empty() && !self.http_mid_request() => None,
             Some(start) if self.ring.len() == before => Some(start),
-            _ => Some(now),
+            _ => Some(Stamp::at(now)),
         };
         self.account_output(shared);
     }
 
     /// Which timeout, if any, has expired at `now`.
     pub fn timed_out(&self, now: Instant, limits: &Timeouts) -> Option<Timeout> {
-        let expired = |since: Instant, limit: Duration| {
-            !limit.is_zero() && now.saturating_duration_since(since) >= limit
-        };
+        let expired =
+            |since: Stamp, limit: Duration| !limit.is_zero() && since.elapsed(now) >= limit;
         if self
             .stalled_since
             .is_some_and(|since| expired(since, limits.write))
@@ -765,7 +769,7 @@ impl Connection {
         self.originated = self.originated.saturating_sub(written);
         shared.stats().bytes_out.fetch_add(n as u64, Relaxed);
         if n > 0 {
-            self.last_activity = now;
+            self.last_activity = Stamp::at(now);
             self.stalled_since = None;
         }
         self.account_output(shared);
@@ -776,7 +780,7 @@ impl Connection {
         if self.out.is_empty() {
             self.stalled_since = None;
         } else if self.stalled_since.is_none() {
-            self.stalled_since = Some(now);
+            self.stalled_since = Some(Stamp::at(now));
         }
     }
 
@@ -859,12 +863,13 @@ impl Connection {
             if self.input != Input::Open || self.must_wait(shared) {
                 return;
             }
-            match jsonrpc::next_line(&self.ring, scanned, self.frame_limit(shared)) {
+            match jsonrpc::next_line(&self.ring, scanned as usize, self.frame_limit(shared)) {
                 Line::Complete { len, consumed } => {
                     self.phase = Phase::JsonRpc { scanned: 0 };
                     self.take_line(len, consumed, shared, scratch);
                 }
                 Line::Partial { scanned } => {
+                    let scanned = u32::try_from(scanned).unwrap_or(0);
                     self.phase = Phase::JsonRpc { scanned };
                     return;
                 }
