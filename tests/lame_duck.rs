@@ -43,8 +43,13 @@ impl Reply {
 /// the stream, so it must carry `Connection: close` (the request asks for
 /// keep-alive, the HTTP/1.1 default), or the read runs into PATIENCE.
 fn healthz(endpoint: &Endpoint) -> Reply {
+    http_get(endpoint, "/healthz")
+}
+
+/// `GET path` on a fresh connection (see [`healthz`]).
+fn http_get(endpoint: &Endpoint, path: &str) -> Reply {
     let mut raw = Raw::connect(endpoint);
-    raw.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    raw.send(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
     let status_line = raw.line().expect("a status line");
     let status = status_line
         .split(' ')
@@ -111,6 +116,12 @@ fn in_the_grace_everything_serves_while_healthz_says_503() {
     let server = start_with(|c| c.shutdown_grace = Duration::from_secs(3600));
     let endpoints = server.endpoints();
     assert_eq!(stats(&endpoints[0])["draining"], json!(false));
+    let metrics = http_get(&endpoints[0], "/metrics");
+    assert!(
+        metrics.body.lines().any(|l| l == "junction_draining 0"),
+        "{}",
+        metrics.body
+    );
     for endpoint in &endpoints {
         let before = healthz(endpoint);
         assert_eq!((before.status, before.body.as_str()), (200, "ok\n"));
@@ -142,6 +153,13 @@ fn in_the_grace_everything_serves_while_healthz_says_503() {
     for client in &mut old {
         assert_eq!(client.call("rpc.ping", None).expect("ping"), json!("pong"));
     }
+    let metrics = http_get(&endpoints[0], "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.lines().any(|l| l == "junction_draining 1"),
+        "{}",
+        metrics.body
+    );
     assert!(
         server.running.unix_path().expect("unix").exists(),
         "the socket file stays during the grace"
