@@ -50,9 +50,9 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Queues the line of a call as it arrives for the monitors watching it.
-    /// The id and identity are rendered inside the closure: a monitor
-    /// whose queue is full (or that does not watch `method`) costs no
-    /// allocation per call.
+    /// The id is rendered inside the closure (the identity straight into
+    /// the line): a monitor whose queue is full (or that does not watch
+    /// `method`) costs no allocation per call.
     pub(super) fn tap_call(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
         let (conn, protocol) = (self.conn.token, answer.protocol());
         let rights = &self.rights;
@@ -61,8 +61,8 @@ impl Dispatcher<'_, '_, '_> {
                 Answer::JsonRpc { id, .. } => id.map(|raw| raw.get().to_string()),
                 Answer::Mcp1 { id } => id.map(|n| n.to_string()),
             };
-            let identity = rights.identity().label();
-            crate::monitor::call_line(conn, &identity, protocol, method, id.as_deref(), params)
+            let identity = rights.identity();
+            crate::monitor::call_line(conn, identity, protocol, method, id.as_deref(), params)
         });
     }
 }
