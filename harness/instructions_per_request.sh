@@ -6,6 +6,8 @@
 #   harness/instructions_per_request.sh BIN [PROTO] [-- EXTRA DAEMON FLAGS]
 #   e.g. harness/instructions_per_request.sh /tmp/before/junctiond mcp1
 #        harness/instructions_per_request.sh target/release/junctiond mcp1 -- --slowlog-threshold 1h
+#        BENCH_FLAGS=--monitor harness/instructions_per_request.sh target/release/junctiond mcp1
+#   (BENCH_FLAGS: extra junction-bench throughput flags, e.g. --monitor to attach one monitor)
 #
 # Needs valgrind and target/release/junction-bench. C=16, P=16, ping over Unix,
 # epoll, one worker. Under callgrind every call is slow: give a daemon with a
@@ -21,7 +23,7 @@ run() {
   local pid=$!
   for _ in $(seq 100); do [ -S "$d/s" ] && break; sleep 0.2; done
   target/release/junction-bench throughput --unix "$d/s" --proto "$PROTO" -c 16 -P 16 -n "$N" \
-    --warmup 0s --json 2>/dev/null >"$d/run.json"
+    --warmup 0s --json ${BENCH_FLAGS:-} 2>/dev/null >"$d/run.json"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   echo "$(grep -E '^(summary|totals):' "$d/cg.out" | head -1 | awk '{print $2}')" \
     "$(python3 -c "import json; print(json.load(open('$d/run.json'))['requests'])")"

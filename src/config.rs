@@ -276,6 +276,10 @@ pub struct Settings {
     #[arg(long, env = "JUNCTION_DRAIN_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<Span>,
+    /// On SIGINT/SIGTERM, keep serving (and accepting) this long while /healthz answers 503, so load balancers stop sending first; then drain. A second signal skips it [default: 0s]
+    #[arg(long, env = "JUNCTION_SHUTDOWN_GRACE", value_name = "DURATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<Span>,
     /// Close a connection whose frame has been arriving for this long: the slowloris case (0s: off) [default: 30s]
     #[arg(long, env = "JUNCTION_FRAME_TIMEOUT", value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -535,7 +539,7 @@ impl Settings {
     pub fn over(self, lower: Settings) -> Settings {
         merge_fields!(self, lower; unix, unix_mode, unix_owner, unix_group, allow_uids, allow_gids,
             auth_token_file, protected_mode, tcp, backlog, backend, workers, queue, max_frame, max_output, max_in_flight,
-            max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, frame_timeout, idle_timeout,
+            max_buffer_memory, max_batch, max_connections, sniff_timeout, drain_timeout, shutdown_grace, frame_timeout, idle_timeout,
             write_timeout, tuning, tcp_nodelay, tcp_keepalive, tcp_keepalive_idle,
             tcp_keepalive_interval, tcp_keepalive_count, tcp_rcvbuf, tcp_sndbuf, tcp_user_timeout,
             tcp_quickack, tcp_defer_accept, tcp_fastopen, tcp_reuseaddr, unix_rcvbuf, unix_sndbuf,
@@ -600,6 +604,8 @@ pub struct Config {
     pub max_unauthenticated: usize,
     /// Drain timeout at shutdown.
     pub drain_timeout: Duration,
+    /// Lame-duck time before the drain: serving, but reporting draining.
+    pub shutdown_grace: Duration,
     /// Longest a frame may take to arrive (zero: off).
     pub frame_timeout: Duration,
     /// Longest a connection may sit idle (zero: off).
@@ -650,6 +656,7 @@ impl Default for Config {
             auth_timeout: Duration::from_secs(5),
             max_unauthenticated: 64,
             drain_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::ZERO,
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
             write_timeout: Duration::from_secs(30),
@@ -810,6 +817,9 @@ impl Config {
         if let Some(Span(t)) = settings.drain_timeout {
             config.drain_timeout = t;
         }
+        if let Some(Span(t)) = settings.shutdown_grace {
+            config.shutdown_grace = t;
+        }
         let span = |value: Option<Span>, default: Duration| value.map_or(default, |Span(t)| t);
         config.frame_timeout = span(settings.frame_timeout, config.frame_timeout);
         config.idle_timeout = span(settings.idle_timeout, config.idle_timeout);
@@ -863,6 +873,7 @@ impl Config {
             auth_timeout: Some(Span(self.auth_timeout)),
             max_unauthenticated: Some(self.max_unauthenticated),
             drain_timeout: Some(Span(self.drain_timeout)),
+            shutdown_grace: Some(Span(self.shutdown_grace)),
             frame_timeout: Some(Span(self.frame_timeout)),
             idle_timeout: Some(Span(self.idle_timeout)),
             write_timeout: Some(Span(self.write_timeout)),

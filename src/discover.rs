@@ -307,6 +307,7 @@ pub fn builtin_schema(name: &str) -> MethodSchema {
                     "uptime_secs": {"type": "number"},
                     "backend": {"type": "string"},
                     "workers": int,
+                    "draining": {"type": "boolean"},
                     "connections": {"type": "object"},
                     "protocols": {"type": "object"},
                     "bytes_in": int,

@@ -1,6 +1,7 @@
 //! Telling the service manager how the daemon stands (`sd_notify`): `READY=1`
-//! once the loop turns, `STATUS=` lines, `STOPPING=1` when the drain begins,
-//! and `WATCHDOG=1` pings when `WATCHDOG_USEC` is set.
+//! once the loop turns, `STATUS=` lines, `STOPPING=1` when the shutdown
+//! begins (at the start of the `shutdown-grace` when there is one, else when
+//! the drain begins), and `WATCHDOG=1` pings when `WATCHDOG_USEC` is set.
 //!
 //! Every message is sent from the event loop itself (the core calls
 //! [`Notifier::turn`] at the start of each turn, and folds
@@ -35,6 +36,8 @@ pub struct Notifier {
 struct State {
     ready: bool,
     stopping: bool,
+    /// When the shutdown grace ends, while it runs (the status counts down).
+    grace_until: Option<Instant>,
     next_ping: Option<Instant>,
     next_status: Option<Instant>,
     last_status: String,
@@ -93,7 +96,7 @@ impl Notifier {
         if messages.is_empty() && !status_due {
             return;
         }
-        let status = status_line(stats, draining);
+        let status = status_line(stats, draining, state.grace_left(now));
         if !messages.is_empty() || status != state.last_status {
             messages.push(NotifyState::Status(&status));
             state.next_status = Some(now + STATUS_EVERY);
@@ -108,7 +111,8 @@ impl Notifier {
         state.last_status.clone_from(&status);
     }
 
-    /// Sends `STOPPING=1` (once) as the drain begins.
+    /// Sends `STOPPING=1` (once) as the drain begins, or the drain's
+    /// status when `STOPPING=1` went out at the start of a grace.
     pub fn stopping(&self, stats: &Stats) {
         if !self.enabled {
             return;
@@ -116,14 +120,40 @@ impl Notifier {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
-        if !state.stopping {
+        let status = status_line(stats, true, None);
+        let result = if !state.stopping {
             state.stopping = true;
-            let status = status_line(stats, true);
-            let messages = [NotifyState::Stopping, NotifyState::Status(&status)];
-            if let Err(e) = sd_notify::notify(&messages) {
-                tracing::warn!(error = %e, "cannot notify the service manager");
-            }
+            sd_notify::notify(&[NotifyState::Stopping, NotifyState::Status(&status)])
+        } else if state.grace_until.take().is_some() {
+            sd_notify::notify(&[NotifyState::Status(&status)])
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot notify the service manager");
         }
+        state.last_status = status;
+    }
+
+    /// Sends `STOPPING=1` as the shutdown grace begins, with a status that
+    /// says the daemon still serves for `grace` and then drains.
+    pub fn stopping_after(&self, stats: &Stats, grace: Duration) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        state.stopping = true;
+        state.grace_until = Some(now + grace);
+        let status = status_line(stats, true, Some(grace));
+        let messages = [NotifyState::Stopping, NotifyState::Status(&status)];
+        if let Err(e) = sd_notify::notify(&messages) {
+            tracing::warn!(error = %e, "cannot notify the service manager");
+        }
+        state.last_status = status;
+        state.next_status = Some(now + STATUS_EVERY);
     }
 
     /// Sends a one-off status line (e.g. the outcome of a reload).
@@ -149,14 +179,31 @@ impl Notifier {
     }
 }
 
-/// The `STATUS=` text: what `systemctl status` shows.
-fn status_line(stats: &Stats, draining: bool) -> String {
+impl State {
+    /// The shutdown grace left at `now`, while it runs.
+    fn grace_left(&self, now: Instant) -> Option<Duration> {
+        self.grace_until
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+}
+
+/// The `STATUS=` text: what `systemctl status` shows. `grace`: the
+/// shutdown grace left, while it runs.
+fn status_line(stats: &Stats, draining: bool, grace: Option<Duration>) -> String {
     let (mut open, mut served) = (0, 0);
     for transport in [Transport::Unix, Transport::Tcp] {
         open += stats.transport(transport).current.load(Relaxed);
         served += stats.transport(transport).total.load(Relaxed);
     }
-    if draining {
+    if let Some(left) = grace {
+        // Rounded up: "0s left" would read as already draining.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        format!(
+            "Stopping: still serving for {secs}s (shutdown grace; /healthz answers 503), \
+             {open} connections open, {served} served"
+        )
+    } else if draining {
         format!("Draining: {open} connections open, {served} served")
     } else {
         format!("Serving: {open} connections open, {served} served")

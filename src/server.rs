@@ -518,6 +518,7 @@ impl Server {
             auth_timeout: self.config.auth_timeout,
             max_unauthenticated: self.config.max_unauthenticated,
             drain_timeout: self.config.drain_timeout,
+            shutdown_grace: self.config.shutdown_grace,
             timeouts: Timeouts {
                 frame: self.config.frame_timeout,
                 idle: self.config.idle_timeout,

@@ -390,6 +390,7 @@ impl Stats {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             backend: self.backend,
             workers: self.workers,
+            draining: self.draining.load(Relaxed),
             connections: ConnectionsSnapshot {
                 unix: transport(Transport::Unix),
                 tcp: transport(Transport::Tcp),
@@ -451,6 +452,8 @@ pub struct StatsSnapshot {
     pub backend: &'static str,
     /// Worker pool size.
     pub workers: usize,
+    /// Shutting down (the shutdown grace or the drain): `/healthz` answers 503.
+    pub draining: bool,
     /// Connection counters.
     pub connections: ConnectionsSnapshot,
     /// Per-protocol counters.

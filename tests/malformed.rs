@@ -1293,9 +1293,16 @@ fn connect(endpoint: &Endpoint) -> Raw {
 /// Asserts that nothing arrives (and the connection is not closed) for a moment.
 fn assert_quiet(raw: &mut Raw) {
     raw.set_timeout(QUIET);
-    let outcome = match raw {
-        Raw::Unix(s) => s.fill_buf().map(|b| b.to_vec()),
-        Raw::Tcp(s) => s.fill_buf().map(|b| b.to_vec()),
+    // A read interrupted by a signal (EINTR, seen on io_uring runs) is
+    // tried again, as Raw::is_closed does: it says nothing about the daemon.
+    let outcome = loop {
+        let read = match raw {
+            Raw::Unix(s) => s.fill_buf().map(|b| b.to_vec()),
+            Raw::Tcp(s) => s.fill_buf().map(|b| b.to_vec()),
+        };
+        if !matches!(&read, Err(e) if e.kind() == ErrorKind::Interrupted) {
+            break read;
+        }
     };
     raw.set_timeout(CASE_PATIENCE);
     match outcome {

@@ -100,8 +100,10 @@ fn init_logging(config: &Config) -> Result<LogSetter, String> {
 }
 
 /// SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken by one thread
-/// with sigwait: the first SIGINT/SIGTERM starts a graceful drain, a second
-/// exits at once; SIGHUP reloads the configuration (see `junction::reload`).
+/// with sigwait: the first SIGINT/SIGTERM starts the shutdown (the
+/// `shutdown-grace`, then a graceful drain), a second during the grace ends
+/// the grace, one during the drain exits at once; SIGHUP reloads the
+/// configuration (see `junction::reload`).
 fn block_signals() -> Result<SigSet, String> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -112,11 +114,17 @@ fn block_signals() -> Result<SigSet, String> {
     Ok(set)
 }
 
-fn watch_signals(set: SigSet, handle: ShutdownHandle, reload: ReloadHandle) -> Result<(), String> {
+fn watch_signals(
+    set: SigSet,
+    handle: ShutdownHandle,
+    reload: ReloadHandle,
+    grace: std::time::Duration,
+) -> Result<(), String> {
     std::thread::Builder::new()
         .name("junction-signals".into())
         .spawn(move || {
             let mut received = 0;
+            let mut grace_ends = None;
             while let Ok(signal) = set.wait() {
                 if signal == Signal::SIGHUP {
                     // Logged by the reload itself, success or not.
@@ -125,8 +133,21 @@ fn watch_signals(set: SigSet, handle: ShutdownHandle, reload: ReloadHandle) -> R
                     continue;
                 }
                 received += 1;
-                if received == 1 {
+                if received == 1 && !grace.is_zero() {
+                    tracing::info!(
+                        signal = %signal,
+                        "shutting down after the shutdown grace (send it again to drain now)"
+                    );
+                    grace_ends = Some(std::time::Instant::now() + grace);
+                    handle.shutdown();
+                } else if received == 1 {
                     tracing::info!(signal = %signal, "shutting down (send it again to exit at once)");
+                    handle.shutdown();
+                } else if received == 2
+                    && grace_ends.is_some_and(|at| std::time::Instant::now() < at)
+                {
+                    // The loop takes a second request as the end of the grace.
+                    tracing::info!(signal = %signal, "second signal: draining now (send it again to exit at once)");
                     handle.shutdown();
                 } else {
                     tracing::warn!(signal = %signal, "second signal: exiting without draining");
@@ -225,7 +246,12 @@ fn run() -> Result<(), String> {
     }
     report_access(&config, &server);
     server.enable_reload(source, Some(log_setter));
-    watch_signals(signals, server.shutdown_handle(), server.reload_handle())?;
+    watch_signals(
+        signals,
+        server.shutdown_handle(),
+        server.reload_handle(),
+        config.shutdown_grace,
+    )?;
     server.run().map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())

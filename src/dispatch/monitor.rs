@@ -50,15 +50,19 @@ impl Dispatcher<'_, '_, '_> {
     }
 
     /// Queues the line of a call as it arrives for the monitors watching it.
+    /// The id is rendered inside the closure (the identity straight into
+    /// the line): a monitor whose queue is full (or that does not watch
+    /// `method`) costs no allocation per call.
     pub(super) fn tap_call(&mut self, answer: Answer<'_>, method: &str, params: Params<'_>) {
-        let id = match answer {
-            Answer::JsonRpc { id, .. } => id.map(|raw| raw.get().to_string()),
-            Answer::Mcp1 { id } => id.map(|n| n.to_string()),
-        };
-        let identity = self.rights.identity().label();
         let (conn, protocol) = (self.conn.token, answer.protocol());
+        let rights = &self.rights;
         self.shared.bus.tap(method, || {
-            crate::monitor::call_line(conn, &identity, protocol, method, id.as_deref(), params)
+            let id = match answer {
+                Answer::JsonRpc { id, .. } => id.map(|raw| raw.get().to_string()),
+                Answer::Mcp1 { id } => id.map(|n| n.to_string()),
+            };
+            let identity = rights.identity();
+            crate::monitor::call_line(conn, identity, protocol, method, id.as_deref(), params)
         });
     }
 }

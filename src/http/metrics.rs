@@ -54,7 +54,8 @@ fn metric_part(key: &str) -> String {
 }
 
 fn num(value: Option<&Value>) -> Option<f64> {
-    value.and_then(Value::as_f64)
+    // A flag (`draining`) is a 0/1 gauge.
+    value.and_then(|v| v.as_f64().or_else(|| v.as_bool().map(f64::from)))
 }
 
 /// One family with one sample per label value: `(label value, JSON path)`.
@@ -121,6 +122,11 @@ pub fn render(stats: &Value, out: &mut String) {
             "Seconds since the daemon started.",
         ),
         ("junction_workers", "/workers", "Worker pool threads."),
+        (
+            "junction_draining",
+            "/draining",
+            "1 once a shutdown has begun (shutdown grace or drain): /healthz answers 503.",
+        ),
         (
             "junction_output_buffered_bytes",
             "/output_buffered",

@@ -12,6 +12,7 @@
 //! I/O of its own still points into them.
 
 mod bus;
+mod drain;
 pub mod epoll;
 mod gate;
 mod io;
@@ -85,6 +86,8 @@ pub struct LoopConfig {
     pub auth_timeout: Duration,
     /// Bound on the graceful drain at shutdown.
     pub drain_timeout: Duration,
+    /// Lame-duck time before the drain: serving, reporting draining (zero: none).
+    pub shutdown_grace: Duration,
     /// Frame, idle and write timeouts.
     pub timeouts: Timeouts,
     /// Socket options for accepted connections.
@@ -158,6 +161,8 @@ pub struct Core {
     closed: Vec<Client>,
     shutdown: Arc<AtomicBool>,
     drain_deadline: Option<Instant>,
+    /// When the shutdown grace ends, once it has begun (see drain.rs).
+    grace_until: Option<Instant>,
     /// The time of this turn, read once after each wait.
     now: Instant,
     /// A descriptor held back so that a connection can still be accepted and
@@ -246,6 +251,7 @@ impl Core {
             closed: Vec::new(),
             shutdown,
             drain_deadline: None,
+            grace_until: None,
             now: Instant::now(),
             spare: File::open("/dev/null").ok(),
             fd_warning: (None, 0),
@@ -370,27 +376,7 @@ impl Core {
     /// memory allows, and the drain begins or is checked.
     pub fn end_turn(&mut self) -> Drain {
         self.feed_starved();
-        if self.shutdown.load(Relaxed) && self.drain_deadline.is_none() {
-            self.begin_drain();
-        }
-        let Some(deadline) = self.drain_deadline else {
-            return Drain::Running;
-        };
-        if self.clients.is_empty() {
-            self.workers.shutdown();
-            return Drain::Done;
-        }
-        if Instant::now() < deadline {
-            return Drain::Running;
-        }
-        tracing::warn!(
-            connections = self.clients.len(),
-            "drain timeout reached; closing connections with work still pending"
-        );
-        // Jobs still queued are dropped; running ones end on their own.
-        self.workers.abandon();
-        self.held.parked.clear();
-        Drain::TimedOut
+        self.shutdown_step()
     }
 
     /// How long the driver may wait for I/O before the next timer or deadline.
@@ -409,6 +395,7 @@ impl Core {
         [
             timer,
             self.drain_deadline,
+            self.grace_deadline(),
             self.bus.deadline_hint(),
             service,
         ]
@@ -573,31 +560,6 @@ impl Core {
             scratch: &mut self.scratch,
         };
         deliver(&mut self.clients, &mut shared, lists, done);
-    }
-
-    /// Stops accepting and reading; connections close once their answers are out.
-    fn begin_drain(&mut self) {
-        self.drain_deadline = Some(Instant::now() + self.config.drain_timeout);
-        self.stats().draining.store(true, Relaxed);
-        self.context.notifier().stopping(self.context.stats());
-        for listener in &self.listeners {
-            listener.remove_socket_file();
-        }
-        // Dropping them closes them; the driver's watch ends with the descriptor.
-        self.listeners.clear();
-        // Providers are read no more: calls still waiting on them fail now.
-        self.bus.shut_down();
-        self.deliver_bus();
-        let in_flight: usize = self.clients.iter().map(|(_, c)| c.conn.in_flight()).sum();
-        tracing::info!(
-            connections = self.clients.len(),
-            in_flight,
-            "shutting down: draining in-flight requests"
-        );
-        for (key, client) in self.clients.iter_mut() {
-            client.conn.stop_input();
-            self.dirty.push(key);
-        }
     }
 
     /// True once the drain has begun (listeners are gone).

@@ -1,8 +1,6 @@
 //! The loop's side of a reload: when the policy's generation moves, every
 //! open connection is judged again between two turns (see `crate::reload`).
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use super::Core;
 use crate::policy::Rejudged;
 
@@ -12,7 +10,7 @@ impl Core {
     pub(super) fn between_turns(&mut self) {
         self.context
             .notifier()
-            .turn(self.now, self.shutdown.load(Relaxed), self.context.stats());
+            .turn(self.now, self.stopping(), self.context.stats());
         let generation = self.context.policy().generation();
         if generation != self.policy_generation {
             self.policy_generation = generation;
