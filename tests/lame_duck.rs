@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{PATIENCE, Raw, start_with};
+use junction::Protocol;
 use junction::client::{Client, Endpoint};
-use junction::proto::Protocol;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
