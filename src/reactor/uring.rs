@@ -632,8 +632,13 @@ impl UringLoop {
         };
         if self.core.on_write(key, result, total) == Progress::Again {
             self.core.mark_dirty(key);
-        } else if self.core.client_mut(key).is_some() {
+        } else if self
+            .core
+            .client_mut(key)
+            .is_some_and(|c| c.layer.is_some() || !c.conn.output().is_empty())
+        {
             // A short write: the socket is full. Write again once it drains.
+            // (Drained: nothing to flush until new output marks it dirty.)
             self.core.mark_dirty(key);
         }
         self.core.end_write(key);
