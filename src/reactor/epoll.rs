@@ -3,11 +3,15 @@
 //! Each turn: wait for events, accept on ready listeners, read ready
 //! connections until the socket is empty or the budget is spent, take the
 //! pool's completions, write what is pending, fire timers. Sockets are
-//! registered edge-triggered for both directions once, when accepted, so a
-//! hang-up (EPOLLHUP, EPOLLERR) is reported even on a connection whose
-//! input the core holds and does not read.
+//! registered edge-triggered for reading when accepted; the kernel reports a
+//! hang-up (EPOLLHUP, EPOLLERR, and the EPOLLRDHUP mio adds) whatever the
+//! interest, so even on a connection whose input the core holds and does not
+//! read. Writability is watched only while a socket is full (a short or
+//! refused write), as long as it stays full: otherwise every peer's read of
+//! an answer would queue a writable edge (a wake-up in the kernel, an event
+//! here) that nothing needs, since output is written in the turn it is made.
 
-use std::io::{self, ErrorKind, IoSlice};
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -15,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::io::{Progress, ReadTarget};
 use super::{Core, Drain, LoopConfig, READS_PER_TURN};
-use crate::net::Listener;
+use crate::net::{Listener, Stream};
 use crate::router::Context;
 use crate::workers::{Completions, WorkerPool};
 use crate::write_queue::MAX_IOVECS;
@@ -30,6 +34,9 @@ const EVENTS: usize = 1024;
 pub struct EpollLoop {
     poll: Poll,
     core: Core,
+    /// By connection key: WRITABLE is (or is to be, at registration) part
+    /// of its interest. A stale `true` for a reused key only costs events.
+    writable: Vec<bool>,
 }
 
 impl EpollLoop {
@@ -48,7 +55,11 @@ impl EpollLoop {
                 .register(listener, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
         let core = Core::new(listeners, context, workers, config, shutdown);
-        Ok(Self { poll, core })
+        Ok(Self {
+            poll,
+            core,
+            writable: Vec::new(),
+        })
     }
 
     /// Joins the cluster (`--nats`, src/federation/) before running.
@@ -122,7 +133,7 @@ impl EpollLoop {
                     mut iov,
                     used,
                     room,
-                } => (stream.read_vectored(&mut iov[..used]), room),
+                } => (read_some(stream, &mut iov[..used]), room),
                 ReadTarget::NotNow => {
                     budget_used = false;
                     break;
@@ -140,22 +151,66 @@ impl EpollLoop {
     fn flush_dirty(&mut self) {
         let dirty = self.core.take_dirty();
         for &key in &dirty {
+            let mut full = false;
             loop {
                 let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
                 let Some((stream, used, total)) = self.core.write_target(key, &mut iov) else {
                     break;
                 };
-                let result = stream.write_vectored(&iov[..used]);
+                let result = write_some(stream, &iov[..used]);
+                full = match &result {
+                    Ok(n) => *n < total,
+                    Err(e) => e.kind() == ErrorKind::WouldBlock,
+                };
                 if self.core.on_write(key, result, total) == Progress::Stop {
                     break;
                 }
             }
+            self.watch_writable(key, full);
             self.core.end_write(key);
         }
         self.core.return_dirty(dirty);
     }
 
-    /// Registers connections accepted this turn, for both directions.
+    /// Watches writability while the socket of `key` is `full` (the last
+    /// write was short or refused) and stops once a flush did not fill it:
+    /// one `epoll_ctl` at each change, none per turn. A connection not
+    /// registered yet (accepted this turn) gets the interest from
+    /// [`Self::watch_admitted`].
+    fn watch_writable(&mut self, key: usize, full: bool) {
+        if self.writable.get(key).copied().unwrap_or(false) == full {
+            return;
+        }
+        let Some(client) = self.core.client_mut(key) else {
+            return;
+        };
+        if self.writable.len() <= key {
+            self.writable.resize(key + 1, false);
+        }
+        self.writable[key] = full;
+        let interest = if full {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let result = self
+            .poll
+            .registry()
+            .reregister(&mut client.stream, Token(key), interest);
+        match result {
+            // Not registered yet: watch_admitted uses the flag.
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                // Left unwatched it could stall with output pending.
+                tracing::warn!(conn = key, error = %e, "cannot change what a connection is watched for");
+                self.core.close(key);
+            }
+        }
+    }
+
+    /// Registers connections accepted this turn: for reading, and for
+    /// writing too if a flush already found the socket full.
     fn watch_admitted(&mut self) {
         let mut admitted: Vec<usize> = self.core.take_admitted().collect();
         // A slot closed and reused within the turn must not be registered twice.
@@ -165,7 +220,11 @@ impl EpollLoop {
             let Some(client) = self.core.client_mut(key) else {
                 continue;
             };
-            let interest = Interest::READABLE | Interest::WRITABLE;
+            let interest = if self.writable.get(key).copied().unwrap_or(false) {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
             if let Err(e) = self
                 .poll
                 .registry()
@@ -184,5 +243,27 @@ impl EpollLoop {
             let _ = self.poll.registry().deregister(&mut client.stream);
             self.core.release(client);
         }
+    }
+}
+
+/// `read(2)` into one region (the ring's free space is one piece but when
+/// it wraps), `readv(2)` into two: the kernel then imports and checks no
+/// iovec array on the common path, as a server reading into a flat buffer.
+fn read_some(stream: &mut Stream, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    match iov {
+        [one] => match stream {
+            Stream::Unix(s) => s.read(one),
+            Stream::Tcp(s) => s.read(one),
+        },
+        _ => stream.read_vectored(iov),
+    }
+}
+
+/// `write(2)` from one chunk (most turns queue fewer than a chunk of
+/// answers), `writev(2)` from several: the same saving as [`read_some`].
+fn write_some(stream: &mut Stream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    match iov {
+        [one] => stream.write(one),
+        _ => stream.write_vectored(iov),
     }
 }

@@ -251,7 +251,9 @@ impl Core {
         Some((&mut client.stream, used, total))
     }
 
-    /// Takes the result of a write of `total` bytes from [`Core::write_target`].
+    /// Takes the result of a write of `total` bytes from [`Core::write_target`]:
+    /// [`Progress::Again`] only when output is left and the socket took all
+    /// it was given.
     pub fn on_write(&mut self, key: usize, result: io::Result<usize>, total: usize) -> Progress {
         let now = self.now;
         let mut shared = shared!(self);
@@ -262,8 +264,10 @@ impl Core {
             Ok(n) if client.layer.is_some() => self.on_layered_write(key, n, total),
             Ok(n) => {
                 client.conn.wrote(n, now, &mut shared);
-                // A short write means the socket is full: writable comes later.
-                if n < total {
+                // A short write means the socket is full: writable comes
+                // later. All written and nothing queued since: no second
+                // round (it would only find the queue empty).
+                if n < total || client.conn.output().is_empty() {
                     Progress::Stop
                 } else {
                     Progress::Again

@@ -122,6 +122,7 @@ pub fn probe() -> Result<(), Unavailable> {
         (opcode::Readv::CODE, "READV"),
         (opcode::Writev::CODE, "WRITEV"),
         (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
         (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     ] {
         if !probe.is_supported(code) {
@@ -577,10 +578,11 @@ impl UringLoop {
             }
             ReadTarget::NotNow => return Ok(()),
         };
-        let used = self.iovecs.len() - start;
-        let entry = opcode::Readv::new(types::Fd(fd), self.iovecs[start..].as_ptr(), used as u32)
-            .build()
-            .user_data(tag(Op::Read, generation, key));
+        let entry = single_or_vectored(types::Fd(fd), &self.iovecs[start..], false).user_data(tag(
+            Op::Read,
+            generation,
+            key,
+        ));
         self.push(entry)?;
         let ops = self.in_flight(key);
         ops.generation = generation & 0x00FF_FFFF;
@@ -638,8 +640,13 @@ impl UringLoop {
         };
         if self.core.on_write(key, result, total) == Progress::Again {
             self.core.mark_dirty(key);
-        } else if self.core.client_mut(key).is_some() {
+        } else if self
+            .core
+            .client_mut(key)
+            .is_some_and(|c| c.layer.is_some() || !c.conn.output().is_empty())
+        {
             // A short write: the socket is full. Write again once it drains.
+            // (Drained: nothing to flush until new output marks it dirty.)
             self.core.mark_dirty(key);
         }
         self.core.end_write(key);
@@ -673,10 +680,8 @@ impl UringLoop {
             };
             client.conn.seal_output();
             let generation = client.conn.id().generation;
-            let entry =
-                opcode::Writev::new(types::Fd(fd), self.iovecs[start..].as_ptr(), used as u32)
-                    .build()
-                    .user_data(tag(Op::Write, generation, key));
+            let entry = single_or_vectored(types::Fd(fd), &self.iovecs[start..], true)
+                .user_data(tag(Op::Write, generation, key));
             self.push(entry)?;
             let ops = self.in_flight(key);
             ops.generation = generation & 0x00FF_FFFF;
@@ -818,4 +823,17 @@ fn clear(ops: &mut InFlight, op: Op) {
 /// Whether a poll result says the peer is gone (closed, or reset).
 fn hung_up(result: i32) -> bool {
     result > 0 && result & i32::from(libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// A READ or WRITE for one region, a READV or WRITEV for several (`iov`
+/// stays in place until the completion): one buffer spares the kernel the
+/// import of an iovec array, the common case of a ring that does not wrap
+/// and an answer queue of one chunk.
+fn single_or_vectored(fd: types::Fd, iov: &[libc::iovec], write: bool) -> squeue::Entry {
+    match (iov, write) {
+        ([one], false) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32).build(),
+        ([one], true) => opcode::Write::new(fd, one.iov_base.cast(), one.iov_len as u32).build(),
+        (_, false) => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32).build(),
+        (_, true) => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32).build(),
+    }
 }
