@@ -463,6 +463,22 @@ pub fn spawn_logged(
     (child, rx)
 }
 
+/// Waits for a spawned daemon to exit; panics after [`PATIENCE`] (a hang
+/// guard, not a timing assertion).
+pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The next line from [`spawn_logged`]'s channel that contains `needle`,
 /// skipping the others; panics after [`PATIENCE`] or when the stream ends.
 pub fn wait_for_line(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
