@@ -526,15 +526,24 @@ impl Connection {
         } else {
             0
         };
-        // Past the limit, connections holding buffers wait; those holding
-        // none may use a reserve, so heavy peers cannot stall the rest. The
-        // answers to one read can take a heavy peer past the limit by about
-        // a ring's worth, so the reserve is never less than that. A peer that
-        // has not authenticated gets no share of the reserve.
+        // Past the limit, a connection with output waiting waits: it holds
+        // memory its peer has not taken. One that only has part of a frame
+        // in may finish it from half of a reserve: until the frame is in it
+        // can be neither answered nor refused, and peers that never read
+        // (subscribers, callers) must not stall it until its frame timeout.
+        // One holding nothing may use the whole reserve, so neither of the
+        // others can stall it. The answers to one read can take a peer past
+        // the limit by about a ring's worth, so the reserve is never less
+        // than two. A peer that has not authenticated gets no share of it.
         let limit = shared.limits.max_buffer_memory;
-        let heavy = !self.out.is_empty() || !self.ring.is_empty() || !self.is_authenticated();
         let reserve = (limit / 16).max(2 * max_ring);
-        let ceiling = if heavy { limit } else { limit + reserve };
+        let ceiling = if !self.out.is_empty() || !self.is_authenticated() {
+            limit
+        } else if !self.ring.is_empty() {
+            limit + reserve / 2
+        } else {
+            limit + reserve
+        };
         if shared.buffer_memory() + wanted >= ceiling {
             return None;
         }

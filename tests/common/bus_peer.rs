@@ -166,7 +166,11 @@ impl BusPeer {
     pub fn read_response(&mut self, id: u32) -> Result<Value, WireError> {
         match self.read() {
             Msg::Response { id: got, result } => {
-                assert_eq!(got, json!(id), "the answer carries the caller's own id");
+                assert_eq!(
+                    got,
+                    json!(id),
+                    "the answer carries the caller's own id: {result:?}"
+                );
                 result
             }
             other => panic!("expected the answer to {id}, got {other:?}"),
