@@ -238,13 +238,20 @@ pub fn check_from_daemon(first: &[u8], available: usize, limit: usize) -> Next {
 }
 
 fn check_kinds(first: &[u8], available: usize, limit: usize, cancel_known: bool) -> Next {
-    let magic_len = first.len().min(4);
-    if first[..magic_len] != crate::MCP1_MAGIC[..magic_len] {
-        return Next::Error(FrameError::BadMagic);
-    }
-    let Ok(bytes) = <[u8; HEADER_LEN]>::try_from(&first[..first.len().min(HEADER_LEN)]) else {
+    let Some(bytes) = first.first_chunk::<HEADER_LEN>() else {
+        // Part of a header: refuse a wrong magic already, else wait.
+        let magic_len = first.len().min(4);
+        if first[..magic_len] != crate::MCP1_MAGIC[..magic_len] {
+            return Next::Error(FrameError::BadMagic);
+        }
         return Next::NeedMore;
     };
+    // One word compare (a slice compare would call memcmp for every frame).
+    if u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+        != u32::from_ne_bytes(*crate::MCP1_MAGIC)
+    {
+        return Next::Error(FrameError::BadMagic);
+    }
     let id = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     let length = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
@@ -331,8 +338,7 @@ pub fn parse_request<'a>(header: &Header, payload: &'a [u8]) -> Result<Request<'
         )));
     }
     let (method, body) = rest.split_at(method_len);
-    let method = std::str::from_utf8(method)
-        .map_err(|_| RpcError::invalid_request("the method name is not UTF-8"))?;
+    let method = method_name(method)?;
     let params = if header.is_raw() {
         Params::Raw(body)
     } else if body.is_empty() {
@@ -341,6 +347,18 @@ pub fn parse_request<'a>(header: &Header, payload: &'a [u8]) -> Result<Request<'
         Params::Json(parse_json_body(body)?)
     };
     Ok(Request { method, params })
+}
+
+/// The method name as text: checked as ASCII a word at a time (every name
+/// in practice), as UTF-8 otherwise. `from_utf8` alone goes byte by byte
+/// over names this short, and every request pays for it.
+fn method_name(bytes: &[u8]) -> Result<&str, RpcError> {
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes)
+        .map_err(|_| RpcError::invalid_request("the method name is not UTF-8"))
 }
 
 /// Reads a non-RAW body as one JSON value (whitespace around it allowed).
@@ -353,12 +371,15 @@ pub fn parse_json_body(body: &[u8]) -> Result<&RawValue, RpcError> {
 
 /// Appends a header.
 pub fn write_header(out: &mut Vec<u8>, kind: Kind, flags: u16, id: u32, length: u32) {
-    out.extend_from_slice(crate::MCP1_MAGIC);
-    out.push(VERSION);
-    out.push(kind as u8);
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&length.to_le_bytes());
+    // Built whole, then appended once: one capacity check and one copy.
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(crate::MCP1_MAGIC);
+    header[4] = VERSION;
+    header[5] = kind as u8;
+    header[6..8].copy_from_slice(&flags.to_le_bytes());
+    header[8..12].copy_from_slice(&id.to_le_bytes());
+    header[12..].copy_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&header);
 }
 
 /// Fills in the flags and length of the header that starts at `start`.
