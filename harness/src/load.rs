@@ -510,6 +510,14 @@ impl Driver {
                         };
                         self.write(i, round, tally);
                     }
+                    // A short read of a plain stream emptied the socket, and the
+                    // edge-triggered poll reports bytes that arrive later, so
+                    // asking again would only cost a read that finds nothing (as
+                    // servers do). rustls may still hold decrypted bytes: TLS
+                    // reads on until it blocks.
+                    if n < buf.len() && !matches!(self.conns[i], Conn::Tls(_)) {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
