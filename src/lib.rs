@@ -91,6 +91,19 @@ macro_rules! internal {
     )*};
 }
 
+/// Declares an item of a public module internal to the daemon: `pub(crate)`,
+/// or with the `internals` feature public but hidden from the docs (the fuzz
+/// targets drive the bus directly).
+macro_rules! internal_item {
+    ($(#[$meta:meta])* pub $($item:tt)*) => {
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        $(#[$meta])* pub $($item)*
+        #[cfg(not(feature = "internals"))]
+        $(#[$meta])* pub(crate) $($item)*
+    };
+}
+
 internal!(
     buffer,
     conn,

@@ -67,17 +67,12 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The frame's length.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.head.len()
             + self
                 .shared
                 .as_ref()
                 .map_or(0, |(s, from)| s.bytes().len().saturating_sub(*from))
-    }
-
-    /// True for a frame of no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

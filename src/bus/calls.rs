@@ -255,34 +255,6 @@ impl Bus {
         }
     }
 
-    /// A caller that is still open but will read nothing more (its peer
-    /// hung up): its calls are cancelled at their providers, and each is
-    /// answered with nothing, so that the connection can finish.
-    pub fn caller_gone(&mut self, caller: ConnRef) {
-        if self.members.get(&caller).is_none_or(|m| m.calling == 0) {
-            return;
-        }
-        for id in self.calls.ids_where(|p| p.caller == caller) {
-            if let Some(pending) = self.calls.pending.remove(&id) {
-                self.settle(&pending);
-                self.cancel(id, pending.provider, "caller gone");
-                let (protocol, batch) = match &pending.reply {
-                    ReplyTo::JsonRpc { batch, .. } => (Protocol::JsonRpc, *batch),
-                    ReplyTo::Mcp1 { .. } => (Protocol::Mcp1, None),
-                };
-                let end = self.arena.len();
-                self.outbox.push(Delivery::Answer {
-                    to: caller,
-                    protocol,
-                    batch,
-                    is_error: false,
-                    frame: end..end,
-                    timing: None,
-                });
-            }
-        }
-    }
-
     /// Ends the calls whose deadline has passed: the caller gets -32023,
     /// the provider a cancel.
     pub fn expire(&mut self, now: Instant) {

@@ -1,9 +1,9 @@
 //! The service bus: connections provide methods to each other through the
 //! daemon, and publish events to subscribers (proto/bus.md).
 //!
-//! The [`Bus`] lives on the event loop and is touched by nothing else: the
+//! The bus (`Bus`) lives on the event loop and is touched by nothing else: the
 //! dispatcher routes calls and runs the `bus.*` methods through it, and the
-//! loop delivers what it produces ([`Delivery`]: forwarded requests, answers,
+//! loop delivers what it produces (a `Delivery`: forwarded requests, answers,
 //! cancels) to the connections it is for, since a connection's dispatcher
 //! can only write to its own output. Events wait in a bounded queue per
 //! subscriber and move into its output while that output is small; an
@@ -40,7 +40,9 @@ use pattern::{Pattern, PatternMap};
 use policy::Policy;
 use std::ops::Range;
 
-pub use calls::Outcome;
+internal_item! {
+    pub use calls::Outcome;
+}
 pub use methods::{METHODS, PREFIX};
 
 /// A member holding this many names and topics together gives its memory
@@ -59,8 +61,10 @@ fn give_back_freed_memory() {
     }
 }
 
-/// A subscriber's pending output under which events move into it at once.
-pub const EVENT_ROOM: usize = 64 << 10;
+internal_item! {
+    /// A subscriber's pending output under which events move into it at once.
+    pub const EVENT_ROOM: usize = 64 << 10;
+}
 
 /// What happens to a subscriber whose event queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -121,6 +125,7 @@ impl Default for BusConfig {
 /// by name as they come and go, never rebuilt.
 pub type Directory = Arc<RwLock<BTreeMap<String, String>>>;
 
+internal_item! {
 /// Who is making a bus call.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
@@ -133,7 +138,9 @@ pub struct Caller<'a> {
     /// Its identity and what the policy lets it do.
     pub rights: &'a crate::policy::Rights,
 }
+}
 
+internal_item! {
 /// Something the bus produced for a connection other than the one whose
 /// frame the dispatcher was handling. Frames are bytes of the bus's arena
 /// (see [`Bus::take_outbox`]): encoding them allocates nothing.
@@ -169,6 +176,7 @@ pub enum Delivery {
         /// The encoded error, in the arena.
         frame: Range<usize>,
     },
+}
 }
 
 /// What the bus knows of one connection that uses it.
@@ -237,6 +245,7 @@ impl Member {
     }
 }
 
+internal_item! {
 /// The bus: names, pending calls, subscriptions.
 pub struct Bus {
     config: BusConfig,
@@ -266,6 +275,7 @@ pub struct Bus {
     monitors: Vec<monitor::Monitor>,
     /// The link to the cluster (`--nats`); None: the bus is local only.
     uplink: Option<crate::federation::Uplink>,
+}
 }
 
 impl Bus {
