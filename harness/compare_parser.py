@@ -2,7 +2,8 @@
 """Before/after comparison of two junctiond builds (issue 16, the JSON-RPC parser).
 
 Starts the junctiond of each build (BEFORE and AFTER: directories holding
-target/release/junctiond) and, when installed, redis-server, and drives them
+target/release/junctiond) and, when installed, redis-server (and with
+--ceiling AFTER's junction-echo, which parses nothing), and drives them
 all with the AFTER build's junction-bench: JSON-RPC and MCP1, Unix and TCP,
 pipeline 1 and 16, C=50, rpc.ping and rpc.echo of 64 B and 1 KiB (Redis: PING
 and ECHO). Runs are interleaved (every target once per repeat, in turn) and
@@ -49,8 +50,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             # Anonymous TCP on loopback (both builds have the policy): the
             # generator sends no rpc.auth.
-            [exe, "--unix", str(sock), "--tcp", "127.0.0.1:0", "--log-format", "human",
-             "--tcp-anonymous", "true", "--allow", "anonymous:call:*"],
+            [exe, "--unix", str(sock), "--tcp", "127.0.0.1:0"] + ([] if name == "echo" else [
+                "--log-format", "human", "--tcp-anonymous", "true", "--allow", "anonymous:call:*"]),
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -68,6 +69,14 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Echo(Daemon):
+    """junction-echo: answers every request with its own bytes, parsing nothing.
+    Driven by the same generator, it is the most this machine gives any server."""
+
+    def __init__(self, exe):
+        Daemon.__init__(self, "echo", exe)
 
 
 class Redis(Daemon):
@@ -96,6 +105,9 @@ def main():
     p.add_argument("-d", "--duration", type=float, default=2.0)
     p.add_argument("-c", "--connections", type=int, default=50)
     p.add_argument("--json", type=Path, default=Path("/tmp/compare_parser.json"))
+    p.add_argument("--ceiling", action="store_true",
+                   help="also drive junction-echo (AFTER's build), which parses nothing: "
+                        "the machine's ceiling for this generator, as echo/Redis and after/echo")
     p.add_argument("--sizes", default="0,64,1024",
                    help="echo sizes to run, 0 meaning rpc.ping (default: 0,64,1024)")
     args = p.parse_args()
@@ -106,12 +118,16 @@ def main():
     }
     if shutil.which("redis-server"):
         daemons["redis"] = Redis()
+    if args.ceiling:
+        daemons["echo"] = Echo(str(args.after / "target/release/junction-echo"))
     cells = [(t, pl, m, s) for t in ("unix", "tcp") for pl in (16, 1)
              for (m, s) in [("ping" if int(n) == 0 else "echo", int(n))
                             for n in args.sizes.split(",")]]
     targets = [("before", "jsonrpc"), ("after", "jsonrpc"), ("before", "mcp1"), ("after", "mcp1")]
     if "redis" in daemons:
         targets.append(("redis", "resp"))
+    if "echo" in daemons:
+        targets.append(("echo", "jsonrpc"))
     runs = []
     try:
         for repeat in range(args.repeats):
@@ -121,7 +137,8 @@ def main():
                 for name, proto in order:
                     d = daemons[name]
                     endpoint = ["--unix", d.unix] if transport == "unix" else ["--tcp", d.tcp]
-                    cmd = [bench, "throughput", "--target", "redis" if name == "redis" else "junction",
+                    cmd = [bench, "throughput", "--target",
+                           name if name in ("redis", "echo") else "junction",
                            "--proto", proto, *endpoint, "-c", str(args.connections),
                            "-P", str(pipeline), "--threads", "2", "-s", str(size),
                            "--method", method, "-d", f"{int(args.duration * 1000)}ms",
@@ -150,9 +167,11 @@ def main():
                      r["proto"]) == (transport, pipeline, method, size, name, proto)]
         return statistics.median(vals) if vals else float("nan")
 
+    ceiling = "echo" in daemons
     print("| transport | P | request | JSON-RPC before | after | after/before | CPU s/M before → after "
-          "| JSON-RPC/MCP1 before | after | JSON-RPC/Redis before | after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| JSON-RPC/MCP1 before | after | JSON-RPC/Redis before | after | MCP1/Redis after "
+          "| Redis CPU s/M |" + (" echo/Redis | after/echo |" if ceiling else ""))
+    print("|---" * (13 + 2 * ceiling) + "|")
     for transport, pipeline, method, size in cells:
         k = (transport, pipeline, method, size)
         jb, ja = med(*k, "before", "jsonrpc"), med(*k, "after", "jsonrpc")
@@ -160,9 +179,14 @@ def main():
         cb, ca = med(*k, "before", "jsonrpc", "cpu"), med(*k, "after", "jsonrpc", "cpu")
         rd = med(*k, "redis", "resp") if "redis" in daemons else float("nan")
         name = "rpc.ping" if method == "ping" else f"echo {size} B"
-        print(f"| {transport} | {pipeline} | {name} | {jb / 1e3:,.0f}k | {ja / 1e3:,.0f}k "
-              f"| {ja / jb:.2f}x | {cb:.2f} → {ca:.2f} | {jb / mb:.2f} | {ja / ma:.2f} "
-              f"| {jb / rd:.2f} | {ja / rd:.2f} |")
+        rc = med(*k, "redis", "resp", "cpu") if "redis" in daemons else float("nan")
+        row = (f"| {transport} | {pipeline} | {name} | {jb / 1e3:,.0f}k | {ja / 1e3:,.0f}k "
+               f"| {ja / jb:.2f}x | {cb:.2f} → {ca:.2f} | {jb / mb:.2f} | {ja / ma:.2f} "
+               f"| {jb / rd:.2f} | {ja / rd:.2f} | {ma / rd:.2f} | {rc:.2f} |")
+        if ceiling:
+            ec = med(*k, "echo", "jsonrpc")
+            row += f" {ec / rd:.2f} | {ja / ec:.2f} |"
+        print(row)
 
 
 if __name__ == "__main__":
