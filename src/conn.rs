@@ -545,7 +545,10 @@ impl Connection {
         } else {
             limit + reserve
         };
-        if shared.buffer_memory() + wanted >= ceiling {
+        // A ring that grows gives its old block back at once: only the
+        // difference is new memory.
+        let added = wanted.saturating_sub(self.ring.capacity());
+        if shared.buffer_memory() + added >= ceiling {
             return None;
         }
         if wanted > 0 {
