@@ -6,8 +6,8 @@
 //! already under way is not doubled; plain JSON-RPC, MCP1 and HTTP
 //! connections still just end. Raw frames over both transports, plus
 //! Python's `websockets` library reading the close code where it is
-//! installed. Both backends (JUNCTION_BACKEND is passed to the spawned
-//! daemon).
+//! installed, over plain TCP, Unix and TLS (wss). Both backends
+//! (JUNCTION_BACKEND is passed to the spawned daemon).
 
 mod common;
 
@@ -419,4 +419,73 @@ fn calls_in_flight_are_answered_before_the_going_away_and_a_close_is_not_doubled
         assert!([4000, GOING_AWAY].contains(&code), "{what}: {code}");
         assert_eq!(ws.rest(), b"", "{what}: one close frame, then the end");
     }
+}
+
+/// Python's `websockets` over TLS (wss): a pooled call in flight, then the
+/// end as the library saw it.
+const PYTHON_TLS_CLIENT: &str = r#"
+import json, ssl, sys
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+
+ca, port, ms = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.create_default_context(cafile=ca)
+ws = connect(f"wss://localhost:{port}/", ssl=context, open_timeout=20)
+ws.send(json.dumps({"jsonrpc": "2.0", "method": "test.sleep", "params": [ms], "id": 1}))
+print("ready", flush=True)
+report = {"answer": json.loads(ws.recv(timeout=20))}
+try:
+    report["unexpected"] = ws.recv(timeout=20)
+except ConnectionClosed as closed:
+    rcvd = closed.rcvd
+    report["code"] = rcvd.code if rcvd else None
+    report["reason"] = rcvd.reason if rcvd else None
+print(json.dumps(report), flush=True)
+"#;
+
+#[test]
+fn a_websocket_over_tls_gets_its_answer_then_the_going_away() {
+    const SLEEP_MS: u64 = 1500;
+    let Some(python) = common::ci_python(&["websockets"]) else {
+        return;
+    };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki = common::pki::Pki::new(certs.path());
+    let remote = pki.remote();
+    let server = start_with(|c| {
+        c.remote = remote;
+        c.workers = 4;
+    });
+    let port = server.running.tcp_addr().expect("tcp").port();
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(PYTHON_TLS_CLIENT)
+        .arg(&pki.ca)
+        .arg(port.to_string())
+        .arg(SLEEP_MS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("python's first line");
+    assert_eq!(line.trim(), "ready", "the Python client is connected");
+    let mut asker = server.client(&server.endpoints()[0]);
+    wait_in_flight(&mut asker, 1);
+    drop(asker);
+    server.running.stop().expect("the loop ends cleanly");
+    line.clear();
+    out.read_line(&mut line).expect("python's report");
+    let report: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("python's report is not JSON ({e}): {line}"));
+    assert_eq!(
+        report,
+        json!({
+            "answer": {"jsonrpc": "2.0", "result": SLEEP_MS, "id": 1},
+            "code": GOING_AWAY,
+            "reason": REASON,
+        })
+    );
+    assert!(child.wait().expect("python").success());
 }
