@@ -533,10 +533,11 @@ impl Connection {
         // (subscribers, callers) must not stall it until its frame timeout.
         // One holding nothing may use the whole reserve, so neither of the
         // others can stall it. The answers to one read can take a peer past
-        // the limit by about a ring's worth, so the reserve is never less
-        // than two. A peer that has not authenticated gets no share of it.
+        // the limit by about a ring's worth, and half of the reserve must
+        // still hold the largest ring, so the reserve is never less than
+        // four. A peer that has not authenticated gets no share of it.
         let limit = shared.limits.max_buffer_memory;
-        let reserve = (limit / 16).max(2 * max_ring);
+        let reserve = (limit / 16).max(4 * max_ring);
         let ceiling = if !self.out.is_empty() || !self.is_authenticated() {
             limit
         } else if !self.ring.is_empty() {
@@ -544,7 +545,10 @@ impl Connection {
         } else {
             limit + reserve
         };
-        if shared.buffer_memory() + wanted >= ceiling {
+        // A ring that grows gives its old block back at once: only the
+        // difference is new memory.
+        let added = wanted.saturating_sub(self.ring.capacity());
+        if shared.buffer_memory() + added >= ceiling {
             return None;
         }
         if wanted > 0 {

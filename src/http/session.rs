@@ -85,6 +85,9 @@ impl HttpState {
     }
 }
 
+/// The reason a WebSocket's Close frame gives when the daemon shuts down.
+pub(crate) const GOING_AWAY_REASON: &str = "server shutting down";
+
 /// Moves everything `staging` holds into `into`.
 fn take_staged(staging: &mut WriteQueue, chunks: &mut ChunkPool, into: &mut Vec<u8>) {
     while !staging.is_empty() {
@@ -760,7 +763,16 @@ impl Connection {
             });
             Stats::add(&shared.stats().http.ws_messages_out, sent);
         }
-        if self.input == Input::Refused && !socket.close_sent {
+        // A refusal, or the drain's going away (input ended with a close
+        // code set), once the answers still owed are out: no message may
+        // follow a close frame (RFC 6455 section 5.5.1).
+        let closing = match self.input {
+            Input::Refused => true,
+            Input::Ended => socket.close.is_some(),
+            Input::Open => false,
+        };
+        let owed = self.in_flight > 0 || !self.batches.is_empty();
+        if closing && !owed && !socket.close_sent {
             socket.close_sent = true;
             let (code, why) = socket
                 .close
@@ -769,6 +781,27 @@ impl Connection {
             self.out
                 .append(shared.chunks, |buf| ws::write_close(buf, code, &why));
         }
+    }
+
+    /// The daemon is shutting down (the drain, after
+    /// [`Connection::stop_input`]): a WebSocket gets a Close frame with
+    /// 1001, going away (RFC 6455 section 7.4.1), once the answers it is
+    /// owed are out, so that its client knows the end is deliberate and
+    /// not a network failure. Nothing when a close is already under way;
+    /// other connections just close as before.
+    pub(crate) fn go_away(&mut self, shared: &mut Shared<'_>) {
+        let Some(socket) = self
+            .http
+            .as_deref_mut()
+            .and_then(|h| h.socket.as_deref_mut())
+        else {
+            return;
+        };
+        if socket.close_sent || socket.close.is_some() {
+            return;
+        }
+        socket.close = Some((ws::code::GOING_AWAY, Cow::Borrowed(GOING_AWAY_REASON)));
+        self.account_output(shared);
     }
 
     /// Ends an HTTP conversation with `error` (a timeout, a limit, a

@@ -23,6 +23,8 @@ pub const PONG: u8 = 0xA;
 pub mod code {
     /// Normal closure.
     pub const NORMAL: u16 = 1000;
+    /// Going away: the daemon is shutting down (sent by the drain).
+    pub const GOING_AWAY: u16 = 1001;
     /// Protocol error.
     pub const PROTOCOL: u16 = 1002;
     /// Data the endpoint does not accept (binary).

@@ -13,7 +13,9 @@
 //!    as NATS's lame-duck mode and a Kubernetes readiness probe do.
 //! 2. **Drain** (unchanged by the grace): the listeners close, every
 //!    connection stops being read and is closed once its answers are out,
-//!    bounded by `drain-timeout`.
+//!    bounded by `drain-timeout`. A WebSocket gets a Close frame with
+//!    status 1001 (going away) after those answers, before its connection
+//!    closes (RFC 6455 section 7.4.1), unless a close was already under way.
 //!
 //! A second request during the grace ends it at once: the core takes each
 //! request off the shared flag as it sees it, so a request arriving while
@@ -24,7 +26,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use super::{Core, Drain};
+use super::{Core, Drain, shared};
 
 impl Core {
     /// The shutdown part of [`Core::end_turn`]: starts the grace or the
@@ -125,8 +127,11 @@ impl Core {
             in_flight,
             "shutting down: draining in-flight requests"
         );
+        let mut shared = shared!(self);
         for (key, client) in self.clients.iter_mut() {
             client.conn.stop_input();
+            // A WebSocket says why it ends (1001) after the answers it is owed.
+            client.conn.go_away(&mut shared);
             self.dirty.push(key);
         }
     }
