@@ -198,3 +198,66 @@ fn a_partial_frame_finishes_from_the_reserve_while_memory_is_at_the_limit() {
         "the filler waited for memory"
     );
 }
+
+/// A connection that had to wait for memory with part of a frame in is
+/// tried again as soon as some memory is freed, not only once the total is
+/// back under the limit: clients that never read can hold it above the
+/// limit for ever, and nothing else would wake the waiting connection (its
+/// client has sent everything and waits for the answer).
+#[test]
+fn a_waiting_partial_frame_is_tried_again_when_memory_is_freed_above_the_limit() {
+    const RING_MIN: u64 = FIRST_READ as u64;
+    let server = server();
+    let _filler = fill_to_the_limit(&server);
+    let endpoint = server.endpoints()[0].clone();
+    let total = |server: &TestServer| memory(server)["total_bytes"].as_u64().expect("total");
+    // Holders: each sends part of a line that fits its first ring (held,
+    // unanswered), until the total is past the limit and half the reserve.
+    let mut holders = Vec::new();
+    let mut partial = br#"{"jsonrpc":"2.0","id":1,"method":"rpc.echo","params":[""#.to_vec();
+    partial.resize(FIRST_READ - 1024, b'h');
+    let deadline = Instant::now() + PATIENCE;
+    while total(&server) < (LIMIT + RESERVE / 2 + RESERVE / 8) as u64 {
+        assert!(
+            Instant::now() < deadline && holders.len() < 64,
+            "the holders never took the memory past half the reserve: {}",
+            memory(&server)
+        );
+        let rings = memory(&server)["ring_bytes"].as_u64().expect("ring_bytes");
+        let mut holder = Raw::connect(&endpoint);
+        holder.send(&partial);
+        while memory(&server)["ring_bytes"].as_u64() < Some(rings + RING_MIN) {
+            assert!(Instant::now() < deadline, "a holder's part was never read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        holders.push(holder);
+    }
+    // A frame that needs a second ring: its first part fills the first,
+    // and growing is refused (part of a frame in, the total past the limit
+    // and half the reserve): it waits, with all of it sent.
+    let waits = memory(&server)["waits"].as_u64().expect("waits");
+    let (bytes, text) = big_call(Protocol::JsonRpc, 30 << 10, 9);
+    let mut waiting = Raw::connect(&endpoint);
+    waiting.send(&bytes);
+    while memory(&server)["waits"].as_u64() <= Some(waits) {
+        assert!(
+            Instant::now() < deadline,
+            "the frame never waited for memory: {}",
+            memory(&server)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Free some memory, but stay above the limit.
+    while total(&server) >= (LIMIT + RESERVE / 2 - 4 * FIRST_READ) as u64 {
+        drop(holders.pop().expect("a holder left"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = memory(&server);
+    assert!(
+        before["total_bytes"].as_u64() > Some(LIMIT as u64),
+        "still above the limit: {before}"
+    );
+    let answer = waiting.json();
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["result"], json!([text]), "{before}");
+}

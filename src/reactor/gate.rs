@@ -99,6 +99,7 @@ impl Core {
             hung_up: false,
             read_closed: false,
             waiting_auth,
+            memory_wait: false,
             layer: match peer {
                 Peer::Tcp(addr) => self.context.remote().and_then(|r| r.layer_for(addr)),
                 Peer::Unix(_) => None,

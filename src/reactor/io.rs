@@ -140,11 +140,14 @@ impl Core {
             return ReadTarget::NotNow;
         }
         let Some(ring) = client.conn.read_space(&mut shared) else {
-            Stats::bump(&shared.stats().memory_waits);
+            if !std::mem::replace(&mut client.memory_wait, true) {
+                Stats::bump(&shared.stats().memory_waits);
+            }
             self.starved_at = shared.buffer_memory();
             self.starved.push(key);
             return ReadTarget::NotNow;
         };
+        client.memory_wait = false;
         let mut iov = [IoSliceMut::new(&mut []), IoSliceMut::new(&mut [])];
         let used = ring.space_iovecs(&mut iov);
         let room = iov[..used].iter().map(|s| s.len()).sum::<usize>();

@@ -112,6 +112,9 @@ pub struct Client {
     read_closed: bool,
     /// Counted among the connections waiting to authenticate.
     waiting_auth: bool,
+    /// Waiting for buffer memory (counted once per wait, however often it
+    /// is tried again).
+    memory_wait: bool,
     /// A PROXY header or TLS under the sniffer (TCP listeners that have
     /// them); None for plain connections.
     layer: Option<Box<crate::net::tls::Layer>>,
@@ -453,8 +456,12 @@ impl Core {
         self.closed.push(client);
     }
 
-    /// Reads the connections that waited for buffer memory, once there is
-    /// some: next turn, in the order they started waiting.
+    /// Reads the connections that waited for buffer memory, once some was
+    /// freed: next turn, in the order they started waiting. Each asks again
+    /// (`Connection::read_space`), since the line it waits behind is its own:
+    /// one finishing a frame may go on above the limit, from the reserve, and
+    /// must not wait for memory to fall under it while peers that never read
+    /// hold it there.
     fn feed_starved(&mut self) {
         self.stats()
             .ring_bytes
@@ -462,8 +469,7 @@ impl Core {
         if self.starved.is_empty() {
             return;
         }
-        let memory = shared!(self).buffer_memory();
-        if memory < self.config.limits.max_buffer_memory && memory < self.starved_at {
+        if shared!(self).buffer_memory() < self.starved_at {
             self.unread.append(&mut self.starved);
         }
     }
