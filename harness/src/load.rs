@@ -297,6 +297,8 @@ pub fn run(spec: &LoadSpec, progress: &mut dyn FnMut(f64, u64)) -> Result<LoadRe
             conns.push(open(&spec.endpoint, &spec.workload, spec.tls.as_ref())?);
         }
         let worker = Driver {
+            watching: conns.iter().map(|c| matches!(c, Conn::Tls(_))).collect(),
+            registry: None,
             conns,
             block: Arc::clone(&block),
             answer_len: spec.workload.response.len(),
@@ -394,6 +396,13 @@ impl Round {
 
 struct Driver {
     conns: Vec<Conn>,
+    /// Which connections are watched for writability: only plain ones whose
+    /// block did not fit in the socket, and TLS ones (rustls may hold
+    /// records). A plain socket watched all the time would have the server
+    /// wake this thread with a write-space event every time it reads a
+    /// block (Unix sockets signal every read), at the server's expense.
+    watching: Vec<bool>,
+    registry: Option<mio::Registry>,
     block: Arc<[u8]>,
     answer_len: usize,
     pipeline: usize,
@@ -404,14 +413,20 @@ impl Driver {
     fn run(mut self) -> Result<Tally, String> {
         let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         for (i, conn) in self.conns.iter_mut().enumerate() {
+            let interest = if self.watching[i] {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
             poll.registry()
-                .register(
-                    conn.source(),
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
+                .register(conn.source(), Token(i), interest)
                 .map_err(|e| format!("register: {e}"))?;
         }
+        self.registry = Some(
+            poll.registry()
+                .try_clone()
+                .map_err(|e| format!("poll: {e}"))?,
+        );
         let now = Instant::now();
         let mut rounds: Vec<Round> = (0..self.conns.len())
             .map(|_| Round {
@@ -472,11 +487,38 @@ impl Driver {
                         tally.bytes += n as u64;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return self.watch_writable(i, true, round, tally);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return round.lose(tally),
             }
         }
+        if !matches!(self.conns[i], Conn::Tls(_)) {
+            self.watch_writable(i, false, round, tally);
+        }
+    }
+
+    /// Watches connection `i` for writability, or stops, if not already so.
+    fn watch_writable(&mut self, i: usize, on: bool, round: &mut Round, tally: &mut Tally) {
+        if self.watching[i] == on {
+            return;
+        }
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if registry
+            .reregister(self.conns[i].source(), Token(i), interest)
+            .is_err()
+        {
+            return round.lose(tally);
+        }
+        self.watching[i] = on;
     }
 
     fn read(&mut self, i: usize, round: &mut Round, buf: &mut [u8], tally: &mut Tally) {
