@@ -524,6 +524,7 @@ fn drive(
     let stats = world.context.stats();
     let gauge_before = stats.output_buffered.load(Relaxed);
     let mut timed = Vec::with_capacity(64);
+    let mut frames = [0u64; 2];
     let mut shared = Shared {
         context: &world.context,
         workers: &world.workers,
@@ -534,6 +535,7 @@ fn drive(
         bus: &mut bus,
         now: Instant::now(),
         timed: &mut timed,
+        frames: &mut frames,
     };
     let mut reads = Reads::new(setup.seed);
     let mut writes = Reads::new(setup.seed.rotate_left(3) ^ setup.b);

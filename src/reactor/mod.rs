@@ -134,6 +134,7 @@ macro_rules! shared {
             bus: &mut $core.bus,
             now: $core.now,
             timed: &mut $core.timed,
+            frames: &mut $core.frames,
         }
     };
 }
@@ -202,6 +203,8 @@ pub struct Core {
     shrinker: shrink::Shrinker,
     /// Inline calls of the current parse pass waiting to be timed.
     timed: Vec<crate::observe::TimedCall>,
+    /// Frames counted in the current parse pass (see `Shared::frames`).
+    frames: [u64; 2],
     /// TLS ciphertext buffers between reads (see net/tls.rs).
     tls_spare: crate::net::tls::SpareBuffers,
     /// What comes from the NATS thread (`--nats`); None: not federated.
@@ -271,6 +274,7 @@ impl Core {
             policy_generation: 0,
             shrinker: shrink::Shrinker::default(),
             timed: Vec::with_capacity(64),
+            frames: [0; 2],
             tls_spare: Default::default(),
             federation: None,
         };
