@@ -105,6 +105,10 @@ def main():
     p.add_argument("-d", "--duration", type=float, default=2.0)
     p.add_argument("-c", "--connections", type=int, default=50)
     p.add_argument("--json", type=Path, default=Path("/tmp/compare_parser.json"))
+    p.add_argument("-t", "--threads", type=int, default=2,
+                   help="generator threads (default 2). With 1, the generator needs less of a "
+                        "2-core machine: junction-echo then shows whether a server or the "
+                        "generator sets the pace")
     p.add_argument("--ceiling", action="store_true",
                    help="also drive junction-echo (AFTER's build), which parses nothing: "
                         "the machine's ceiling for this generator, as echo/Redis and after/echo")
@@ -140,7 +144,7 @@ def main():
                     cmd = [bench, "throughput", "--target",
                            name if name in ("redis", "echo") else "junction",
                            "--proto", proto, *endpoint, "-c", str(args.connections),
-                           "-P", str(pipeline), "--threads", "2", "-s", str(size),
+                           "-P", str(pipeline), "--threads", str(args.threads), "-s", str(size),
                            "--method", method, "-d", f"{int(args.duration * 1000)}ms",
                            "--server-pid", str(d.proc.pid), "--json"]
                     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
