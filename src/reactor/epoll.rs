@@ -11,7 +11,7 @@
 //! an answer would queue a writable edge (a wake-up in the kernel, an event
 //! here) that nothing needs, since output is written in the turn it is made.
 
-use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read};
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -251,10 +251,7 @@ impl EpollLoop {
 /// iovec array on the common path, as a server reading into a flat buffer.
 fn read_some(stream: &mut Stream, iov: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
     match iov {
-        [one] => match stream {
-            Stream::Unix(s) => s.read(one),
-            Stream::Tcp(s) => s.read(one),
-        },
+        [one] => stream.recv(one),
         _ => stream.read_vectored(iov),
     }
 }
@@ -263,7 +260,7 @@ fn read_some(stream: &mut Stream, iov: &mut [IoSliceMut<'_>]) -> io::Result<usiz
 /// answers), `writev(2)` from several: the same saving as [`read_some`].
 fn write_some(stream: &mut Stream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     match iov {
-        [one] => stream.write(one),
+        [one] => stream.send(one),
         _ => stream.write_vectored(iov),
     }
 }
