@@ -37,6 +37,9 @@ pub(crate) struct Members<'a> {
     /// `method` is a string without escapes: its text is the raw value
     /// without its quotes, with no second look.
     pub(crate) method_plain: bool,
+    /// Read by the compact form's fast path: `jsonrpc` is exactly `"2.0"`,
+    /// `method` is present, and there is no `result` or `error`.
+    pub(crate) compact: bool,
 }
 
 /// What a well-formed line holds.
@@ -90,6 +93,7 @@ fn scan_compact(b: &[u8]) -> Option<Members<'_>> {
         jsonrpc: Some(raw(validated(&b[11..16]))),
         method: Some(raw(validated(&b[method_start..i]))),
         method_plain: !escaped,
+        compact: true,
         ..Members::default()
     };
     if b.get(i..i + 10) == Some(br#","params":"#) {
@@ -712,6 +716,12 @@ mod tests {
             let shown = String::from_utf8_lossy(line);
             if let Some(compact) = compact {
                 let (general, _) = general.unwrap_or_else(|| panic!("general refused {shown}"));
+                assert!(compact.compact && !general.compact, "{shown}");
+                // The same members apart from the flag that says which path read them.
+                let compact = Members {
+                    compact: false,
+                    ..compact
+                };
                 assert_eq!(format!("{compact:?}"), format!("{general:?}"), "{shown}");
             }
         }
