@@ -44,7 +44,8 @@ impl Stream {
         }
     }
 
-    /// `recv(2)` into one region, the event loop's common read.
+    /// `recv(2)` into one region, the event loop's common read. Every
+    /// argument is passed as a full word, as `syscall(2)` reads them.
     ///
     /// Made through `syscall(2)`: glibc's `recv` and `send` are thread
     /// cancellation points, which in a multi-threaded process (the worker
@@ -60,10 +61,10 @@ impl Stream {
         let n = unsafe {
             libc::syscall(
                 libc::SYS_recvfrom,
-                self.as_raw_fd(),
+                libc::c_long::from(self.as_raw_fd()),
                 buf.as_mut_ptr(),
                 buf.len(),
-                0,
+                0 as libc::c_long,
                 std::ptr::null_mut::<libc::sockaddr>(),
                 std::ptr::null_mut::<libc::socklen_t>(),
             )
@@ -81,12 +82,12 @@ impl Stream {
         let n = unsafe {
             libc::syscall(
                 libc::SYS_sendto,
-                self.as_raw_fd(),
+                libc::c_long::from(self.as_raw_fd()),
                 buf.as_ptr(),
                 buf.len(),
-                libc::MSG_NOSIGNAL,
+                libc::c_long::from(libc::MSG_NOSIGNAL),
                 std::ptr::null::<libc::sockaddr>(),
-                0 as libc::socklen_t,
+                0 as libc::c_long,
             )
         };
         syscall_result(n)
