@@ -41,12 +41,7 @@ impl Daemon {
         }
         let (child, log) = common::spawn_logged(&mut command);
         let line = common::wait_for_line(&log, "listening on tcp ");
-        let tcp = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        let tcp = common::tcp_address(&line);
         assert!(
             Path::new(&format!("{}.token", unix.display())).is_file(),
             "no generated token beside the socket"

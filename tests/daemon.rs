@@ -54,12 +54,7 @@ impl Daemon {
             log: rx,
         };
         let line = daemon.wait_for_log("listening on tcp ");
-        daemon.tcp = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        daemon.tcp = common::tcp_address(&line);
         daemon
     }
 

@@ -138,12 +138,7 @@ impl Daemon {
             .env_remove("JUNCTION_LOG");
         let proc = Proc::spawn(&mut command);
         let line = proc.wait_for("listening on tcp ");
-        let tcp = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        let tcp = common::tcp_address(&line);
         proc.wait_for("nats: connected");
         Daemon { proc, dir, tcp }
     }

@@ -224,12 +224,7 @@ impl Daemon {
         }
         let (child, log) = common::spawn_logged(&mut command);
         let line = common::wait_for_line(&log, "listening on tcp ");
-        let addr = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        let addr = common::tcp_address(&line);
         Daemon {
             child,
             log,

@@ -61,12 +61,7 @@ impl Daemon {
             tcp: String::new(),
         };
         let line = daemon.wait_for_log("listening on tcp ");
-        daemon.tcp = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        daemon.tcp = common::tcp_address(&line);
         daemon
     }
 

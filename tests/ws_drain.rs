@@ -176,12 +176,7 @@ impl Daemon {
             .env_remove("WATCHDOG_USEC");
         let (child, log) = common::spawn_logged(&mut command);
         let line = common::wait_for_line(&log, "listening on tcp ");
-        let addr = line
-            .rsplit("listening on tcp ")
-            .next()
-            .expect("address")
-            .trim()
-            .to_string();
+        let addr = common::tcp_address(&line);
         Daemon {
             child,
             log,
@@ -241,11 +236,14 @@ fn python_client(daemon: &Daemon) -> Option<(Child, BufReader<std::process::Chil
     let (Endpoint::Unix(unix), Endpoint::Tcp(tcp)) = (&daemon.unix, &daemon.tcp) else {
         panic!("unix and tcp endpoints");
     };
-    let mut child = Command::new(python)
-        .arg("-c")
-        .arg(PYTHON_CLIENT)
-        .arg(unix)
-        .arg(tcp)
+    let mut command = Command::new(python);
+    command.arg("-c").arg(PYTHON_CLIENT).arg(unix).arg(tcp);
+    Some(spawn_ready(command))
+}
+
+/// Starts a Python client and waits for its `ready` line (it is connected).
+fn spawn_ready(mut command: Command) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -254,7 +252,7 @@ fn python_client(daemon: &Daemon) -> Option<(Child, BufReader<std::process::Chil
     let mut line = String::new();
     out.read_line(&mut line).expect("python's first line");
     assert_eq!(line.trim(), "ready", "the Python client is connected");
-    Some((child, out))
+    (child, out)
 }
 
 #[test]
@@ -457,20 +455,15 @@ fn a_websocket_over_tls_gets_its_answer_then_the_going_away() {
         c.workers = 4;
     });
     let port = server.running.tcp_addr().expect("tcp").port();
-    let mut child = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg("-c")
         .arg(PYTHON_TLS_CLIENT)
         .arg(&pki.ca)
         .arg(port.to_string())
-        .arg(SLEEP_MS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        .arg(SLEEP_MS.to_string());
+    let (mut child, mut out) = spawn_ready(command);
     let mut line = String::new();
-    out.read_line(&mut line).expect("python's first line");
-    assert_eq!(line.trim(), "ready", "the Python client is connected");
     let mut asker = server.client(&server.endpoints()[0]);
     wait_in_flight(&mut asker, 1);
     drop(asker);

@@ -493,6 +493,16 @@ pub fn wait_for_line(log: &std::sync::mpsc::Receiver<String>, needle: &str) -> S
     panic!("no log line containing {needle:?}");
 }
 
+/// The address in a `listening on tcp ADDR` log line (as `wait_for_line`
+/// returns it), for a spawned daemon whose port the kernel picked.
+pub fn tcp_address(line: &str) -> String {
+    line.rsplit("listening on tcp ")
+        .next()
+        .expect("address")
+        .trim()
+        .to_string()
+}
+
 /// Whether a missing third-party component fails the test (under CI=true,
 /// where `.ci/provision.sh` installed everything) or skips it.
 fn missing_component(what: &str, how: &str) {
