@@ -1,15 +1,20 @@
 //! The completion driver: io_uring (Linux).
 //!
-//! Multishot ACCEPT on each listener. A connection waiting for input has a
-//! one-shot POLL_ADD posted, which holds no buffer, so an idle connection
-//! costs no ring memory; when it fires, a READV goes into the free regions
-//! of the connection's ring buffer. A connection whose input the core holds
-//! (max-in-flight, max-output, a parked job) is not read, but has a watch
-//! posted, a POLL_ADD for POLLRDHUP only, so that a peer that hangs up is
-//! noticed at once. Output goes out with WRITEV from the
-//! write queue, whose chunks are sealed while the kernel reads them. The
-//! pool wakes the loop through an eventfd with a READ posted on it. One
-//! `io_uring_enter` per turn submits everything and waits.
+//! Multishot ACCEPT on each listener. Each connection has one multishot
+//! POLL_ADD (POLLIN | POLLRDHUP) posted for its whole life: it holds no
+//! buffer, so an idle connection costs no ring memory, and it is not posted
+//! again per request. Each time data (or the peer's FIN) arrives it reports
+//! an edge, like edge-triggered epoll; a READ or READV with RWF_NOWAIT then
+//! goes into the free regions of the connection's ring buffer, and gives
+//! EAGAIN rather than waiting with the buffer pinned when the socket is
+//! empty. A connection whose input the core holds (max-in-flight,
+//! max-output, a parked job) is not read, but its poll still reports a peer
+//! that hangs up, at once. An edge that comes while a read is in flight is
+//! remembered, and the socket read again when that read ends. Output goes
+//! out with WRITEV from the write queue, whose chunks are sealed while the
+//! kernel reads them. The pool wakes the loop through an eventfd with a
+//! READ posted on it. One `io_uring_enter` per turn submits everything and
+//! waits.
 //!
 //! Buffers the kernel may touch are never moved or freed while an operation
 //! is in flight: a closed connection is retired only after every operation
@@ -50,7 +55,6 @@ enum Op {
     Read = 4,
     Write = 5,
     Cancel = 6,
-    Watch = 7,
 }
 
 /// Packs an operation, a connection's generation (low 24 bits) and key.
@@ -66,7 +70,6 @@ fn untag(data: u64) -> (Option<Op>, u32, usize) {
         4 => Some(Op::Read),
         5 => Some(Op::Write),
         6 => Some(Op::Cancel),
-        7 => Some(Op::Watch),
         _ => None,
     };
     (
@@ -162,14 +165,16 @@ fn new_ring() -> io::Result<IoUring> {
 #[derive(Debug, Clone, Copy, Default)]
 struct InFlight {
     generation: u32,
+    /// The multishot poll is posted (until a completion without
+    /// IORING_CQE_F_MORE ends it).
     poll: bool,
     read: bool,
     write: bool,
-    /// A hang-up watch (POLLRDHUP, no POLLIN) is posted.
-    watch: bool,
-    /// The watch saw the peer end its input: posting it again would fire
-    /// at once, for ever.
-    read_closed: bool,
+    /// The poll reported an edge that no read has followed yet.
+    ready: bool,
+    /// The poll saw the peer end its input: reads go on to the EOF, since
+    /// no later edge will say that more is there.
+    eof: bool,
     /// Bytes the posted READV may fill, and the posted WRITEV covers.
     read_room: u32,
     write_total: u32,
@@ -177,10 +182,7 @@ struct InFlight {
 
 impl InFlight {
     fn count(&self) -> usize {
-        usize::from(self.poll)
-            + usize::from(self.read)
-            + usize::from(self.write)
-            + usize::from(self.watch)
+        usize::from(self.poll) + usize::from(self.read) + usize::from(self.write)
     }
 }
 
@@ -213,7 +215,7 @@ pub struct UringLoop {
     accept_pause: Option<std::time::Instant>,
     /// The accepts were cancelled for the drain.
     accepts_cancelled: bool,
-    /// Connections that want a poll posted at the end of the turn.
+    /// Connections that want their poll posted at the end of the turn.
     rearm: Vec<usize>,
     /// Completions of this turn, copied out of the queue.
     completed: Vec<(u64, i32, u32)>,
@@ -446,31 +448,20 @@ impl UringLoop {
                 Some(Op::Wake) => self.post_wake_read()?,
                 Some(Op::Accept) => self.accepted(key, result, flags),
                 Some(Op::Poll) => {
-                    if self.settle_op(key, generation, Op::Poll) {
-                        if hung_up(result) {
-                            self.core.hung_up(key);
-                        }
-                        self.start_read(key)?;
-                        if self.core.not_reading(key) {
-                            // Held meanwhile: no read was posted, so watch instead.
-                            self.rearm.push(key);
-                        }
-                    }
-                }
-                Some(Op::Watch) => {
-                    if self.settle_op(key, generation, Op::Watch) {
-                        self.watched(key, result)?;
+                    let ended = !cqueue::more(flags);
+                    if self.settle_op(key, generation, Op::Poll, ended) {
+                        self.polled(key, result, ended)?;
                     }
                 }
                 Some(Op::Read) => {
                     let room = self.ops.get(key).map_or(0, |o| o.read_room as usize);
-                    if self.settle_op(key, generation, Op::Read) {
+                    if self.settle_op(key, generation, Op::Read, true) {
                         self.read_done(key, result, room)?;
                     }
                 }
                 Some(Op::Write) => {
                     let total = self.ops.get(key).map_or(0, |o| o.write_total as usize);
-                    if self.settle_op(key, generation, Op::Write) {
+                    if self.settle_op(key, generation, Op::Write, true) {
                         self.write_done(key, result, total);
                     }
                 }
@@ -482,21 +473,31 @@ impl UringLoop {
         Ok(())
     }
 
-    /// Records that an operation completed. True when it belongs to a live
+    /// Records that an operation completed (`ended`: a multishot poll's
+    /// completion may not be its last). True when it belongs to a live
     /// connection; a retired connection's last completion releases it.
-    fn settle_op(&mut self, key: usize, generation: u32, op: Op) -> bool {
+    fn settle_op(&mut self, key: usize, generation: u32, op: Op, ended: bool) -> bool {
         let live = self
             .core
             .client_mut(key)
             .is_some_and(|c| c.conn.id().generation & 0x00FF_FFFF == generation);
         if live {
-            let ops = self.in_flight(key);
-            clear(ops, op);
+            if ended {
+                clear(self.in_flight(key), op);
+            }
             return true;
         }
+        if !ended {
+            return false;
+        }
         // Closed this turn and not retired yet: its operations are still
-        // counted in the slot.
-        if let Some(ops) = self.ops.get_mut(key).filter(|o| o.generation == generation) {
+        // counted in the slot. (A slot emptied by retiring has none, and a
+        // generation that wrapped to 0 must not match it.)
+        if let Some(ops) = self
+            .ops
+            .get_mut(key)
+            .filter(|o| o.generation == generation && o.count() > 0)
+        {
             clear(ops, op);
             return false;
         }
@@ -550,10 +551,11 @@ impl UringLoop {
         }
     }
 
-    /// Starts a READV into the connection's ring, if it wants input now.
+    /// Starts a READV into the connection's ring, if it wants input now;
+    /// with one in flight, remembers to read again when it ends.
     fn start_read(&mut self, key: usize) -> io::Result<()> {
-        let busy = self.ops.get(key).is_some_and(|o| o.read);
-        if busy {
+        if let Some(ops) = self.ops.get_mut(key).filter(|o| o.read) {
+            ops.ready = true;
             return Ok(());
         }
         let Some(generation) = self.generation_of(key) else {
@@ -587,25 +589,43 @@ impl UringLoop {
         let ops = self.in_flight(key);
         ops.generation = generation & 0x00FF_FFFF;
         ops.read = true;
+        // The read sees everything that arrived before it runs.
+        ops.ready = false;
         ops.read_room = room as u32;
         Ok(())
     }
 
-    /// A hang-up watch fired: a peer that is gone is closed by the core (or
-    /// read to the end, if its input is no longer held); one that only ended
-    /// its input is left to the core's sweep, since the watch would fire again
-    /// at once.
-    fn watched(&mut self, key: usize, result: i32) -> io::Result<()> {
-        if hung_up(result) {
-            self.core.hung_up(key);
-            return self.start_read(key);
+    /// The connection's poll reported an edge (or ended: `ended`). A peer
+    /// that is gone is closed by the core, or read to the end if its input
+    /// is not held; one that only ended its input while held is left to the
+    /// core's sweep. Whatever arrived is read now, or once the read in
+    /// flight ends; a held connection is read when the core lets it go.
+    fn polled(&mut self, key: usize, result: i32, ended: bool) -> io::Result<()> {
+        if result < 0 && result != -libc::ECANCELED {
+            tracing::debug!(conn = key, error = %io::Error::from_raw_os_error(-result), "poll failed");
+            self.core.close(key);
+            return Ok(());
         }
-        if result > 0 && result & i32::from(libc::POLLRDHUP) != 0 {
-            self.in_flight(key).read_closed = true;
+        if ended {
+            // Ended by the kernel (a full completion queue): post it again,
+            // and read, since an edge may have gone by unreported.
+            self.rearm.push(key);
+        }
+        let ended_input = result > 0
+            && result & i32::from(libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+        if ended_input {
+            self.in_flight(key).eof = true;
+        }
+        if !self.core.not_reading(key) {
+            // May find no memory to read into: then it waits (not reading).
+            self.start_read(key)?;
+        }
+        if hung_up(result) {
+            // Closed now if nothing reads it to the end.
+            self.core.hung_up(key);
+        } else if ended_input && self.core.not_reading(key) {
             self.core.read_closed(key);
         }
-        // Cancelled or spurious: post it again if still held.
-        self.rearm.push(key);
         Ok(())
     }
 
@@ -619,16 +639,16 @@ impl UringLoop {
         } else {
             Err(io::Error::from_raw_os_error(-result))
         };
-        let progress = self.core.on_read(key, result, room, false);
+        let (ready, eof) = self.ops.get(key).map_or((false, false), |o| (o.ready, o.eof));
+        let progress = self.core.on_read(key, result, room, eof);
         // Whatever was read is answered this turn.
         self.core.end_read(key, false);
         match progress {
-            // The ring filled: there may be more right now.
+            // The ring filled, or an edge came meanwhile: there may be more.
             Progress::Again => self.start_read(key),
-            Progress::Stop => {
-                self.rearm.push(key);
-                Ok(())
-            }
+            Progress::Stop if ready => self.start_read(key),
+            // The socket is empty; its poll reports the next edge.
+            Progress::Stop => Ok(()),
         }
     }
 
@@ -692,7 +712,7 @@ impl UringLoop {
         Ok(())
     }
 
-    /// Posts the first poll of connections accepted this turn.
+    /// Posts the poll of connections accepted this turn.
     fn watch_admitted(&mut self) -> io::Result<()> {
         let admitted: Vec<usize> = self.core.take_admitted().collect();
         for key in admitted {
@@ -707,38 +727,31 @@ impl UringLoop {
         Ok(())
     }
 
-    /// Posts a poll for each connection that finished reading and wants more.
+    /// Posts the multishot poll of each connection that has none: new
+    /// ones, and those whose poll the kernel ended. POLLHUP and POLLERR are
+    /// always reported.
     fn rearm_polls(&mut self) -> io::Result<()> {
         let mut rearm = std::mem::take(&mut self.rearm);
         rearm.sort_unstable();
         rearm.dedup();
         for &key in &rearm {
-            let waiting = self.core.not_reading(key);
             let Some(client) = self.core.client_mut(key) else {
                 continue;
             };
-            let wants_input = client.conn.wants_input();
             let fd = client.stream.as_raw_fd();
             let generation = client.conn.id().generation;
-            let ops = self.in_flight(key);
-            let (op, events) = if wants_input && !waiting && !(ops.poll || ops.read) {
-                (Op::Poll, libc::POLLIN | libc::POLLRDHUP)
-            } else if waiting && !(ops.watch || ops.read_closed) {
-                // POLLHUP and POLLERR are always reported.
-                (Op::Watch, libc::POLLRDHUP)
-            } else {
+            if self.in_flight(key).poll {
                 continue;
-            };
-            let entry = opcode::PollAdd::new(types::Fd(fd), events as u32)
+            }
+            let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+            let entry = opcode::PollAdd::new(types::Fd(fd), events)
+                .multi(true)
                 .build()
-                .user_data(tag(op, generation, key));
+                .user_data(tag(Op::Poll, generation, key));
             self.push(entry)?;
             let ops = self.in_flight(key);
             ops.generation = generation & 0x00FF_FFFF;
-            match op {
-                Op::Watch => ops.watch = true,
-                _ => ops.poll = true,
-            }
+            ops.poll = true;
         }
         rearm.clear();
         self.rearm = rearm;
@@ -762,7 +775,6 @@ impl UringLoop {
                 (ops.poll, Op::Poll),
                 (ops.read, Op::Read),
                 (ops.write, Op::Write),
-                (ops.watch, Op::Watch),
             ] {
                 if on {
                     let entry = opcode::AsyncCancel::new(tag(op, generation, key))
@@ -815,7 +827,6 @@ fn clear(ops: &mut InFlight, op: Op) {
         Op::Poll => ops.poll = false,
         Op::Read => ops.read = false,
         Op::Write => ops.write = false,
-        Op::Watch => ops.watch = false,
         Op::Wake | Op::Accept | Op::Cancel => {}
     }
 }
@@ -828,12 +839,18 @@ fn hung_up(result: i32) -> bool {
 /// A READ or WRITE for one region, a READV or WRITEV for several (`iov`
 /// stays in place until the completion): one buffer spares the kernel the
 /// import of an iovec array, the common case of a ring that does not wrap
-/// and an answer queue of one chunk.
+/// and an answer queue of one chunk. Reads are RWF_NOWAIT: on an empty
+/// socket they complete with EAGAIN instead of waiting with the ring
+/// pinned, as the poll reports the next edge.
 fn single_or_vectored(fd: types::Fd, iov: &[libc::iovec], write: bool) -> squeue::Entry {
     match (iov, write) {
-        ([one], false) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32).build(),
+        ([one], false) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32)
+            .rw_flags(libc::RWF_NOWAIT)
+            .build(),
         ([one], true) => opcode::Write::new(fd, one.iov_base.cast(), one.iov_len as u32).build(),
-        (_, false) => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32).build(),
+        (_, false) => opcode::Readv::new(fd, iov.as_ptr(), iov.len() as u32)
+            .rw_flags(libc::RWF_NOWAIT)
+            .build(),
         (_, true) => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32).build(),
     }
 }
