@@ -79,6 +79,30 @@ fn untag(data: u64) -> (Option<Op>, u32, usize) {
     )
 }
 
+/// The descriptor an operation names: the connection's slot in the ring's
+/// table of registered files, or (without one) its plain descriptor.
+#[derive(Debug, Clone, Copy)]
+enum File {
+    Fd(RawFd),
+    Fixed(u32),
+}
+
+/// Builds an entry of `$op` on a [`File`], the same way for both kinds.
+macro_rules! on_file {
+    ($file:expr, |$f:ident| $build:expr) => {
+        match $file {
+            File::Fd(fd) => {
+                let $f = types::Fd(fd);
+                $build
+            }
+            File::Fixed(slot) => {
+                let $f = types::Fixed(slot);
+                $build
+            }
+        }
+    };
+}
+
 /// Why io_uring cannot be used here.
 #[derive(Debug, thiserror::Error)]
 #[error("io_uring is unavailable: {0}")]
@@ -178,6 +202,8 @@ struct InFlight {
     /// Bytes the posted READV may fill, and the posted WRITEV covers.
     read_room: u32,
     write_total: u32,
+    /// Its slot in the table of registered files, if it has one.
+    fixed: Option<u32>,
 }
 
 impl InFlight {
@@ -196,6 +222,8 @@ struct Retiring {
 /// The loop on io_uring.
 pub struct UringLoop {
     ring: IoUring,
+    /// Slots of the ring's table of registered files.
+    fixed: FixedFiles,
     core: Core,
     wake_fd: RawFd,
     /// Keeps the eventfd open for as long as a read may be posted on it.
@@ -237,9 +265,13 @@ impl UringLoop {
         };
         let wake_fd = fd.as_fd().as_raw_fd();
         let listener_count = listeners.len();
+        let slots = fixed_slots(config.max_connections.saturating_add(config.max_unauthenticated));
         let core = Core::new(listeners, context, workers, config, shutdown);
+        let ring = new_ring()?;
+        let fixed = FixedFiles::new(&ring, slots);
         let mut this = Self {
-            ring: new_ring()?,
+            ring,
+            fixed,
             core,
             wake_fd,
             _waker: waker,
@@ -511,9 +543,37 @@ impl UringLoop {
         clear(&mut self.retiring[pos].ops, op);
         if self.retiring[pos].ops.count() == 0 {
             let retired = self.retiring.swap_remove(pos);
-            self.core.release(retired.client);
+            self.release(retired.client, retired.ops.fixed);
         }
         false
+    }
+
+    /// Gives a closed connection's buffers back once nothing in flight
+    /// points into them, and its registered file's slot: the table holds a
+    /// reference to the socket, which stays open until the slot is cleared.
+    fn release(&mut self, client: Client, fixed: Option<u32>) {
+        if let Some(slot) = fixed {
+            self.fixed.unregister(&self.ring, slot);
+        }
+        self.core.release(client);
+    }
+
+    /// Registers the socket of a connection just accepted, if a slot is
+    /// free: its operations then skip the kernel's descriptor lookup (and
+    /// reference counting) on every submission.
+    fn register_file(&mut self, key: usize) {
+        let Some(client) = self.core.client_mut(key) else {
+            return;
+        };
+        let (fd, generation) = (client.stream.as_raw_fd(), client.conn.id().generation & 0x00FF_FFFF);
+        if self.ops.get(key).is_some_and(|o| o.fixed.is_some()) {
+            // Registered already: never take a second slot.
+            return;
+        }
+        let slot = self.fixed.register(&self.ring, key, fd);
+        let ops = self.in_flight(key);
+        ops.generation = generation;
+        ops.fixed = slot;
     }
 
     fn accepted(&mut self, index: usize, result: i32, flags: u32) {
@@ -580,7 +640,8 @@ impl UringLoop {
             }
             ReadTarget::NotNow => return Ok(()),
         };
-        let entry = single_or_vectored(types::Fd(fd), &self.iovecs[start..], false).user_data(tag(
+        let file = self.file_of(key, fd);
+        let entry = single_or_vectored(file, &self.iovecs[start..], false).user_data(tag(
             Op::Read,
             generation,
             key,
@@ -627,6 +688,13 @@ impl UringLoop {
             self.core.read_closed(key);
         }
         Ok(())
+    }
+
+    fn file_of(&self, key: usize, fd: RawFd) -> File {
+        match self.ops.get(key).and_then(|o| o.fixed) {
+            Some(slot) => File::Fixed(slot),
+            None => File::Fd(fd),
+        }
     }
 
     fn generation_of(&mut self, key: usize) -> Option<u32> {
@@ -700,7 +768,8 @@ impl UringLoop {
             };
             client.conn.seal_output();
             let generation = client.conn.id().generation;
-            let entry = single_or_vectored(types::Fd(fd), &self.iovecs[start..], true)
+            let file = self.file_of(key, fd);
+            let entry = single_or_vectored(file, &self.iovecs[start..], true)
                 .user_data(tag(Op::Write, generation, key));
             self.push(entry)?;
             let ops = self.in_flight(key);
@@ -714,14 +783,19 @@ impl UringLoop {
 
     /// Posts the poll of connections accepted this turn.
     fn watch_admitted(&mut self) -> io::Result<()> {
-        let admitted: Vec<usize> = self.core.take_admitted().collect();
+        let mut admitted: Vec<usize> = self.core.take_admitted().collect();
+        // A key taken twice this turn (closed and reused) is one connection now.
+        admitted.sort_unstable();
+        admitted.dedup();
         for key in admitted {
             if let Some(ops) = self.ops.get_mut(key) {
-                // A fresh connection in a reused slot starts with nothing in flight.
+                // A fresh connection in a reused slot starts with nothing in
+                // flight (a retiring one took its operations and file along).
                 if ops.count() == 0 {
                     *ops = InFlight::default();
                 }
             }
+            self.register_file(key);
             self.rearm.push(key);
         }
         Ok(())
@@ -744,9 +818,9 @@ impl UringLoop {
                 continue;
             }
             let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
-            let entry = opcode::PollAdd::new(types::Fd(fd), events)
+            let entry = on_file!(self.file_of(key, fd), |f| opcode::PollAdd::new(f, events)
                 .multi(true)
-                .build()
+                .build())
                 .user_data(tag(Op::Poll, generation, key));
             self.push(entry)?;
             let ops = self.in_flight(key);
@@ -758,14 +832,16 @@ impl UringLoop {
         Ok(())
     }
 
-    /// Retires connections the core closed: at once when nothing is in
-    /// flight, else after cancelling what is and reaping the completions.
+    /// Retires connections the core closed: at once when no read or write
+    /// is in flight (a poll holds no buffer: it is cancelled, and its
+    /// completion, of an old generation, is ignored), else after cancelling
+    /// what is and reaping the completions.
     fn retire_closed(&mut self) -> io::Result<()> {
         for client in self.core.take_closed() {
             let key = client.conn.id().token;
             let generation = client.conn.id().generation & 0x00FF_FFFF;
             let ops = match self.ops.get_mut(key) {
-                Some(ops) if ops.generation == generation && ops.count() > 0 => std::mem::take(ops),
+                Some(ops) if ops.generation == generation => std::mem::take(ops),
                 _ => {
                     self.core.release(client);
                     continue;
@@ -783,7 +859,11 @@ impl UringLoop {
                     self.push(entry)?;
                 }
             }
-            self.retiring.push(Retiring { client, key, ops });
+            if ops.read || ops.write {
+                self.retiring.push(Retiring { client, key, ops });
+            } else {
+                self.release(client, ops.fixed);
+            }
         }
         Ok(())
     }
@@ -822,6 +902,85 @@ impl UringLoop {
     }
 }
 
+/// At most this many connections have a registered file; the rest use
+/// their plain descriptor. The kernel keeps a table entry per slot (and
+/// refuses more slots than RLIMIT_NOFILE).
+const MAX_FIXED: u32 = 1 << 16;
+
+/// How many slots to ask for: one per connection the daemon serves, within
+/// the descriptor limit.
+fn fixed_slots(max_connections: usize) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which outlives the call.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        0
+    };
+    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX);
+    u32::try_from(wanted.min(nofile).min(u64::from(MAX_FIXED))).unwrap_or(MAX_FIXED)
+}
+
+/// The ring's table of registered files. A connection's slot is its key,
+/// taken at accept and given back once the connection's last operation has
+/// completed: a connection that reuses the key of one still retiring (whose
+/// submitted operations must keep naming the old socket) uses its plain
+/// descriptor instead.
+struct FixedFiles {
+    /// Slots in the table; 0 when the kernel refused the table.
+    capacity: u32,
+    /// One bit per slot in use (8 KiB for the most slots).
+    busy: Vec<u64>,
+}
+
+impl FixedFiles {
+    fn new(ring: &IoUring, capacity: u32) -> Self {
+        let capacity = match ring.submitter().register_files_sparse(capacity) {
+            Ok(()) => capacity,
+            Err(e) => {
+                tracing::debug!(error = %e, "no registered files: plain descriptors");
+                0
+            }
+        };
+        Self {
+            capacity,
+            busy: vec![0; capacity.div_ceil(64) as usize],
+        }
+    }
+
+    /// Puts `fd` in the slot of connection `key`; None (plain descriptor)
+    /// when that slot is taken or out of range, or the kernel refuses.
+    fn register(&mut self, ring: &IoUring, key: usize, fd: RawFd) -> Option<u32> {
+        let slot = u32::try_from(key).ok().filter(|&s| s < self.capacity)?;
+        let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+        if self.busy[word] & bit != 0 {
+            return None;
+        }
+        match ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(_) => {
+                self.busy[word] |= bit;
+                Some(slot)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot register a connection's socket");
+                None
+            }
+        }
+    }
+
+    /// Empties `slot`, dropping the table's reference to its socket.
+    fn unregister(&mut self, ring: &IoUring, slot: u32) {
+        match ring.submitter().register_files_update(slot, &[-1]) {
+            Ok(_) => self.busy[slot as usize / 64] &= !(1u64 << (slot % 64)),
+            // Left busy, never reused: it still refers to the old socket.
+            Err(e) => tracing::warn!(error = %e, slot, "cannot clear a registered file"),
+        }
+    }
+}
+
 fn clear(ops: &mut InFlight, op: Op) {
     match op {
         Op::Poll => ops.poll = false,
@@ -842,8 +1001,8 @@ fn hung_up(result: i32) -> bool {
 /// and an answer queue of one chunk. Reads are RWF_NOWAIT: on an empty
 /// socket they complete with EAGAIN instead of waiting with the ring
 /// pinned, as the poll reports the next edge.
-fn single_or_vectored(fd: types::Fd, iov: &[libc::iovec], write: bool) -> squeue::Entry {
-    match (iov, write) {
+fn single_or_vectored(file: File, iov: &[libc::iovec], write: bool) -> squeue::Entry {
+    on_file!(file, |fd| match (iov, write) {
         ([one], false) => opcode::Read::new(fd, one.iov_base.cast(), one.iov_len as u32)
             .rw_flags(libc::RWF_NOWAIT)
             .build(),
@@ -852,5 +1011,5 @@ fn single_or_vectored(fd: types::Fd, iov: &[libc::iovec], write: bool) -> squeue
             .rw_flags(libc::RWF_NOWAIT)
             .build(),
         (_, true) => opcode::Writev::new(fd, iov.as_ptr(), iov.len() as u32).build(),
-    }
+    })
 }
