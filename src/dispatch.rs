@@ -253,6 +253,17 @@ impl Answer<'_> {
 impl Dispatcher<'_, '_, '_> {
     /// Handles one JSON-RPC line.
     pub fn jsonrpc_line(&mut self, line: &[u8]) {
+        if let Some(request) = jsonrpc::compact_request(line) {
+            // The common request, as `parse_line` would give it, without
+            // building the message.
+            self.count_frame(Protocol::JsonRpc);
+            let params = request.params.map_or(Params::None, Params::Json);
+            let answer = Answer::JsonRpc {
+                id: request.id,
+                batch: None,
+            };
+            return self.call(answer, request.method, params);
+        }
         let message = jsonrpc::parse_line(line, self.shared.limits.max_batch);
         if !matches!(message, Message::Blank) {
             self.count_frame(Protocol::JsonRpc);

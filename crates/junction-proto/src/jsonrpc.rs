@@ -57,9 +57,42 @@ pub enum Entry<'a> {
     },
 }
 
+/// A request line as most clients write it (see [`compact_request`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CompactRequest<'a> {
+    /// The method name.
+    pub method: &'a str,
+    /// The raw params (an array or object), if any.
+    pub params: Option<&'a RawValue>,
+    /// The raw id (a string, number or null), or None for a notification.
+    pub id: Option<&'a RawValue>,
+}
+
+/// The request on `line` when it is written in the compact form most
+/// clients use (`{"jsonrpc":"2.0","method":"M"` then `,"params":P` and
+/// `,"id":I`, each optional, then `}`) with a plain method and params and id
+/// of allowed kinds: what [`parse_line`] would return as an
+/// [`Entry::Request`], found with less work. None for any other line, which
+/// [`parse_line`] decodes. The loop's fast path: no [`Message`] is built.
+#[inline]
+pub fn compact_request(line: &[u8]) -> Option<CompactRequest<'_>> {
+    jsonscan::compact_request(line).map(|(method, params, id)| CompactRequest {
+        method,
+        params,
+        id,
+    })
+}
+
 /// Decodes one line: one pass of the scanner (`proto/jsonscan.rs`) when the
 /// line is well formed, else the reference parser, which words the error.
 pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
+    if let Some(CompactRequest { method, params, id }) = compact_request(line) {
+        return Message::Single(Entry::Request {
+            id,
+            method: Cow::Borrowed(method),
+            params,
+        });
+    }
     match jsonscan::scan_line(line) {
         Some(Scanned::Object(members)) => Message::Single(entry_of(members)),
         Some(Scanned::Batch(entries)) => batch(entries, max_batch),
@@ -67,26 +100,10 @@ pub fn parse_line(line: &[u8], max_batch: usize) -> Message<'_> {
     }
 }
 
-/// The entry of a scanned object. A request in the compact form most
-/// clients write, whose method has no escapes and whose id and params are
-/// of kinds the spec allows, is built as it stands: the scanner has already
-/// seen everything [`Envelope::validate`] would check. Anything else goes
-/// through `validate`, which words the error.
+/// The entry of a scanned object, checked by [`Envelope::validate`], which
+/// words any error.
 #[inline]
 fn entry_of(m: Members<'_>) -> Entry<'_> {
-    let plain_request = m.compact
-        && m.method_plain
-        && m.id.is_none_or(|id| valid_id_start(first_byte(id)))
-        && m.params
-            .is_none_or(|p| matches!(first_byte(p), b'[' | b'{'));
-    if let (true, Some(method)) = (plain_request, m.method) {
-        let text = method.get();
-        return Entry::Request {
-            id: m.id,
-            method: Cow::Borrowed(&text[1..text.len() - 1]),
-            params: m.params,
-        };
-    }
     Envelope::from(m).validate()
 }
 
@@ -518,6 +535,68 @@ fn itoa(value: i32, buf: &mut [u8; 12]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compact path takes exactly the lines it should, and reads them as
+    /// the reference parser does; every other line is left to `parse_line`'s
+    /// general path.
+    #[test]
+    fn compact_requests_read_as_the_reference_parser_reads_them() {
+        let taken: [&[u8]; 10] = [
+            br#"{"jsonrpc":"2.0","method":"rpc.ping","id":1}"#,
+            br#"{"jsonrpc":"2.0","method":"rpc.ping","id":0}"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":[1,{"a":"}"}],"id":"x"}"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":{}}"#,
+            br#"{"jsonrpc":"2.0","method":"m"}"#,
+            br#"{"jsonrpc":"2.0","method":"","id":null}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":-7}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":"a\"b"}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":12345678901234567890}"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"\xc3\xa9\xe2\x82\xac\",\"id\":-1.5e3}",
+        ];
+        let declined: [&[u8]; 16] = [
+            br#"{"jsonrpc":"2.0","method":"m\u0041","params":{}}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":true}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1.5}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1e3}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":01}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1}  "#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1,"id":2}"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":"x","id":1}"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":3}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":[1]}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":[1,],"id":1}"#,
+            br#"{"jsonrpc":"2.0","method":"m","id":1,"params":[]}"#,
+            br#"{"jsonrpc":"2.0","method":"m" ,"id":1}"#,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"m\x01\",\"id\":1}",
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\",\"id\":1}",
+        ];
+        for line in taken {
+            let shown = String::from_utf8_lossy(line);
+            let fast = compact_request(line).unwrap_or_else(|| panic!("declined {shown}"));
+            let Message::Single(Entry::Request { id, method, params }) =
+                parse_line_serde(line, 100)
+            else {
+                panic!("the reference parser has no request in {shown}");
+            };
+            assert_eq!(fast.method, method, "{shown}");
+            assert_eq!(fast.id.map(RawValue::get), id.map(RawValue::get), "{shown}");
+            assert_eq!(
+                fast.params.map(RawValue::get),
+                params.map(RawValue::get),
+                "{shown}"
+            );
+        }
+        for line in declined {
+            let shown = String::from_utf8_lossy(line);
+            assert!(compact_request(line).is_none(), "took {shown}");
+            assert_eq!(
+                format!("{:?}", parse_line(line, 100)),
+                format!("{:?}", parse_line_serde(line, 100)),
+                "{shown}"
+            );
+        }
+    }
 
     fn request(line: &str) -> (Option<String>, String, Option<String>) {
         match parse_line(line.as_bytes(), 100) {
