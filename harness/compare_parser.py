@@ -97,6 +97,13 @@ class Redis(Daemon):
         raise RuntimeError("redis did not start")
 
 
+def default_threads():
+    """Half the cores, 1 or 2: the server under test keeps a core of its own
+    (on 2 cores, 2 generator threads cap every server near 1.5x Redis over
+    TCP, junction-echo included; docs/benchmarks.md)."""
+    return max(1, min(2, (os.cpu_count() or 2) // 2))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("before", type=Path)
@@ -105,9 +112,10 @@ def main():
     p.add_argument("-d", "--duration", type=float, default=2.0)
     p.add_argument("-c", "--connections", type=int, default=50)
     p.add_argument("--json", type=Path, default=Path("/tmp/compare_parser.json"))
-    p.add_argument("-t", "--threads", type=int, default=2,
-                   help="generator threads (default 2). With 1, the generator needs less of a "
-                        "2-core machine: junction-echo then shows whether a server or the "
+    p.add_argument("-t", "--threads", type=int, default=default_threads(),
+                   help="generator threads (default: half the cores, 1 to 2; %(default)s here). "
+                        "A generator with more than half of the machine starves the server it "
+                        "drives: --ceiling (junction-echo) shows whether a server or the "
                         "generator sets the pace")
     p.add_argument("--ceiling", action="store_true",
                    help="also drive junction-echo (AFTER's build), which parses nothing: "
