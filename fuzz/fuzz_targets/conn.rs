@@ -455,6 +455,11 @@ fn check(stream: &[u8], limits: Limits, eof: bool, run: &Run) {
     } else {
         &run.written[..]
     };
+    if sniffed == Sniff::Http {
+        // HTTP (src/http/) is beyond this target's model of lines and
+        // frames; tests/http*.rs and tests/websocket*.rs drive it.
+        return;
+    }
     let mut got = match (sniffed, run.protocol) {
         (Sniff::NeedMore, None) => {
             assert!(
@@ -485,11 +490,46 @@ fn check(stream: &[u8], limits: Limits, eof: bool, run: &Run) {
         _ => jsonrpc_expected(stream, limits, eof),
     };
     let mut want_replies = want.replies;
+    if got.iter().any(holds_batch_limit) {
+        // A batch whose response passed max-output answers its later calls
+        // with -32025 instead of running them (jsonrpc.md section 6), which
+        // depends on the byte size of each answer; the model counts no
+        // bytes. Such runs still check every other reply exactly, and that
+        // every batch answers the same ids.
+        got = got.into_iter().map(ids_only).collect();
+        want_replies = want_replies.into_iter().map(ids_only).collect();
+    }
     if want.deferred {
         got.sort();
         want_replies.sort();
     }
     assert_eq!(got, want_replies, "replies differ from the spec");
+}
+
+/// A batch reply with a -32025 "Limit reached" element.
+fn holds_batch_limit(reply: &Reply) -> bool {
+    matches!(reply, Reply::Batch(items)
+        if items.iter().any(|i| matches!(i, Reply::Error { code: -32025, .. })))
+}
+
+/// A batch reply reduced to its elements' ids (as errors of code 0); any
+/// other reply as it is.
+fn ids_only(reply: Reply) -> Reply {
+    match reply {
+        Reply::Batch(items) => Reply::Batch(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Reply::Result { id, .. } | Reply::Error { id, .. } | Reply::Pong { id, .. } => {
+                        Reply::Error { id, code: 0 }
+                    }
+                    other => other,
+                })
+                .collect(),
+        )
+        .canonical(),
+        other => other,
+    }
 }
 
 /// Drives a connection through `stream` on a schedule drawn from the setup,
@@ -509,7 +549,14 @@ fn drive(
         generation: world.generation,
     };
     let mut clock = Instant::now();
-    let mut conn = Connection::new(id, Peer::Unix(None), access::Gate::Open, clock);
+    // Every peer may call everything: the policy is not what is fuzzed here
+    // (tests/policy*.rs check it), the state machine is.
+    let rights = junction::policy::Rights::new(
+        Arc::new(junction::policy::Identity::unauthenticated()),
+        Arc::new(junction::policy::Grants::everything()),
+    );
+    let mut conn =
+        Connection::new(id, Peer::Unix(None), access::Gate::Open, clock).with_rights(rights);
     let mut rings = RingPool::new(4);
     let mut chunks = ChunkPool::new(8);
     let mut scratch = Vec::new();
@@ -556,7 +603,10 @@ fn drive(
         clock += Duration::from_millis(1);
         let can_read = conn.wants_input() && at < stream.len();
         let can_end = eof && !eof_done && at == stream.len() && conn.wants_input();
-        let can_write = !conn.output().is_empty() || conn.is_paused();
+        // Paused with nothing to write and jobs in flight, only a completion
+        // moves it (the reactor waits for one); a write would change nothing.
+        let can_write =
+            !conn.output().is_empty() || (conn.is_paused() && conn.in_flight() == 0);
         let can_complete = conn.in_flight() > 0;
         if closed || (!can_read && !can_end && !can_write && !can_complete) {
             break;

@@ -16,7 +16,8 @@ pub fn is_sniff_space(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
 }
 
-/// jsonrpc.md section 2: what the first bytes of a connection say.
+/// jsonrpc.md section 2: what the first bytes of a connection say (steps 1
+/// to 5, HTTP included).
 pub fn sniff(bytes: &[u8]) -> Sniff {
     let spaces = bytes.iter().take_while(|&&b| is_sniff_space(b)).count();
     if spaces > 60 {
@@ -32,8 +33,25 @@ pub fn sniff(bytes: &[u8]) -> Sniff {
         return Sniff::Unknown;
     }
     if bytes.len() >= 4 && &bytes[..4] == b"MCP1" {
-        Sniff::Detected(Protocol::Mcp1)
-    } else if b"MCP1".starts_with(bytes) {
+        return Sniff::Detected(Protocol::Mcp1);
+    }
+    if b"MCP1".starts_with(bytes) {
+        return Sniff::NeedMore;
+    }
+    // Step 4: an HTTP request method and its space (waiting while the bytes
+    // are a prefix of one).
+    const METHODS: [&[u8]; 7] = [
+        b"GET ",
+        b"POST ",
+        b"HEAD ",
+        b"OPTIONS ",
+        b"PUT ",
+        b"DELETE ",
+        b"PATCH ",
+    ];
+    if METHODS.iter().any(|m| bytes.starts_with(m)) {
+        Sniff::Http
+    } else if METHODS.iter().any(|m| m.starts_with(bytes)) {
         Sniff::NeedMore
     } else {
         Sniff::Unknown
