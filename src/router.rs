@@ -101,27 +101,49 @@ impl Method {
     }
 
     /// Runs the handler; a panic becomes an internal error, never a crash.
+    ///
+    /// The handler's `Result` (an `RpcError` is eight words) is not carried
+    /// out of `catch_unwind`: a success leaves it as one flag, an error is
+    /// kept aside, so the common path moves no error-sized value.
+    #[inline]
     pub fn invoke(&self, call: &Call<'_>, reply: &mut Reply<'_>) -> Result<(), RpcError> {
-        match catch_unwind(AssertUnwindSafe(|| (self.handler)(call, reply))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                reply.discard();
-                Err(e)
+        let mut failure = None;
+        let ran = catch_unwind(AssertUnwindSafe(|| match (self.handler)(call, reply) {
+            Ok(()) => true,
+            Err(error) => {
+                failure = Some(error);
+                false
             }
-            Err(panic) => {
-                reply.discard();
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(method = %self.name, panic = %what, "handler panicked");
-                Err(RpcError::internal(format_args!(
-                    "the handler of {} panicked",
-                    self.name
-                )))
-            }
+        }));
+        match ran {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.failed(reply, failure)),
+            Err(panic) => Err(self.panicked(reply, panic)),
         }
+    }
+
+    /// The error of a handler that returned one; what it wrote is discarded.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, reply: &mut Reply<'_>, failure: Option<RpcError>) -> RpcError {
+        reply.discard();
+        failure.unwrap_or_else(|| {
+            RpcError::internal(format_args!("the handler of {} failed", self.name))
+        })
+    }
+
+    /// The internal error that stands for a handler's panic.
+    #[cold]
+    #[inline(never)]
+    fn panicked(&self, reply: &mut Reply<'_>, panic: Box<dyn std::any::Any + Send>) -> RpcError {
+        reply.discard();
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(method = %self.name, panic = %what, "handler panicked");
+        RpcError::internal(format_args!("the handler of {} panicked", self.name))
     }
 }
 

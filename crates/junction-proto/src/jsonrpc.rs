@@ -406,14 +406,54 @@ fn blank_line_breaks(json: &mut [u8]) {
     }
 }
 
+/// Appends `,"id":ID}`. Ids are short (a counter, a short string): up to
+/// 16 bytes the tail is assembled in a fixed 24-byte block and appended
+/// whole, so the copy is a few register moves with one capacity check, not
+/// a `memcpy` call sized at run time; the block's unused end is cut off.
+#[inline]
 fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
-    const KEY: &[u8] = br#","id":"#;
+    const KEY: &[u8; 6] = br#","id":"#;
     let id = id.map_or("null", |id| id.get()).as_bytes();
-    // One capacity check for the three appends.
-    out.reserve(KEY.len() + id.len() + 1);
-    out.extend_from_slice(KEY);
+    let n = id.len();
+    if n > 16 {
+        return write_long_id(out, id);
+    }
+    let mut tail = [0u8; 24];
+    tail[..6].copy_from_slice(KEY);
+    copy_short(&mut tail, KEY.len(), id);
+    tail[6 + n] = b'}';
+    let end = out.len() + KEY.len() + n + 1;
+    out.extend_from_slice(&tail);
+    out.truncate(end);
+}
+
+/// [`write_id`] for an id longer than 16 bytes.
+#[inline(never)]
+fn write_long_id(out: &mut Vec<u8>, id: &[u8]) {
+    out.reserve(id.len() + 7);
+    out.extend_from_slice(br#","id":"#);
     out.extend_from_slice(id);
     out.push(b'}');
+}
+
+/// Copies `src` (at most 16 bytes) to `dst[at..]` with fixed-size moves:
+/// two overlapping 8-byte ones for 8..=16 bytes, two overlapping 4-byte
+/// ones for 4..8, the first, middle and last byte below.
+#[inline(always)]
+fn copy_short<const N: usize>(dst: &mut [u8; N], at: usize, src: &[u8]) {
+    let n = src.len();
+    let dst = &mut dst[at..at + n];
+    if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
 }
 
 /// Appends a response object (no newline) for `id`, with the result `run`
@@ -423,6 +463,7 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
 /// The result is kept on one line whatever wrote it (see [`write_raw_json`]):
 /// a routed call's result comes from another peer, and a handler may pass on
 /// JSON text it did not build.
+#[inline]
 pub fn write_response(
     out: &mut Vec<u8>,
     id: Option<&RawValue>,
@@ -430,37 +471,39 @@ pub fn write_response(
 ) -> Option<RpcError> {
     let start = out.len();
     out.extend_from_slice(RESULT_PREFIX);
-    let (outcome, one_line) = {
-        let mut reply = Reply::new(out);
-        let outcome = run(&mut reply);
-        let one_line = reply.is_one_line();
-        let outcome = match outcome {
-            Ok(()) if reply.is_raw() => Err(RpcError::with(
-                ErrorCode::UnsupportedEncoding,
-                "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
-            )),
-            Ok(()) if reply.is_empty() => {
-                reply.json_text(RawValue::NULL);
-                Ok(())
-            }
-            outcome => outcome,
-        };
-        (outcome, one_line)
-    };
-    match outcome {
-        Ok(()) => {
-            if !one_line {
-                blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
-            }
-            write_id(out, id);
-            None
-        }
-        Err(error) => {
-            out.truncate(start);
-            write_error(out, id, &error);
-            Some(error)
-        }
+    let mut reply = Reply::new(out);
+    if let Err(error) = run(&mut reply) {
+        return Some(answer_error_instead(out, start, id, error));
     }
+    let (raw, empty, one_line) = (reply.is_raw(), reply.is_empty(), reply.is_one_line());
+    if raw {
+        let error = RpcError::with(
+            ErrorCode::UnsupportedEncoding,
+            "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
+        );
+        return Some(answer_error_instead(out, start, id, error));
+    }
+    if empty {
+        out.extend_from_slice(b"null");
+    } else if !one_line {
+        blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+    }
+    write_id(out, id);
+    None
+}
+
+/// Replaces the response begun at `start` with an error response.
+#[cold]
+#[inline(never)]
+fn answer_error_instead(
+    out: &mut Vec<u8>,
+    start: usize,
+    id: Option<&RawValue>,
+    error: RpcError,
+) -> RpcError {
+    out.truncate(start);
+    write_error(out, id, &error);
+    error
 }
 
 /// Appends an error response object (no newline).
@@ -649,6 +692,63 @@ mod tests {
         out.clear();
         write_response(&mut out, None, |_| Ok(()));
         assert_eq!(out, br#"{"jsonrpc":"2.0","result":null,"id":null}"#);
+    }
+
+    #[test]
+    fn ids_of_every_length_are_echoed_byte_for_byte() {
+        let mut out = b"x".to_vec();
+        write_id(&mut out, None);
+        assert_eq!(out, br#"x,"id":null}"#);
+        for len in 0..=40 {
+            // Distinct bytes, so that a misplaced or dropped one shows.
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            for id in [format!("\"{text}\""), format!("1{}", "0".repeat(len))] {
+                let raw: &RawValue = serde_json::from_str(&id).expect("id");
+                for prefix in [0, 1, 7, 100] {
+                    let mut out = vec![b'p'; prefix];
+                    write_id(&mut out, Some(raw));
+                    let expected = format!("{},\"id\":{id}}}", "p".repeat(prefix));
+                    assert_eq!(String::from_utf8_lossy(&out), expected);
+                }
+                let mut out = Vec::new();
+                assert!(
+                    write_response(&mut out, Some(raw), |r| {
+                        r.json_static("\"pong\"");
+                        Ok(())
+                    })
+                    .is_none()
+                );
+                let expected = format!("{{\"jsonrpc\":\"2.0\",\"result\":\"pong\",\"id\":{id}}}");
+                assert_eq!(String::from_utf8_lossy(&out), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn raw_results_and_failures_leave_no_partial_result() {
+        let id: &RawValue = serde_json::from_str("7").expect("id");
+        let mut out = b"before\n".to_vec();
+        let sent = write_response(&mut out, Some(id), |r| {
+            r.bytes(b"\x00\x01");
+            Ok(())
+        });
+        assert_eq!(sent.map(|e| e.code), Some(-32003));
+        let line = std::str::from_utf8(&out[7..]).expect("utf-8");
+        assert!(
+            line.starts_with(r#"{"jsonrpc":"2.0","error":{"code":-32003,"#),
+            "{line}"
+        );
+        assert!(line.ends_with(r#","id":7}"#), "{line}");
+        out.truncate(7);
+        let sent = write_response(&mut out, Some(id), |r| {
+            r.json_static("\"half\"");
+            Err(RpcError::invalid_params("no"))
+        });
+        assert_eq!(sent.map(|e| e.code), Some(-32602));
+        assert!(!out.windows(4).any(|w| w == b"half"));
+        assert!(out.starts_with(b"before\n{\"jsonrpc\":\"2.0\",\"error\""));
     }
 
     #[test]
