@@ -205,7 +205,24 @@ impl RingBuffer {
     }
 
     /// Copies the first `out.len()` bytes of data into `out`; false if fewer are there.
+    ///
+    /// Callers peek at a header (16 bytes for MCP1): when that many bytes
+    /// are contiguous, they are copied with fixed-size moves, not a `memcpy`
+    /// call per half sized at run time.
+    #[inline]
     pub fn peek(&self, out: &mut [u8]) -> bool {
+        if out.len() <= 16 {
+            if let Some(bytes) = self.contiguous(0, out.len()) {
+                copy_small(out, bytes);
+                return true;
+            }
+        }
+        self.peek_slow(out)
+    }
+
+    /// [`Self::peek`] across the wrap, or of more than 16 bytes.
+    #[inline(never)]
+    fn peek_slow(&self, out: &mut [u8]) -> bool {
         if out.len() > self.used() {
             return false;
         }
@@ -352,6 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn peek_copies_every_length_wherever_the_data_sits() {
+        let mut pool = RingPool::new(4 * RING_MIN);
+        let data: Vec<u8> = (1..=40u8).collect();
+        for back in [1, 3, 8, 15, 16, 17, 39, 40, 100] {
+            let mut ring = RingBuffer::new();
+            ring.reserve(RING_MIN, &mut pool);
+            start_at(&mut ring, RING_MIN - back, &data);
+            for want in 0..=data.len() {
+                let mut out = vec![0u8; want];
+                assert!(ring.peek(&mut out), "back {back} want {want}");
+                assert_eq!(out, &data[..want], "back {back} want {want}");
+            }
+            assert!(!ring.peek(&mut [0u8; 41]), "more than the data");
+            ring.release(&mut pool);
+        }
+        assert!(!RingBuffer::new().peek(&mut [0u8; 1]));
+        assert!(RingBuffer::new().peek(&mut []));
+    }
+
+    #[test]
     fn growing_keeps_wrapped_data_in_order() {
         let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
@@ -423,6 +460,26 @@ mod tests {
         assert_eq!(pool.in_use(), RING_MIN);
         ring.release(&mut pool);
         assert_eq!((ring.capacity(), ring.len(), pool.in_use()), (0, 0, 0));
+    }
+}
+
+/// Copies `src` into `dst` (the same length, at most 16 bytes) with
+/// fixed-size moves: two overlapping 8-byte ones for 8..=16 bytes, two
+/// overlapping 4-byte ones for 4..8, the first, middle and last byte below.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len()).min(16);
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
 
