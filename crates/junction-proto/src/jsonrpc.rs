@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
+use std::ptr;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -407,9 +408,10 @@ fn blank_line_breaks(json: &mut [u8]) {
 }
 
 /// Appends `,"id":ID}`. Ids are short (a counter, a short string): up to
-/// 16 bytes the tail is assembled in a fixed 24-byte block and appended
-/// whole, so the copy is a few register moves with one capacity check, not
-/// a `memcpy` call sized at run time; the block's unused end is cut off.
+/// 16 bytes the tail is written straight into the buffer's spare capacity
+/// after one capacity check, with fixed-size moves (overlapping 8-byte ones
+/// for 8..=16 bytes, 4-byte ones for 4..8, single bytes below), not a
+/// `memcpy` call sized at run time.
 #[inline]
 fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
     const KEY: &[u8; 6] = br#","id":"#;
@@ -418,13 +420,33 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
     if n > 16 {
         return write_long_id(out, id);
     }
-    let mut tail = [0u8; 24];
-    tail[..6].copy_from_slice(KEY);
-    copy_short(&mut tail, KEY.len(), id);
-    tail[6 + n] = b'}';
-    let end = out.len() + KEY.len() + n + 1;
-    out.extend_from_slice(&tail);
-    out.truncate(end);
+    out.reserve(KEY.len() + 16 + 1);
+    let len = out.len();
+    // SAFETY: `reserve` left at least 23 bytes of capacity past `len`, and
+    // the tail is 7 + n <= 23 bytes. Every byte of [len, len + 7 + n) is
+    // written before `set_len` exposes it: the key, then the id (the two
+    // moves of each size class overlap and together cover all n bytes; for
+    // n < 4 the first, middle and last byte are all of them), then `}`.
+    // Every read is within `id` (n bytes) or `KEY`.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        ptr::copy_nonoverlapping(KEY.as_ptr(), dst, KEY.len());
+        let at = dst.add(KEY.len());
+        let src = id.as_ptr();
+        if n >= 8 {
+            ptr::copy_nonoverlapping(src, at, 8);
+            ptr::copy_nonoverlapping(src.add(n - 8), at.add(n - 8), 8);
+        } else if n >= 4 {
+            ptr::copy_nonoverlapping(src, at, 4);
+            ptr::copy_nonoverlapping(src.add(n - 4), at.add(n - 4), 4);
+        } else if n > 0 {
+            *at = *src;
+            *at.add(n / 2) = *src.add(n / 2);
+            *at.add(n - 1) = *src.add(n - 1);
+        }
+        *at.add(n) = b'}';
+        out.set_len(len + KEY.len() + n + 1);
+    }
 }
 
 /// [`write_id`] for an id longer than 16 bytes.
@@ -434,26 +456,6 @@ fn write_long_id(out: &mut Vec<u8>, id: &[u8]) {
     out.extend_from_slice(br#","id":"#);
     out.extend_from_slice(id);
     out.push(b'}');
-}
-
-/// Copies `src` (at most 16 bytes) to `dst[at..]` with fixed-size moves:
-/// two overlapping 8-byte ones for 8..=16 bytes, two overlapping 4-byte
-/// ones for 4..8, the first, middle and last byte below.
-#[inline(always)]
-fn copy_short<const N: usize>(dst: &mut [u8; N], at: usize, src: &[u8]) {
-    let n = src.len();
-    let dst = &mut dst[at..at + n];
-    if n >= 8 {
-        dst[..8].copy_from_slice(&src[..8]);
-        dst[n - 8..].copy_from_slice(&src[n - 8..]);
-    } else if n >= 4 {
-        dst[..4].copy_from_slice(&src[..4]);
-        dst[n - 4..].copy_from_slice(&src[n - 4..]);
-    } else if n > 0 {
-        dst[0] = src[0];
-        dst[n / 2] = src[n / 2];
-        dst[n - 1] = src[n - 1];
-    }
 }
 
 /// Appends a response object (no newline) for `id`, with the result `run`
