@@ -134,7 +134,23 @@ impl RingBuffer {
     }
 
     /// Offset of the first `needle` at or after `from`, searching both halves.
+    ///
+    /// A pipelined request line is short: when the 64 bytes from `from` are
+    /// contiguous in the ring, they are searched inline in one block; only a
+    /// longer line, the end of the data or a wrap takes [`Self::find_slow`].
+    #[inline]
     pub fn find(&self, needle: u8, from: usize) -> Option<usize> {
+        if let Some(block) = self.contiguous(from, 64) {
+            if let Some(i) = find_in_64(needle, block) {
+                return Some(from + i);
+            }
+        }
+        self.find_slow(needle, from)
+    }
+
+    /// [`Self::find`] over both halves of the data, whatever their lengths.
+    #[inline(never)]
+    fn find_slow(&self, needle: u8, from: usize) -> Option<usize> {
         let (a, b) = self.data();
         if from < a.len() {
             if let Some(i) = find_byte(needle, &a[from..]) {
@@ -149,16 +165,37 @@ impl RingBuffer {
         }
     }
 
+    /// The data's bytes `[offset, offset + len)` when they are data and
+    /// do not wrap around the end of the storage.
+    #[inline(always)]
+    fn contiguous(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        let end = offset.checked_add(len)?;
+        if end > self.used() {
+            return None;
+        }
+        self.storage.get(self.start() + offset..self.start() + end)
+    }
+
     /// The bytes `[offset, offset + len)` of the data as one slice: borrowed
     /// from the ring when contiguous, copied into `scratch` when they wrap.
+    #[inline]
     pub fn frame<'a>(&'a self, offset: usize, len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
         debug_assert!(offset + len <= self.used(), "frame past the data");
+        match self.contiguous(offset, len) {
+            Some(bytes) => bytes,
+            None => self.frame_slow(offset, len, scratch),
+        }
+    }
+
+    /// [`Self::frame`] for bytes that wrap (or run past the data: cut short).
+    #[inline(never)]
+    fn frame_slow<'a>(&'a self, offset: usize, len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
         let (a, b) = self.data();
         let end = (offset + len).min(self.used());
         if end <= a.len() {
-            &a[offset..end]
+            &a[offset.min(end)..end]
         } else if offset >= a.len() {
-            &b[offset - a.len()..end - a.len()]
+            &b[(offset - a.len()).min(end - a.len())..end - a.len()]
         } else {
             scratch.clear();
             scratch.extend_from_slice(&a[offset..]);
@@ -168,7 +205,24 @@ impl RingBuffer {
     }
 
     /// Copies the first `out.len()` bytes of data into `out`; false if fewer are there.
+    ///
+    /// Callers peek at a header (16 bytes for MCP1): when that many bytes
+    /// are contiguous, they are copied with fixed-size moves, not a `memcpy`
+    /// call per half sized at run time.
+    #[inline]
     pub fn peek(&self, out: &mut [u8]) -> bool {
+        if out.len() <= 16 {
+            if let Some(bytes) = self.contiguous(0, out.len()) {
+                copy_small(out, bytes);
+                return true;
+            }
+        }
+        self.peek_slow(out)
+    }
+
+    /// [`Self::peek`] across the wrap, or of more than 16 bytes.
+    #[inline(never)]
+    fn peek_slow(&self, out: &mut [u8]) -> bool {
         if out.len() > self.used() {
             return false;
         }
@@ -281,6 +335,60 @@ mod tests {
     }
 
     #[test]
+    fn find_and_frame_agree_with_the_contents_wherever_the_data_sits() {
+        let mut pool = RingPool::new(4 * RING_MIN);
+        let mut scratch = Vec::new();
+        // Lines of several lengths, around the 64-byte inline block, placed
+        // so that they sit before, across and after the end of the storage.
+        for line in [0, 1, 15, 16, 47, 63, 64, 65, 130] {
+            let mut data = vec![b'x'; line];
+            data.push(b'\n');
+            data.extend_from_slice(&[b'y'; 70]);
+            data.push(b'\n');
+            for back in [1, 2, 17, 40, 64, 65, 100, 300] {
+                let mut ring = RingBuffer::new();
+                ring.reserve(RING_MIN, &mut pool);
+                start_at(&mut ring, RING_MIN - back, &data);
+                let all = contents(&ring);
+                for from in [0, 1, line, line + 1, line + 2, all.len() - 1, all.len()] {
+                    let expected = all
+                        .iter()
+                        .skip(from)
+                        .position(|&c| c == b'\n')
+                        .map(|i| from + i);
+                    assert_eq!(ring.find(b'\n', from), expected, "line {line} back {back} from {from}");
+                }
+                for (offset, len) in [(0, line), (line + 1, 70), (0, all.len()), (3.min(line), 61)] {
+                    scratch.clear();
+                    let bytes = ring.frame(offset, len, &mut scratch);
+                    assert_eq!(bytes, &all[offset..offset + len], "line {line} back {back}");
+                }
+                ring.release(&mut pool);
+            }
+        }
+    }
+
+    #[test]
+    fn peek_copies_every_length_wherever_the_data_sits() {
+        let mut pool = RingPool::new(4 * RING_MIN);
+        let data: Vec<u8> = (1..=40u8).collect();
+        for back in [1, 3, 8, 15, 16, 17, 39, 40, 100] {
+            let mut ring = RingBuffer::new();
+            ring.reserve(RING_MIN, &mut pool);
+            start_at(&mut ring, RING_MIN - back, &data);
+            for want in 0..=data.len() {
+                let mut out = vec![0u8; want];
+                assert!(ring.peek(&mut out), "back {back} want {want}");
+                assert_eq!(out, &data[..want], "back {back} want {want}");
+            }
+            assert!(!ring.peek(&mut [0u8; 41]), "more than the data");
+            ring.release(&mut pool);
+        }
+        assert!(!RingBuffer::new().peek(&mut [0u8; 1]));
+        assert!(RingBuffer::new().peek(&mut []));
+    }
+
+    #[test]
     fn growing_keeps_wrapped_data_in_order() {
         let mut pool = RingPool::new(4 * RING_MIN);
         let mut ring = RingBuffer::new();
@@ -355,6 +463,53 @@ mod tests {
     }
 }
 
+/// Copies `src` into `dst` (the same length, at most 16 bytes) with
+/// fixed-size moves: two overlapping 8-byte ones for 8..=16 bytes, two
+/// overlapping 4-byte ones for 4..8, the first, middle and last byte below.
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len()).min(16);
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
+/// The first `needle` in a 64-byte block: four 16-byte compares whose
+/// masks make one 64-bit word, without a branch per 16 bytes.
+#[inline(always)]
+fn find_in_64(needle: u8, block: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let block: &[u8; 64] = block.try_into().ok()?;
+        let mut found = 0u64;
+        for (at, chunk) in block.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of the x86_64 baseline; the unaligned
+            // load reads the 16 bytes of `chunk` and nothing else.
+            #[allow(unused_unsafe)] // the intrinsics are safe fns from Rust 1.87 on
+            let mask = unsafe {
+                let x = _mm_loadu_si128(chunk.as_ptr().cast());
+                _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(needle as i8))) as u16
+            };
+            found |= u64::from(mask) << (16 * at);
+        }
+        (found != 0).then(|| found.trailing_zeros() as usize)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    block.iter().position(|&c| c == needle)
+}
+
 /// `memchr`, with the first 64 bytes searched inline: a pipelined request
 /// line is usually shorter, and there memchr's dispatch and setup cost more
 /// than the search (about 80 instructions a line, measured with callgrind).
@@ -390,7 +545,20 @@ fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod find_tests {
-    use super::find_byte;
+    use super::{find_byte, find_in_64};
+
+    #[test]
+    fn find_in_64_agrees_with_a_plain_search() {
+        assert_eq!(find_in_64(b'\n', &[b'x'; 63]), None, "not a whole block");
+        for at in 0..=64 {
+            let mut block = [b'x'; 64];
+            if at < 64 {
+                block[at] = b'\n';
+                block[63] = b'\n';
+            }
+            assert_eq!(find_in_64(b'\n', &block), (at < 64).then_some(at), "at {at}");
+        }
+    }
 
     #[test]
     fn find_byte_agrees_with_a_plain_search() {

@@ -19,6 +19,8 @@ use crate::error::RpcError;
 use crate::stats::{ClientInfo, Stats};
 pub use junction_proto::{Params, Reply};
 
+mod index;
+
 /// The signature every handler has.
 pub type Handler = dyn Fn(&Call<'_>, &mut Reply<'_>) -> Result<(), RpcError> + Send + Sync;
 
@@ -99,27 +101,49 @@ impl Method {
     }
 
     /// Runs the handler; a panic becomes an internal error, never a crash.
+    ///
+    /// The handler's `Result` (an `RpcError` is eight words) is not carried
+    /// out of `catch_unwind`: a success leaves it as one flag, an error is
+    /// kept aside, so the common path moves no error-sized value.
+    #[inline]
     pub fn invoke(&self, call: &Call<'_>, reply: &mut Reply<'_>) -> Result<(), RpcError> {
-        match catch_unwind(AssertUnwindSafe(|| (self.handler)(call, reply))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                reply.discard();
-                Err(e)
+        let mut failure = None;
+        let ran = catch_unwind(AssertUnwindSafe(|| match (self.handler)(call, reply) {
+            Ok(()) => true,
+            Err(error) => {
+                failure = Some(error);
+                false
             }
-            Err(panic) => {
-                reply.discard();
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(method = %self.name, panic = %what, "handler panicked");
-                Err(RpcError::internal(format_args!(
-                    "the handler of {} panicked",
-                    self.name
-                )))
-            }
+        }));
+        match ran {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.failed(reply, failure)),
+            Err(panic) => Err(self.panicked(reply, panic)),
         }
+    }
+
+    /// The error of a handler that returned one; what it wrote is discarded.
+    #[cold]
+    #[inline(never)]
+    fn failed(&self, reply: &mut Reply<'_>, failure: Option<RpcError>) -> RpcError {
+        reply.discard();
+        failure.unwrap_or_else(|| {
+            RpcError::internal(format_args!("the handler of {} failed", self.name))
+        })
+    }
+
+    /// The internal error that stands for a handler's panic.
+    #[cold]
+    #[inline(never)]
+    fn panicked(&self, reply: &mut Reply<'_>, panic: Box<dyn std::any::Any + Send>) -> RpcError {
+        reply.discard();
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(method = %self.name, panic = %what, "handler panicked");
+        RpcError::internal(format_args!("the handler of {} panicked", self.name))
     }
 }
 
@@ -140,13 +164,17 @@ pub enum RouterError {
     Unknown(String),
 }
 
-/// The table of methods, keyed by name. FxHash, not SipHash: the lookup is
-/// on every request's path (SipHash was ~2% of a pipelined loop), and a
-/// peer cannot flood it: only the server registers names, a peer's name is
-/// only looked up.
+/// The table of methods, keyed by name. FxHash, not SipHash: a peer cannot
+/// flood it (only the server registers names, a peer's name is only looked
+/// up). A running server looks names up in an index built once the table
+/// is complete ([`Context::new`]; see `router/index.rs`), which neither
+/// hashes the name's bytes nor compares them through the heap: the lookup
+/// is on every request's path.
 #[derive(Default)]
 pub struct Router {
     methods: FxHashMap<String, Arc<Method>>,
+    /// Built by [`Router::build_index`]; dropped by any change to the table.
+    index: Option<index::Index>,
 }
 
 impl Router {
@@ -204,6 +232,7 @@ impl Router {
         params: Option<serde_json::Value>,
         result: Option<serde_json::Value>,
     ) -> Result<&mut Self, RouterError> {
+        self.index = None;
         let method = self
             .methods
             .get_mut(name)
@@ -218,6 +247,7 @@ impl Router {
         if let Some(name) = other.methods.keys().find(|n| self.methods.contains_key(*n)) {
             return Err(RouterError::Duplicate(name.clone()));
         }
+        self.index = None;
         self.methods.extend(other.methods);
         Ok(())
     }
@@ -235,6 +265,7 @@ impl Router {
         if self.methods.contains_key(name) {
             return Err(RouterError::Duplicate(name.into()));
         }
+        self.index = None;
         let method = Method {
             name: name.into(),
             description: description.into(),
@@ -251,6 +282,7 @@ impl Router {
     /// Gives each inline method a slot in `slots` (its counters); a method
     /// whose `Arc` is shared keeps none and is timed call by call.
     pub(crate) fn assign_slots(&mut self, slots: &mut Vec<Arc<crate::observe::MethodStats>>) {
+        self.index = None;
         for method in self.methods.values_mut() {
             let Some(method) = Arc::get_mut(method) else {
                 continue;
@@ -267,8 +299,19 @@ impl Router {
     }
 
     /// The method registered under `name`.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&Arc<Method>> {
-        self.methods.get(name)
+        match &self.index {
+            Some(index) => index.get(name),
+            None => self.methods.get(name),
+        }
+    }
+
+    /// Builds the lookup index [`Router::get`] uses from now on: once the
+    /// table is complete, after anything that needs `Arc::get_mut` on its
+    /// methods (the index holds a second reference to each).
+    pub(crate) fn build_index(&mut self) {
+        self.index = Some(index::Index::new(self.methods.values()));
     }
 
     /// Every method, sorted by name.
@@ -310,6 +353,7 @@ impl Context {
     /// Builds the context from a complete router (default access policy).
     pub fn new(mut router: Router, stats: Arc<Stats>) -> Self {
         let observe = Arc::new(crate::observe::Observe::for_router(&mut router));
+        router.build_index();
         Self {
             router,
             stats,
@@ -481,6 +525,37 @@ mod tests {
         other.method("a.b", "", Mode::Inline, ok).expect("a.b");
         assert!(router.merge(other).is_err());
         assert!(router.get("c").is_none(), "a failed merge adds nothing");
+    }
+
+    #[test]
+    fn lookups_agree_before_and_after_the_index_and_changes_drop_it() {
+        let mut router = Router::new();
+        let ok = |_: &Call<'_>, _: &mut Reply<'_>| Ok(());
+        router.method("a.b", "", Mode::Inline, ok).expect("a.b");
+        crate::methods::register_builtins(&mut router).expect("builtins");
+        let names: Vec<String> = router.methods.keys().cloned().collect();
+        for name in &names {
+            assert_eq!(router.get(name).map(|m| m.name()), Some(name.as_str()));
+        }
+        router.build_index();
+        assert!(router.index.is_some());
+        for name in &names {
+            assert_eq!(router.get(name).map(|m| m.name()), Some(name.as_str()));
+        }
+        assert!(router.get("a.c").is_none() && router.get("rpc.pinG").is_none());
+        // A schema needs the method's only reference: the index goes.
+        router
+            .schema("a.b", Some(serde_json::json!({"type": "array"})), None)
+            .expect("schema after the index was built");
+        assert!(router.index.is_none());
+        router.build_index();
+        router.method("c.d", "", Mode::Inline, ok).expect("c.d");
+        assert!(router.index.is_none());
+        assert!(router.get("c.d").is_some());
+        let ctx = context(router);
+        assert!(ctx.router().index.is_some(), "built with the context");
+        assert_eq!(ctx.call_json("rpc.ping", None).as_deref(), Ok("\"pong\""));
+        assert_eq!(ctx.call_json("c.d", None).as_deref(), Ok("null"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub struct Reply<'a> {
 
 impl<'a> Reply<'a> {
     /// A reply appending to `buf`.
+    #[inline]
     pub fn new(buf: &'a mut Vec<u8>) -> Self {
         let start = buf.len();
         Self {
@@ -58,6 +59,7 @@ impl<'a> Reply<'a> {
         }
     }
 
+    #[inline]
     fn reset(&mut self) {
         self.buf.truncate(self.start);
         self.raw = false;
@@ -74,6 +76,7 @@ impl<'a> Reply<'a> {
     }
 
     /// Sets the result to JSON text that is already valid.
+    #[inline]
     pub fn json_text(&mut self, raw: &RawValue) {
         self.reset();
         self.buf.extend_from_slice(raw.get().as_bytes());
@@ -82,6 +85,7 @@ impl<'a> Reply<'a> {
     /// Sets the result to a constant JSON text (a string without escapes,
     /// a number): copied as it is, with none of serde's escaping work. The
     /// caller vouches that it is one valid JSON value.
+    #[inline]
     pub fn json_static(&mut self, json: &'static str) {
         debug_assert!(serde_json::from_str::<&RawValue>(json).is_ok(), "{json}");
         debug_assert!(!json.contains(['\n', '\r']), "{json:?} holds a line break");
@@ -91,6 +95,7 @@ impl<'a> Reply<'a> {
     }
 
     /// Sets the result to raw bytes (carried by MCP1 only).
+    #[inline]
     pub fn bytes(&mut self, bytes: &[u8]) {
         self.reset();
         self.raw = true;
@@ -98,27 +103,32 @@ impl<'a> Reply<'a> {
     }
 
     /// True when the handler set no result.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.buf.len() == self.start
     }
 
     /// True when the result is raw bytes rather than JSON.
+    #[inline]
     pub fn is_raw(&self) -> bool {
         self.raw
     }
 
     /// True when the result is a constant of [`Reply::json_static`], which
     /// holds no line break.
+    #[inline]
     pub fn is_one_line(&self) -> bool {
         self.one_line
     }
 
     /// The result bytes written so far.
+    #[inline]
     pub fn written(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
     /// Discards whatever the handler wrote (used when it failed).
+    #[inline]
     pub fn discard(&mut self) {
         self.reset();
     }

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
+use std::ptr;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -423,12 +424,53 @@ fn blank_line_breaks(json: &mut [u8]) {
     }
 }
 
+/// Appends `,"id":ID}`. Ids are short (a counter, a short string): up to
+/// 16 bytes the tail is written straight into the buffer's spare capacity
+/// after one capacity check, with fixed-size moves (overlapping 8-byte ones
+/// for 8..=16 bytes, 4-byte ones for 4..8, single bytes below), not a
+/// `memcpy` call sized at run time.
+#[inline]
 fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
-    const KEY: &[u8] = br#","id":"#;
+    const KEY: &[u8; 6] = br#","id":"#;
     let id = id.map_or("null", |id| id.get()).as_bytes();
-    // One capacity check for the three appends.
-    out.reserve(KEY.len() + id.len() + 1);
-    out.extend_from_slice(KEY);
+    let n = id.len();
+    if n > 16 {
+        return write_long_id(out, id);
+    }
+    out.reserve(KEY.len() + 16 + 1);
+    let len = out.len();
+    // SAFETY: `reserve` left at least 23 bytes of capacity past `len`, and
+    // the tail is 7 + n <= 23 bytes. Every byte of [len, len + 7 + n) is
+    // written before `set_len` exposes it: the key, then the id (the two
+    // moves of each size class overlap and together cover all n bytes; for
+    // n < 4 the first, middle and last byte are all of them), then `}`.
+    // Every read is within `id` (n bytes) or `KEY`.
+    unsafe {
+        let dst = out.as_mut_ptr().add(len);
+        ptr::copy_nonoverlapping(KEY.as_ptr(), dst, KEY.len());
+        let at = dst.add(KEY.len());
+        let src = id.as_ptr();
+        if n >= 8 {
+            ptr::copy_nonoverlapping(src, at, 8);
+            ptr::copy_nonoverlapping(src.add(n - 8), at.add(n - 8), 8);
+        } else if n >= 4 {
+            ptr::copy_nonoverlapping(src, at, 4);
+            ptr::copy_nonoverlapping(src.add(n - 4), at.add(n - 4), 4);
+        } else if n > 0 {
+            *at = *src;
+            *at.add(n / 2) = *src.add(n / 2);
+            *at.add(n - 1) = *src.add(n - 1);
+        }
+        *at.add(n) = b'}';
+        out.set_len(len + KEY.len() + n + 1);
+    }
+}
+
+/// [`write_id`] for an id longer than 16 bytes.
+#[inline(never)]
+fn write_long_id(out: &mut Vec<u8>, id: &[u8]) {
+    out.reserve(id.len() + 7);
+    out.extend_from_slice(br#","id":"#);
     out.extend_from_slice(id);
     out.push(b'}');
 }
@@ -440,6 +482,7 @@ fn write_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
 /// The result is kept on one line whatever wrote it (see [`write_raw_json`]):
 /// a routed call's result comes from another peer, and a handler may pass on
 /// JSON text it did not build.
+#[inline]
 pub fn write_response(
     out: &mut Vec<u8>,
     id: Option<&RawValue>,
@@ -447,37 +490,39 @@ pub fn write_response(
 ) -> Option<RpcError> {
     let start = out.len();
     out.extend_from_slice(RESULT_PREFIX);
-    let (outcome, one_line) = {
-        let mut reply = Reply::new(out);
-        let outcome = run(&mut reply);
-        let one_line = reply.is_one_line();
-        let outcome = match outcome {
-            Ok(()) if reply.is_raw() => Err(RpcError::with(
-                ErrorCode::UnsupportedEncoding,
-                "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
-            )),
-            Ok(()) if reply.is_empty() => {
-                reply.json_text(RawValue::NULL);
-                Ok(())
-            }
-            outcome => outcome,
-        };
-        (outcome, one_line)
-    };
-    match outcome {
-        Ok(()) => {
-            if !one_line {
-                blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
-            }
-            write_id(out, id);
-            None
-        }
-        Err(error) => {
-            out.truncate(start);
-            write_error(out, id, &error);
-            Some(error)
-        }
+    let mut reply = Reply::new(out);
+    if let Err(error) = run(&mut reply) {
+        return Some(answer_error_instead(out, start, id, error));
     }
+    let (raw, empty, one_line) = (reply.is_raw(), reply.is_empty(), reply.is_one_line());
+    if raw {
+        let error = RpcError::with(
+            ErrorCode::UnsupportedEncoding,
+            "the method returned raw bytes, which JSON-RPC cannot carry; call it over MCP1",
+        );
+        return Some(answer_error_instead(out, start, id, error));
+    }
+    if empty {
+        out.extend_from_slice(b"null");
+    } else if !one_line {
+        blank_line_breaks(&mut out[start + RESULT_PREFIX.len()..]);
+    }
+    write_id(out, id);
+    None
+}
+
+/// Replaces the response begun at `start` with an error response.
+#[cold]
+#[inline(never)]
+fn answer_error_instead(
+    out: &mut Vec<u8>,
+    start: usize,
+    id: Option<&RawValue>,
+    error: RpcError,
+) -> RpcError {
+    out.truncate(start);
+    write_error(out, id, &error);
+    error
 }
 
 /// Appends an error response object (no newline).
@@ -728,6 +773,63 @@ mod tests {
         out.clear();
         write_response(&mut out, None, |_| Ok(()));
         assert_eq!(out, br#"{"jsonrpc":"2.0","result":null,"id":null}"#);
+    }
+
+    #[test]
+    fn ids_of_every_length_are_echoed_byte_for_byte() {
+        let mut out = b"x".to_vec();
+        write_id(&mut out, None);
+        assert_eq!(out, br#"x,"id":null}"#);
+        for len in 0..=40 {
+            // Distinct bytes, so that a misplaced or dropped one shows.
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            for id in [format!("\"{text}\""), format!("1{}", "0".repeat(len))] {
+                let raw: &RawValue = serde_json::from_str(&id).expect("id");
+                for prefix in [0, 1, 7, 100] {
+                    let mut out = vec![b'p'; prefix];
+                    write_id(&mut out, Some(raw));
+                    let expected = format!("{},\"id\":{id}}}", "p".repeat(prefix));
+                    assert_eq!(String::from_utf8_lossy(&out), expected);
+                }
+                let mut out = Vec::new();
+                assert!(
+                    write_response(&mut out, Some(raw), |r| {
+                        r.json_static("\"pong\"");
+                        Ok(())
+                    })
+                    .is_none()
+                );
+                let expected = format!("{{\"jsonrpc\":\"2.0\",\"result\":\"pong\",\"id\":{id}}}");
+                assert_eq!(String::from_utf8_lossy(&out), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn raw_results_and_failures_leave_no_partial_result() {
+        let id: &RawValue = serde_json::from_str("7").expect("id");
+        let mut out = b"before\n".to_vec();
+        let sent = write_response(&mut out, Some(id), |r| {
+            r.bytes(b"\x00\x01");
+            Ok(())
+        });
+        assert_eq!(sent.map(|e| e.code), Some(-32003));
+        let line = std::str::from_utf8(&out[7..]).expect("utf-8");
+        assert!(
+            line.starts_with(r#"{"jsonrpc":"2.0","error":{"code":-32003,"#),
+            "{line}"
+        );
+        assert!(line.ends_with(r#","id":7}"#), "{line}");
+        out.truncate(7);
+        let sent = write_response(&mut out, Some(id), |r| {
+            r.json_static("\"half\"");
+            Err(RpcError::invalid_params("no"))
+        });
+        assert_eq!(sent.map(|e| e.code), Some(-32602));
+        assert!(!out.windows(4).any(|w| w == b"half"));
+        assert!(out.starts_with(b"before\n{\"jsonrpc\":\"2.0\",\"error\""));
     }
 
     #[test]
