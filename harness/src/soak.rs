@@ -172,11 +172,16 @@ pub fn run(
         }
     }
 
-    // Wait for the daemon to close what the clients left.
+    // Wait for the daemon to close what the clients left, and to give back
+    // their output (a loaded daemon may answer rpc.stats in the turn that
+    // closes the last of them, before their buffers are counted out).
     let settle_start = Instant::now();
+    let buffered = |s: &Value| s["output_buffered"].as_u64().unwrap_or(u64::MAX);
     let mut after = stats.stats().unwrap_or(Value::Null);
     let mut fds_end = daemon.fds().unwrap_or(u64::MAX);
-    while (fds_end > fds_baseline || open_connections(&after) > open_connections(&before))
+    while (fds_end > fds_baseline
+        || open_connections(&after) > open_connections(&before)
+        || buffered(&after) > buffered(&before))
         && settle_start.elapsed() < spec.settle
     {
         std::thread::sleep(Duration::from_millis(100));
