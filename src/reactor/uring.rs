@@ -90,7 +90,8 @@ enum File {
     Fixed(u32),
 }
 
-/// Builds an entry of `$op` on a [`File`], the same way for both kinds.
+/// Builds an entry on a [`File`]: `$build` sees the descriptor as `$f`,
+/// plain or registered.
 macro_rules! on_file {
     ($file:expr, |$f:ident| $build:expr) => {
         match $file {
@@ -351,8 +352,14 @@ impl UringLoop {
                 break;
             }
             self.read_again = 0;
-            self.ring.submit()?;
-            self.iovecs.clear();
+            match self.ring.submit() {
+                // The kernel has copied the iovecs (IORING_FEAT_SUBMIT_STABLE).
+                Ok(_) => self.iovecs.clear(),
+                // Interrupted, or the completion queue is full: the reads
+                // (and their iovecs) wait for the turn's own submit.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => break,
+                Err(e) => return Err(e),
+            }
             self.reap()?;
         }
         self.read_again = 0;
