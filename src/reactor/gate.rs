@@ -31,8 +31,8 @@ impl Core {
 
     /// True while the core holds a connection's input (max-in-flight,
     /// max-output, a parked job) or it waits for buffer memory: nothing
-    /// reads its socket, so a driver that only learns of a hang-up by
-    /// reading (io_uring) watches for one instead.
+    /// reads its socket, so the io_uring driver does not follow its poll's
+    /// input edges (the core reads it again when it lets go), only hang-ups.
     pub fn not_reading(&self, key: usize) -> bool {
         self.clients
             .get(key)
